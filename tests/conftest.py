@@ -1,0 +1,17 @@
+"""Shared fixtures: the read-only data set beside the project, skipped when absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.skip(f"needs the shared data set at {SHARED_DATA} (not present on this machine)")
+    return SHARED_DATA
