@@ -10,10 +10,10 @@ whatever AU list that model was trained with.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -33,7 +33,9 @@ AUS: tuple[ActionUnit, ...] = (
     ActionUnit("AU01", "inner brow raiser", "raises the inner ends of the eyebrows (worried, surprised)", "brows"),
     ActionUnit("AU02", "outer brow raiser", "raises the outer ends of the eyebrows (surprised, questioning)", "brows"),
     ActionUnit("AU04", "brow lowerer", "pulls the eyebrows down and together (frown, anger, concentration)", "brows"),
-    ActionUnit("AU05", "upper lid raiser", "opens the eyes wide, showing white above the iris (surprise, fear)", "eyes"),
+    ActionUnit(
+        "AU05", "upper lid raiser", "opens the eyes wide, showing white above the iris (surprise, fear)", "eyes"
+    ),
     ActionUnit("AU06", "cheek raiser", "lifts the cheeks and crinkles the outer eye corners (genuine smile)", "cheeks"),
     ActionUnit("AU07", "lid tightener", "narrows the eyes by tensing the lids (squint, anger)", "eyes"),
     ActionUnit("AU09", "nose wrinkler", "wrinkles the nose and lifts its sides (disgust)", "nose"),
@@ -55,16 +57,25 @@ AU_BY_CODE: dict[str, ActionUnit] = {au.code: au for au in AUS}
 #: Bilateral AUs whose blendshapes come per side, so one side can be driven alone.
 #: ``L``/``R`` follow MediaPipe's blendshape names (``...Left``/``...Right``).
 SIDED: tuple[str, ...] = (
-    "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10",
-    "AU12", "AU14", "AU15", "AU20", "AU23", "AU45",
+    "AU02",
+    "AU04",
+    "AU05",
+    "AU06",
+    "AU07",
+    "AU09",
+    "AU10",
+    "AU12",
+    "AU14",
+    "AU15",
+    "AU20",
+    "AU23",
+    "AU45",
 )
 SIDES = ("L", "R")
 UNILATERAL_CODES: tuple[str, ...] = tuple(f"{c}{s}" for c in SIDED for s in SIDES)
 
 #: The extended vector: each AU in model order, sided ones replaced by L and R.
-EXTENDED_CODES: tuple[str, ...] = tuple(
-    code for c in AU_CODES for code in ((f"{c}L", f"{c}R") if c in SIDED else (c,))
-)
+EXTENDED_CODES: tuple[str, ...] = tuple(code for c in AU_CODES for code in ((f"{c}L", f"{c}R") if c in SIDED else (c,)))
 
 ALL_CODES: frozenset[str] = frozenset(AU_CODES) | frozenset(UNILATERAL_CODES)
 
@@ -205,9 +216,7 @@ def shipped_gains() -> dict[str, float]:
     return gains
 
 
-def blendshapes_to_aus(
-    blendshapes: Mapping[str, float], gains: Mapping[str, float] | None = None
-) -> dict[str, float]:
+def blendshapes_to_aus(blendshapes: Mapping[str, float], gains: Mapping[str, float] | None = None) -> dict[str, float]:
     """Live AUs from one face's blendshape scores: every bilateral and sided code.
 
     The bilateral value is the mean of the two sides.
