@@ -85,6 +85,11 @@ def base_code(code: str) -> str:
     return code[:-1] if code[-1:] in SIDES else code
 
 
+def expand_code(code: str) -> tuple[str, ...]:
+    """The codes of the extended vector that ``code`` stands for: a sided AU's two sides, else itself."""
+    return tuple(f"{code}{s}" for s in SIDES) if code in SIDED else (code,)
+
+
 def describe(code: str) -> str:
     """A one-line plain-words description of any AU code, sided or not."""
     au = AU_BY_CODE[base_code(code)]

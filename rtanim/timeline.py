@@ -24,7 +24,18 @@ from typing import Any
 
 import numpy as np
 
-from rtanim.aus import ALL_CODES, AU_CODES, EXTENDED_CODES, PRESETS, SIDED, SIDES, base_code, preset_aus, resolve
+from rtanim.aus import (
+    ALL_CODES,
+    AU_CODES,
+    EXTENDED_CODES,
+    PRESETS,
+    SIDED,
+    SIDES,
+    base_code,
+    expand_code,
+    preset_aus,
+    resolve,
+)
 from rtanim.errors import InputError
 
 EASINGS = ("linear", "ease-in-out", "ease-in", "ease-out", "hold")
@@ -33,15 +44,6 @@ MODES = ("absolute", "offset")
 
 #: Mouth AUs follow the live face by default on a webcam, so the user can still talk.
 WEBCAM_PASSTHROUGH: tuple[str, ...] = ("AU25", "AU26")
-
-_EXT_INDEX = {code: i for i, code in enumerate(EXTENDED_CODES)}
-
-
-def _expand_code(code: str) -> tuple[str, ...]:
-    """The extended codes a (bilateral or sided) code stands for."""
-    if code in _EXT_INDEX:
-        return (code,)
-    return tuple(f"{code}{s}" for s in SIDES)
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class Timeline:
 
     def __post_init__(self) -> None:
         self._times = np.array([k.t for k in self.keyframes], dtype=np.float64)
-        pass_ext = {c for p in self.passthrough for c in _expand_code(p)}
+        pass_ext = {c for p in self.passthrough for c in expand_code(p)}
         self._pass_mask = np.array([c in pass_ext for c in EXTENDED_CODES])
 
     # ----------------------------------------------------------------- queries

@@ -11,8 +11,11 @@ faces smaller than about a tenth of the image.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -73,6 +76,29 @@ class Detection:
 
 
 # ------------------------------------------------------------------ pure helpers
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (C++ logging from MediaPipe / TFLite) for a moment.
+
+    Python's own ``sys.stderr`` is flushed first and restored after, so exceptions still surface.
+    Set RTANIM_DEBUG=1 to see the native logs.
+    """
+    if os.environ.get("RTANIM_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
 
 
 def model_bytes() -> bytes:
@@ -234,7 +260,9 @@ class FaceTracker:
             output_face_blendshapes=True,
             output_facial_transformation_matrixes=True,
         )
-        self._landmarker: Any = vision.FaceLandmarker.create_from_options(options)
+        with quiet_native_stderr():  # MediaPipe's C++ start-up chatter is noise to a user
+            self._landmarker: Any = vision.FaceLandmarker.create_from_options(options)
+        self._warm = False
         self._tracks: list[_Track] = []
         self._next_id = 0
         self._last_ms: int | None = None
@@ -291,13 +319,22 @@ class FaceTracker:
     def _image(rgb: np.ndarray) -> mp.Image:
         return mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
 
+    def _native(self, fn: Any, *args: Any) -> Any:
+        """Call MediaPipe; its first inference logs C++ warnings, silenced like start-up."""
+        if self._warm:
+            return fn(*args)
+        with quiet_native_stderr():
+            out = fn(*args)
+        self._warm = True
+        return out
+
     def _detect_video(self, rgb: np.ndarray, ms: int) -> list[Detection]:
-        result = self._landmarker.detect_for_video(self._image(rgb), ms)
+        result = self._native(self._landmarker.detect_for_video, self._image(rgb), ms)
         return detections_from_result(result, rgb.shape[1], rgb.shape[0])
 
     def _detect_image(self, rgb: np.ndarray) -> list[Detection]:
         h, w = rgb.shape[:2]
-        found = detections_from_result(self._landmarker.detect(self._image(rgb)), w, h)
+        found = detections_from_result(self._native(self._landmarker.detect, self._image(rgb)), w, h)
         if not self.tile_search or len(found) >= self.max_faces:
             return found
         # Tile hits first: a face seen at higher resolution gets better landmarks. A hit

@@ -1,0 +1,271 @@
+"""Paste generator outputs back into the full-resolution frame (DESIGN.md, "Data flow" step 6).
+
+Per face, the generator gives attention A (1 = keep the input pixel), colour C and, for flow
+models, a backward flow F, all at crop resolution. Rather than pasting a 128x128 image back,
+A, C and F are warped to the frame with the inverse crop transform and applied to the frame's
+own pixels at native resolution, so untouched skin keeps its full detail and F moves real
+pixels. A feathered mask in crop coordinates confines the change to the face region and hides
+the crop's edge; only the bounding box of that region is touched, so every pixel outside it is
+byte-identical to the input.
+
+Conventions shared with the engines and training (DESIGN.md, "Engines"):
+
+- A: [1, S, S] in [0, 1]; C: [3, S, S] float in [-1, 1] (or uint8 in [0, 255]);
+  F: [2, S, S] normalised backward offsets (x, y) in grid_sample's ``align_corners=False``
+  convention, i.e. in units of the crop half-size: output crop pixel ``p`` samples the input
+  crop at ``p + F(p) * S / 2`` (crop pixels).
+- The crop transform maps frame pixels to crop pixels (2x3, OpenCV convention: integer
+  coordinates are pixel centres). Only ``.matrix`` is read here, so compose does not depend
+  on how align.py builds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+#: Width of the feathered band at the crop's edge, in crop pixels (at S = 128).
+FEATHER_PX = 6.0
+#: Corner radius of the rounded-rectangle face region, in crop pixels (at S = 128).
+CORNER_PX = 24.0
+
+
+class HasMatrix(Protocol):
+    matrix: np.ndarray  # 2x3, frame px -> crop px
+
+
+@dataclass(frozen=True)
+class FaceOutput:
+    """One face's generator output at crop resolution (numpy, channels first).
+
+    ``attention`` [1,S,S] in [0,1] (1 keeps the input); ``color`` [3,S,S] float in [-1,1] or
+    uint8; ``flow`` [2,S,S] normalised backward offsets, or None for models without flow.
+    """
+
+    attention: np.ndarray
+    color: np.ndarray
+    flow: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.attention.shape[-1])
+
+
+def unbatch(outputs: Any) -> list[FaceOutput]:
+    """Split an engine's batched ``Outputs`` (attention [N,1,S,S], color, flow or None) per face."""
+
+    def np_(x: Any) -> np.ndarray | None:
+        if x is None:
+            return None
+        if hasattr(x, "detach"):
+            x = x.detach().float().cpu().numpy()
+        return np.asarray(x)
+
+    att, col, flo = np_(outputs.attention), np_(outputs.color), np_(getattr(outputs, "flow", None))
+    return [FaceOutput(att[i], col[i], None if flo is None else flo[i]) for i in range(att.shape[0])]
+
+
+@lru_cache(maxsize=8)
+def feather_mask(size: int = 128, feather: float = FEATHER_PX, corner: float = CORNER_PX) -> np.ndarray:
+    """Soft region mask [S,S] float32 in crop coordinates: 1 inside, 0 at the crop edge.
+
+    A rounded rectangle (the crop template already frames the whole face with a small margin),
+    with a smoothstep ramp of ``feather`` px so neither A, C nor F shows a seam. Scales with S.
+    """
+    s = size / 128.0
+    feather, corner = feather * s, corner * s
+    c = np.arange(size, dtype=np.float64)
+    # Distance inside the rounded rectangle whose edge runs through the outermost pixel centres.
+    half = (size - 1) / 2.0
+    dx = np.abs(c[None, :] - half) - (half - corner)
+    dy = np.abs(c[:, None] - half) - (half - corner)
+    outside = np.hypot(np.maximum(dx, 0), np.maximum(dy, 0)) + np.minimum(np.maximum(dx, dy), 0)
+    inside = corner - outside  # 0 on the edge, grows inwards
+    t = np.clip(inside / feather, 0.0, 1.0)
+    mask = (t * t * (3.0 - 2.0 * t)).astype(np.float32)
+    mask.setflags(write=False)  # cached: shared by every call
+    return mask
+
+
+def _color01(color: np.ndarray) -> np.ndarray:
+    """Colour as float32 [3,S,S] in grey levels [0, 255]."""
+    if color.dtype == np.uint8:
+        return color.astype(np.float32)
+    return (np.clip(color.astype(np.float32), -1.0, 1.0) + 1.0) * 127.5
+
+
+def crop_stack(out: FaceOutput) -> np.ndarray:
+    """The crop-space quantities compose resamples, premultiplied by the region mask.
+
+    Channels: w = mask*(1-A) (how much C replaces the input), w*C (premultiplied, so resampling
+    never bleeds C where w is 0), mask*F in crop pixels (x, y). Returns [S,S,6] float32.
+    """
+    size = out.size
+    mask = feather_mask(size)
+    att = np.clip(out.attention.reshape(size, size).astype(np.float32), 0.0, 1.0)
+    w = mask * (1.0 - att)
+    stack = np.empty((size, size, 6), np.float32)
+    stack[..., 0] = w
+    stack[..., 1:4] = (_color01(out.color) * w[None]).transpose(1, 2, 0)
+    if out.flow is None:
+        stack[..., 4:] = 0.0
+    else:
+        stack[..., 4:] = (out.flow.astype(np.float32) * (size / 2.0) * mask[None]).transpose(1, 2, 0)
+    return stack
+
+
+def region_box(matrix: np.ndarray, size: int, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """Frame bounding box (x0, y0, x1, y1), end-exclusive, of the crop square; None if off-frame."""
+    m = np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
+    inv = np.linalg.inv(m)[:2]
+    lo, hi = -0.5, size - 0.5
+    corners = np.array([[lo, lo, 1], [hi, lo, 1], [lo, hi, 1], [hi, hi, 1]], np.float64)
+    pts = corners @ inv.T
+    h, w = shape[:2]
+    x0 = max(int(np.floor(pts[:, 0].min())) - 1, 0)
+    y0 = max(int(np.floor(pts[:, 1].min())) - 1, 0)
+    x1 = min(int(np.ceil(pts[:, 0].max())) + 2, w)
+    y1 = min(int(np.ceil(pts[:, 1].max())) + 2, h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
+def _roi_matrix(matrix: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """Frame->crop matrix re-based so ROI pixel (0, 0) is frame pixel (x0, y0)."""
+    m = np.asarray(matrix, np.float64).copy()
+    m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
+    return m
+
+
+def _compose_into(result: np.ndarray, out: FaceOutput, transform: HasMatrix) -> None:
+    size = out.size
+    matrix = np.asarray(transform.matrix, np.float64)
+    box = region_box(matrix, size, result.shape)
+    if box is None:
+        return
+    x0, y0, x1, y1 = box
+    has_flow = out.flow is not None
+    stack = crop_stack(out)
+    roi_m = _roi_matrix(matrix, x0, y0)
+
+    def back(chans: np.ndarray) -> np.ndarray:
+        # 1, 3 or 4 channels per call: OpenCV interpolates other counts on a coarse 1/32-px lattice,
+        # which would break agreement with compose_torch near sharp edges.
+        return cv2.warpAffine(
+            np.ascontiguousarray(chans),
+            roi_m,
+            (x1 - x0, y1 - y0),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
+
+    warped = np.concatenate([back(stack[..., :3]), back(stack[..., 3:])], -1) if has_flow else back(stack[..., :4])
+    w = warped[..., 0:1]
+    roi = result[y0:y1, x0:x1]
+    if has_flow:
+        # Crop-pixel offsets -> frame-pixel offsets: d_frame = L^-1 d_crop, L the linear part.
+        lin_inv = np.linalg.inv(matrix[:, :2]).astype(np.float32)
+        fx, fy = warped[..., 4], warped[..., 5]
+        disp_x = lin_inv[0, 0] * fx + lin_inv[0, 1] * fy
+        disp_y = lin_inv[1, 0] * fx + lin_inv[1, 1] * fy
+        # Sample a float window around the box (flow may reach outside it): one rounding, not two.
+        h, w_ = result.shape[:2]
+        reach = int(np.ceil(max(np.abs(disp_x).max(), np.abs(disp_y).max()))) + 2
+        wx0, wy0, wx1, wy1 = max(x0 - reach, 0), max(y0 - reach, 0), min(x1 + reach, w_), min(y1 + reach, h)
+        disp_x += np.arange(x0 - wx0, x1 - wx0, dtype=np.float32)[None, :]
+        disp_y += np.arange(y0 - wy0, y1 - wy0, dtype=np.float32)[:, None]
+        window = result[wy0:wy1, wx0:wx1].astype(np.float32)
+        base = cv2.remap(window, disp_x, disp_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    else:
+        base = roi.astype(np.float32)
+    base *= 1.0 - w
+    base += warped[..., 1:4]
+    base += 0.5
+    np.clip(base, 0.0, 255.0, out=base)
+    roi[...] = base  # truncation after +0.5: round half up, as compose_torch does
+
+
+def compose(frame: np.ndarray, outputs: Sequence[FaceOutput], transforms: Sequence[HasMatrix]) -> np.ndarray:
+    """Composite every face's output into a copy of ``frame`` (uint8 HxWx3), in order.
+
+    Faces compose independently: each one reads the frame as the faces before it left it, so
+    overlapping regions stack like layers. ``frame`` is never modified.
+    """
+    if len(outputs) != len(transforms):
+        raise ValueError(f"{len(outputs)} outputs but {len(transforms)} transforms")
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame must be uint8 HxWx3, got {frame.dtype} {frame.shape}")
+    result = frame.copy()
+    for out, t in zip(outputs, transforms, strict=True):
+        _compose_into(result, out, t)
+    return result
+
+
+# ----------------------------------------------------------------------------- torch
+
+
+def compose_torch(frame: Any, attention: Any, color: Any, flow: Any, transforms: Sequence[HasMatrix]) -> Any:
+    """The same composite on tensors (any device), with grid_sample instead of OpenCV.
+
+    ``frame`` uint8 [H,W,3] tensor (the pipeline's layout); ``attention`` [N,1,S,S], ``color``
+    [N,3,S,S] in [-1,1], ``flow`` [N,2,S,S] or None, one transform per face. Returns a new uint8
+    [H,W,3] tensor. Agrees with :func:`compose` within 1 grey level on natural images (OpenCV
+    quantises sample positions to 1/32 px, grid_sample does not).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n, _, size, _ = attention.shape
+    if len(transforms) != n:
+        raise ValueError(f"{n} outputs but {len(transforms)} transforms")
+    dev = frame.device
+    result = frame.clone()
+    h, w_ = frame.shape[:2]
+    mask = torch.from_numpy(np.array(feather_mask(size))).to(dev)
+    for i, t in enumerate(transforms):
+        matrix = np.asarray(t.matrix, np.float64)
+        box = region_box(matrix, size, (h, w_))
+        if box is None:
+            continue
+        x0, y0, x1, y1 = box
+        wgt = mask * (1.0 - attention[i, 0].float().clamp(0, 1))
+        col = color[i].float()
+        col = col if color.dtype == torch.uint8 else (col.clamp(-1, 1) + 1.0) * 127.5
+        chans = [wgt[None], col * wgt[None]]
+        if flow is not None:
+            chans.append(flow[i].float() * (size / 2.0) * mask[None])
+        stack = torch.cat(chans, 0)[None]  # [1,C,S,S]
+        # ROI pixel grid -> crop pixels -> grid_sample's normalised coordinates.
+        m = torch.tensor(matrix, dtype=torch.float64, device=dev)
+        ys, xs = torch.meshgrid(
+            torch.arange(y0, y1, device=dev, dtype=torch.float64),
+            torch.arange(x0, x1, device=dev, dtype=torch.float64),
+            indexing="ij",
+        )
+        cx = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
+        cy = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+        grid = torch.stack([(2 * cx + 1) / size - 1, (2 * cy + 1) / size - 1], -1)[None].float()
+        warped = F.grid_sample(stack, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+        wr = warped[0:1]
+        if flow is not None:
+            lin_inv = torch.tensor(np.linalg.inv(matrix[:, :2]), dtype=torch.float64, device=dev)
+            fx, fy = warped[4].double(), warped[5].double()
+            sx = xs + lin_inv[0, 0] * fx + lin_inv[0, 1] * fy
+            sy = ys + lin_inv[1, 0] * fx + lin_inv[1, 1] * fy
+            # Replicate-border sampling, like cv2.BORDER_REPLICATE.
+            sx, sy = sx.clamp(0, w_ - 1), sy.clamp(0, h - 1)
+            fgrid = torch.stack([(2 * sx + 1) / w_ - 1, (2 * sy + 1) / h - 1], -1)[None].float()
+            src = result.permute(2, 0, 1)[None].float()
+            base = F.grid_sample(src, fgrid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+        else:
+            base = result[y0:y1, x0:x1].permute(2, 0, 1).float()
+        blended = base * (1.0 - wr) + warped[1:4]
+        result[y0:y1, x0:x1] = (blended + 0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+    return result

@@ -1,0 +1,132 @@
+"""compose: exact pass-through, changes confined to the face region, numpy == torch, flow geometry."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from rtanim.align import CropTransform
+from rtanim.compose import FaceOutput, compose, compose_torch, feather_mask, unbatch
+
+S = 128
+
+
+def similarity(centre: tuple[float, float], face_px: float, angle: float = 0.0) -> CropTransform:
+    """Frame -> crop transform putting a face of ``face_px`` frame pixels at the crop centre."""
+    s = S / face_px
+    m = np.array([[s * np.cos(angle), s * np.sin(angle), 0.0], [-s * np.sin(angle), s * np.cos(angle), 0.0]])
+    m[:, 2] = (S - 1) / 2.0 - m[:, :2] @ np.asarray(centre, np.float64)
+    return CropTransform(m)
+
+
+def smooth_outputs(seed: int, flow_scale: float = 0.05) -> FaceOutput:
+    """Generator-like outputs: smooth attention, smooth colour, smooth flow of a few pixels."""
+    rng = np.random.default_rng(seed)
+    att = cv2.GaussianBlur(rng.random((S, S)).astype(np.float32), (0, 0), 4)
+    att = (att - att.min()) / (att.max() - att.min())
+    col = cv2.GaussianBlur(rng.uniform(-1, 1, (S, S, 3)).astype(np.float32), (0, 0), 2) * 3
+    yy, xx = np.mgrid[0:S, 0:S]
+    ph = rng.uniform(0, 6, 2)
+    flow = np.stack([np.sin(xx / 19.0 + ph[0]), np.cos(yy / 17.0 + ph[1])]) * flow_scale
+    return FaceOutput(att[None], np.clip(col, -1, 1).transpose(2, 0, 1), flow.astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def photo(shared_data) -> np.ndarray:
+    img = cv2.cvtColor(cv2.imread(str(shared_data / "stills" / "astronaut.png")), cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(np.pad(img, ((0, 0), (64, 64), (0, 0)), mode="reflect"))  # 512 x 640
+
+
+def test_attention_one_without_flow_is_bitwise_identity(photo):
+    t = similarity((300, 220), 230, 0.3)
+    out = FaceOutput(np.ones((1, S, S), np.float32), smooth_outputs(0).color)
+    before = photo.copy()
+    result = compose(photo, [out], [t])
+    assert result is not photo
+    assert np.array_equal(result, photo)
+    assert np.array_equal(photo, before)  # input untouched
+
+
+def test_changes_stay_inside_the_face_region(photo):
+    t = similarity((300, 220), 200, -0.4)
+    out = smooth_outputs(1)
+    before = photo.copy()
+    result = compose(photo, [out], [t])
+    assert np.array_equal(photo, before)
+    # The region: where the feather mask, warped back, is non-zero (grown by 1 px for bilinear reach).
+    support = cv2.warpAffine(feather_mask(S), t.inverse, photo.shape[1::-1], flags=cv2.INTER_LINEAR) > 0
+    support = cv2.dilate(support.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    changed = (result != photo).any(-1)
+    assert changed.sum() > 10_000  # it did something
+    assert not changed[~support].any()
+
+
+def test_numpy_and_torch_agree_within_one_grey_level(photo):
+    faces = [
+        (similarity((300, 220), 230, 0.3), smooth_outputs(2)),
+        (similarity((120, 400), 90, -0.2), smooth_outputs(3)),
+    ]
+    ts, outs = [f[0] for f in faces], [f[1] for f in faces]
+    ref = compose(photo, outs, ts)
+    got = compose_torch(
+        torch.from_numpy(photo),
+        torch.from_numpy(np.stack([o.attention for o in outs])),
+        torch.from_numpy(np.stack([o.color for o in outs])),
+        torch.from_numpy(np.stack([o.flow for o in outs])),
+        ts,
+    ).numpy()
+    diff = np.abs(ref.astype(np.int16) - got)
+    assert diff.max() <= 1, f"max diff {diff.max()} at {np.argwhere(diff > 1)[:5].tolist()}"
+    assert (ref != photo).any()
+
+
+def test_two_faces_compose_independently(photo):
+    ta, tb = similarity((200, 200), 150), similarity((480, 330), 150, 0.2)
+    oa, ob = smooth_outputs(4), smooth_outputs(5)
+    both = compose(photo, [oa, ob], [ta, tb])
+    only_a, only_b = compose(photo, [oa], [ta]), compose(photo, [ob], [tb])
+    in_a, in_b = (only_a != photo).any(-1), (only_b != photo).any(-1)
+    assert in_a.any() and in_b.any() and not (in_a & in_b).any()
+    assert np.array_equal(both[in_a], only_a[in_a])
+    assert np.array_equal(both[in_b], only_b[in_b])
+    assert np.array_equal(both[~(in_a | in_b)], photo[~(in_a | in_b)])
+
+
+def test_flow_is_converted_to_frame_pixels(photo):
+    """A uniform crop flow of 2 crop px at 0.5 crop px per frame px samples 4 frame px away."""
+    t = similarity((300, 250), 256)  # scale 0.5, no rotation
+    flow = np.zeros((2, S, S), np.float32)
+    flow[0] = 2.0 / (S / 2)  # +2 crop px in x
+    out = FaceOutput(np.ones((1, S, S), np.float32), np.zeros((3, S, S), np.float32), flow)
+    result = compose(photo, [out], [t])
+    inner = (slice(200, 300), slice(250, 350))  # deep inside the mask: full flow, no feathering
+    shifted = (inner[0], slice(254, 354))
+    assert np.array_equal(result[inner], photo[shifted])
+
+
+def test_uint8_colour_and_engine_batches():
+    frame = np.full((100, 120, 3), 10, np.uint8)
+    t = similarity((60, 50), 60)
+    batch = type("Outputs", (), {})()
+    batch.attention = torch.zeros(1, 1, S, S)
+    batch.color = torch.full((1, 3, S, S), 1.0)  # white in [-1, 1]
+    batch.flow = None
+    (face,) = unbatch(batch)
+    white = compose(frame, [face], [t])
+    white_u8 = compose(frame, [FaceOutput(np.zeros((1, S, S)), np.full((3, S, S), 255, np.uint8))], [t])
+    assert white[50, 60].tolist() == [255, 255, 255]
+    assert np.array_equal(white, white_u8)
+    with pytest.raises(ValueError):
+        compose(frame, [face], [])
+
+
+def test_region_edge_is_feathered():
+    """Repainting everything (A = 0) fades in over several frame pixels at the crop edge, no seam."""
+    frame = np.zeros((300, 300, 3), np.uint8)
+    t = similarity((150, 150), 128)  # 1 crop px per frame px
+    out = FaceOutput(np.zeros((1, S, S), np.float32), np.ones((3, S, S), np.float32))
+    row = compose(frame, [out], [t])[150, :, 0].astype(int)
+    assert row[150] == 255 and row[0] == 0
+    assert np.abs(np.diff(row)).max() < 80  # a hard paste would jump 255 in one pixel
