@@ -15,3 +15,12 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip(f"needs the shared data set at {SHARED_DATA} (not present on this machine)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_engine_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep engines and ONNX files that tests build out of the user's cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RTANIM_CACHE", str(tmp_path_factory.mktemp("engine-cache")))
+    yield
+    mp.undo()
