@@ -536,13 +536,18 @@ class VirtualCameraSink(_SinkBase):
 
 @dataclass
 class Controls:
-    """What the preview's hotkeys set; the pipeline reads it every frame (q quit, space effect, p pause, 1-9 preset)."""
+    """What the user can change while a run goes on: the preview's hotkeys set it, the pipeline reads it every frame.
+
+    The one controls object of a run (``rtanim.pipeline`` re-exports it): q quit, space effect, p pause the
+    timeline, 1-9 preset (``on_preset`` puts that preset's timeline in ``timeline``), o overlay.
+    """
 
     quit: bool = False
     effect_on: bool = True
     paused: bool = False
     preset_index: int | None = None  # 0-8 after keys 1-9
     overlay: bool = True  # o toggles the stats overlay
+    timeline: Any = None  # a rtanim.timeline.Timeline replacing the run's own (set by a preset hotkey)
 
     def handle_key(self, key: int) -> int | None:
         return apply_key(self, key)

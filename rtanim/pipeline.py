@@ -1,0 +1,510 @@
+"""The stage graph: capture -> track + crop -> generate -> compose -> sinks, in threads.
+
+Each heavy call (decode, MediaPipe, the engine, OpenCV warps, encode) releases the GIL,
+so stages overlap on separate threads joined by bounded queues. Two policies:
+
+- ``live``: only the newest frame is worked on. A live source (camera, paced file) already
+  keeps just its newest frame, so the track stage pulls from it directly and the source's
+  ``dropped`` is the one drop count; any other source gets a capture stage that keeps the
+  newest frame and counts what it discards. Every queue holds one item, and the track stage
+  starts the next frame just in time for the slowest later stage (``_start_due``), so no frame
+  waits in a queue: latency stays about the sum of the stage times.
+- ``offline``: every frame in order, with back-pressure instead of drops, and the crops of
+  several frames batched into one engine call.
+
+The last stage (compose and sinks) runs on the calling thread, so a preview window lives on
+the main thread and Ctrl-C lands where outputs can be finalised. A stage that raises stops
+every stage, and :meth:`Pipeline.run` re-raises its error (wrapped in :class:`StageError`
+unless it already is an :class:`~rtanim.errors.InputError` / :class:`~rtanim.errors.RunError`).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+
+from rtanim.align import crop
+from rtanim.aus import to_vector
+from rtanim.compose import FaceOutput, compose, unbatch
+from rtanim.errors import InputError, RunError
+from rtanim.sinks import Controls
+from rtanim.sources import Frame
+from rtanim.timeline import Timeline
+
+if TYPE_CHECKING:  # tracking pulls in MediaPipe; the pipeline only needs its types
+    from rtanim.tracking import Face
+
+__all__ = [
+    "Controls",
+    "EngineGenerator",
+    "FaceJob",
+    "FrameJob",
+    "Generator",
+    "Pipeline",
+    "StageError",
+    "Stats",
+    "select_faces",
+]
+
+log = logging.getLogger("rtanim")
+
+Policy = Literal["live", "offline"]
+FaceSelect = Literal["largest", "all"]
+STAGES = ("capture", "track", "generate", "compose", "sink")
+#: Frames the live-view numbers (``Stats.recent``) are computed over.
+RECENT = 60
+_END = object()
+
+
+class StageError(RunError):
+    """A pipeline stage failed with an unexpected error; names the stage, keeps the cause."""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        self.stage, self.cause = stage, cause
+        super().__init__(f"{stage} stage failed: {type(cause).__name__}: {cause}")
+
+
+# ------------------------------------------------------------------ data at stage boundaries
+
+
+@dataclass
+class FaceJob:
+    """A face on its way through the generator."""
+
+    face: Face
+    crop: np.ndarray  # S x S x 3 uint8 RGB
+    target: dict[str, float]  # resolved target AUs (timeline + live face)
+
+
+@dataclass
+class FrameJob:
+    frame: Frame
+    faces: list[FaceJob] = field(default_factory=list)
+    outputs: list[FaceOutput] = field(default_factory=list)
+    effect: bool = True
+    found: int = 0  # faces tracked (also when the effect is off)
+
+
+class Tracker(Protocol):
+    """What the pipeline needs from :class:`rtanim.tracking.FaceTracker` (one per stream, one thread)."""
+
+    def track(self, rgb: np.ndarray, pts: float | None = None) -> list[Face]: ...
+
+
+class Generator(Protocol):
+    """Turns face jobs into crop-resolution outputs; neural engines and the `warp` model alike."""
+
+    au_codes: Sequence[str]
+
+    def generate(self, jobs: Sequence[FaceJob]) -> list[FaceOutput]: ...
+
+
+class EngineGenerator:
+    """Adapts an engine (``run(crops, aus) -> Outputs``) to the pipeline: one batched call."""
+
+    def __init__(self, engine: Any, au_codes: Sequence[str]) -> None:
+        self.engine, self.au_codes = engine, tuple(au_codes)
+
+    def generate(self, jobs: Sequence[FaceJob]) -> list[FaceOutput]:
+        if not jobs:
+            return []
+        crops = np.stack([j.crop for j in jobs])
+        aus = np.stack([to_vector(j.target, self.au_codes) for j in jobs])
+        return unbatch(self.engine.run(crops, aus))
+
+
+# ------------------------------------------------------------------ stats
+
+
+@dataclass
+class Stats:
+    """Per-stage times (ms), throughput, end-to-end latency (capture to sink done) and drops.
+
+    ``dropped`` is every frame a live run captured but never delivered, counted once where it
+    was discarded: in the live source (``source.dropped``) or in the pipeline's capture stage.
+    """
+
+    policy: str
+    started: float = field(default_factory=time.perf_counter)
+    frames: int = 0
+    faces: int = 0
+    frames_without_face: int = 0
+    pipeline_dropped: int = 0
+    stage_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    latency_ms: list[float] = field(default_factory=list)
+    queue_peak: dict[str, int] = field(default_factory=dict)
+    finished: float | None = None
+    source_dropped: Callable[[], int] = field(default=lambda: 0, repr=False)
+    _done_at: collections.deque = field(default_factory=lambda: collections.deque(maxlen=RECENT), repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, stage: str, ms: float) -> None:
+        with self._lock:
+            self.stage_ms[stage].append(ms)
+
+    def delivered(self, frame: Frame, now: float) -> None:
+        with self._lock:
+            self.latency_ms.append((now - frame.wall) * 1e3)
+            self._done_at.append(now)
+            self.frames += 1
+
+    def recent_median(self, stage: str, n: int = 15) -> float | None:
+        """Median ms of the stage's last ``n`` frames (None before the first): live pacing follows changes."""
+        with self._lock:
+            xs = self.stage_ms[stage][-n:]
+        return float(np.median(xs)) if xs else None
+
+    def peak(self, name: str, q: queue.Queue) -> None:
+        depth = q.qsize()
+        if depth > self.queue_peak.get(name, 0):
+            self.queue_peak[name] = depth
+
+    @property
+    def dropped(self) -> int:
+        return self.pipeline_dropped + int(self.source_dropped() or 0)
+
+    @property
+    def wall(self) -> float:
+        return (self.finished or time.perf_counter()) - self.started
+
+    def recent(self) -> dict[str, Any]:
+        """fps, latency and stage medians over the last frames, for a live display (cheap at any run length)."""
+        with self._lock:
+            done = list(self._done_at)
+            lat = self.latency_ms[-RECENT:]
+            stages = {s: v[-RECENT:] for s, v in self.stage_ms.items()}
+        fps = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else None
+        return {
+            "fps": fps,
+            "latency_p50": float(np.median(lat)) if lat else None,
+            "latency_p95": float(np.percentile(lat, 95)) if lat else None,
+            "stage_ms": {s: float(np.median(v)) if v else None for s, v in stages.items()},
+        }
+
+    def summary(self) -> dict[str, Any]:
+        def pct(xs: list[float], q: float) -> float | None:
+            return round(float(np.percentile(xs, q)), 2) if xs else None
+
+        dropped = self.dropped
+        with self._lock:
+            return {
+                "policy": self.policy,
+                "frames": self.frames,
+                "faces": self.faces,
+                "frames_without_face": self.frames_without_face,
+                "dropped": dropped,
+                "drop_rate": round(dropped / max(1, self.frames + dropped), 4),
+                "wall_s": round(self.wall, 3),
+                "fps": round(self.frames / self.wall, 2) if self.wall > 0 else None,
+                "latency_ms": {
+                    "p50": pct(self.latency_ms, 50),
+                    "p95": pct(self.latency_ms, 95),
+                    "max": pct(self.latency_ms, 100),
+                },
+                "stage_median_ms": {s: pct(v, 50) for s, v in self.stage_ms.items()},
+                "queue_peak": dict(self.queue_peak),
+            }
+
+    def write_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
+        """The summary (plus ``extra``, e.g. model and input) as JSON, written atomically."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_text(json.dumps({**(extra or {}), **self.summary()}, indent=2) + "\n")
+        tmp.replace(path)
+
+
+# ------------------------------------------------------------------ the pipeline
+
+
+def select_faces(faces: list[Face], which: FaceSelect) -> list[Face]:
+    if which == "all" or len(faces) <= 1:
+        return faces
+    area = [(f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]) for f in faces]
+    return [faces[int(np.argmax(area))]]
+
+
+class _Clock:
+    """Timeline time: the frame's pts since the first frame, frozen while paused."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.paused_at: float | None = None
+        self.offset = 0.0
+
+    def __call__(self, pts: float, paused: bool) -> float:
+        if self.first is None:
+            self.first = pts
+        raw = pts - self.first
+        if paused:
+            if self.paused_at is None:
+                self.paused_at = raw
+            return self.paused_at - self.offset
+        if self.paused_at is not None:
+            self.offset += raw - self.paused_at
+            self.paused_at = None
+        return raw - self.offset
+
+
+class Pipeline:
+    """Runs one source through tracking, a generator and compositing into a sink. One run per instance."""
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        generator: Generator,
+        timeline: Timeline,
+        policy: Policy = "offline",
+        faces: FaceSelect = "all",
+        batch: int = 8,
+        queue_size: int = 8,
+        controls: Controls | None = None,
+    ) -> None:
+        if policy not in ("live", "offline"):
+            raise ValueError(f"policy must be 'live' or 'offline', not {policy!r}")
+        self.tracker, self.generator, self.timeline = tracker, generator, timeline
+        self.policy, self.which = policy, faces
+        self.batch = max(1, batch) if policy == "offline" else 1  # live: batching would only add latency
+        self.queue_size = 1 if policy == "live" else max(2, queue_size)
+        self.controls = controls or Controls()
+        self.stats = Stats(policy)
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._clock = _Clock()
+        self._gen_took: float | None = None  # when the generate stage last took a job (live pacing)
+        self._post_took: float | None = None  # when the compose + sink stage last took a job (live pacing)
+        self._n_tracked = self._n_posted = 0  # jobs out of the track stage / into the compose stage
+
+    # -- queue helpers that never hang: every wait wakes up to check for a stop
+    def _put(self, q: queue.Queue, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue) -> Any:
+        while True:
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return _END
+
+    def _worker(self, name: str, fn: Callable[[], None]) -> threading.Thread:
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - any stage failure stops the run with its error
+                log.debug("%s stage failed", name, exc_info=True)
+                self._errors.append(exc if isinstance(exc, InputError | RunError) else StageError(name, exc))
+                self._stop.set()
+
+        t = threading.Thread(target=run, name=f"rtanim-{name}", daemon=True)
+        t.start()
+        return t
+
+    # -- stages
+    def _capture(self, source: Iterable[Frame], out: queue.Queue) -> None:
+        """Reads the source; in live mode (non-live source) keeps only the newest frame."""
+        it = iter(source)
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                frame = next(it)
+            except StopIteration:
+                break
+            self.stats.add("capture", (time.perf_counter() - t0) * 1e3)
+            if self.policy == "live":
+                try:  # only this thread puts, so after taking the stale frame out there is room
+                    out.get_nowait()
+                    self.stats.pipeline_dropped += 1
+                except queue.Empty:
+                    pass
+                out.put_nowait(frame)
+            elif not self._put(out, frame):
+                return
+            self.stats.peak("frames", out)
+        self._put(out, _END)
+
+    def _start_due(self) -> float:
+        """Live: when to start tracking the next frame so that it reaches each later stage just as it frees up.
+
+        Starting earlier only makes the frame wait in a queue behind the slowest stage (older at the
+        sink, same fps): up to two of its periods of extra latency. The generate stage is free
+        ``generate`` ms after it took its last job, the compose + sink stage ``post`` ms after it took
+        its last one, plus ``post`` for each job already on its way to it; the frame needs ``track`` ms to
+        reach the first and ``track + generate`` the second. Counting the jobs on the way drains a backlog
+        (say, from start-up) instead of keeping it at the bottleneck's pace forever.
+        """
+        est = self.stats.recent_median
+        track, generate = est("track"), est("generate")
+        if track is None or generate is None:
+            return 0.0
+        post = (est("compose") or 0.0) + (est("sink") or 0.0)
+        due = 0.0
+        if self._gen_took is not None:
+            due = self._gen_took + (generate - track) / 1e3
+        if self._post_took is not None:
+            ahead = max(0, self._n_tracked - self._n_posted)  # tracked jobs the compose stage has not taken yet
+            due = max(due, self._post_took + (post * (1 + ahead) - generate - track) / 1e3)
+        return due
+
+    def _pace(self, out: queue.Queue) -> None:
+        while not self._stop.is_set():
+            wait = self._start_due() - time.perf_counter()
+            if wait <= 0 and out.empty():
+                return
+            time.sleep(min(max(wait, 0.001), 0.01))
+
+    def _track(self, frames: Iterable[Frame], out: queue.Queue) -> None:
+        it = iter(frames)
+        while True:
+            if self.policy == "live":
+                self._pace(out)  # take the newest frame only when it can go straight on
+            if self._stop.is_set():
+                return
+            try:
+                frame = next(it)
+            except StopIteration:
+                break
+            t0 = time.perf_counter()
+            job = self.prepare(frame)
+            self.stats.add("track", (time.perf_counter() - t0) * 1e3)
+            if not self._put(out, job):
+                return
+            self._n_tracked += 1
+            self.stats.peak("tracked", out)
+        self._put(out, _END)
+
+    def _drain(self, q: queue.Queue) -> Iterable[Frame]:
+        while (item := self._get(q)) is not _END:
+            yield item
+
+    def prepare(self, frame: Frame) -> FrameJob:
+        """Track, select, resolve targets and crop: everything before the generator."""
+        c = self.controls
+        faces = select_faces(self.tracker.track(frame.image, frame.pts), self.which)
+        effect = bool(c.effect_on)
+        job = FrameJob(frame, effect=effect, found=len(faces))
+        t = self._clock(frame.pts, bool(c.paused))  # keeps running while the effect is off
+        if not faces or not effect:
+            return job
+        timeline = c.timeline or self.timeline
+        job.faces = [FaceJob(f, crop(frame.image, f.transform), timeline.at(t, f.aus)) for f in faces]
+        return job
+
+    def _generate(self, inp: queue.Queue, out: queue.Queue) -> None:
+        done = False
+        while not done:
+            first = self._get(inp)
+            if first is _END:
+                break
+            self._gen_took = time.perf_counter()
+            jobs = [first]
+            # offline: gather more frames while the batch has room and frames are ready
+            while self.policy == "offline" and sum(len(j.faces) for j in jobs) < self.batch:
+                try:
+                    nxt = inp.get(timeout=0.002)
+                except queue.Empty:
+                    break
+                if nxt is _END:
+                    done = True
+                    break
+                jobs.append(nxt)
+            self.run_generator(jobs)
+            for j in jobs:
+                if not self._put(out, j):
+                    return
+                self.stats.peak("generated", out)
+        self._put(out, _END)
+
+    def run_generator(self, jobs: Sequence[FrameJob]) -> None:
+        faces = [f for j in jobs for f in j.faces]
+        if not faces:
+            return
+        t0 = time.perf_counter()
+        outputs = self.generator.generate(faces)
+        if len(outputs) != len(faces):
+            raise RunError(f"the generator returned {len(outputs)} outputs for {len(faces)} faces")
+        per_frame = (time.perf_counter() - t0) * 1e3 / max(1, sum(1 for j in jobs if j.faces))
+        i = 0
+        for j in jobs:
+            if j.faces:
+                j.outputs = outputs[i : i + len(j.faces)]
+                i += len(j.faces)
+                self.stats.add("generate", per_frame)
+
+    def finish(self, job: FrameJob) -> np.ndarray:
+        """Compose one frame (untouched when it has no face or the effect is off)."""
+        if not job.found:
+            self.stats.frames_without_face += 1
+        if not job.outputs:
+            return job.frame.image
+        t0 = time.perf_counter()
+        image = compose(job.frame.image, job.outputs, [f.face.transform for f in job.faces])
+        self.stats.add("compose", (time.perf_counter() - t0) * 1e3)
+        self.stats.faces += len(job.faces)
+        return image
+
+    def run(
+        self,
+        source: Iterable[Frame],
+        sink: Callable[[Frame, np.ndarray], None],
+        on_frame: Callable[[Stats, FrameJob], None] | None = None,
+    ) -> Stats:
+        """Run to the end of the source, a quit request or an error; always stops every thread.
+
+        Errors of any stage (and of ``sink`` / ``on_frame``, which run here) propagate after
+        the other stages have stopped; so does a KeyboardInterrupt, leaving the caller to
+        finalise its outputs with every frame delivered so far.
+        """
+        if self._stop.is_set() or self.stats.finished is not None:
+            raise RuntimeError("a Pipeline runs once; make a new one")
+        q_frames: queue.Queue = queue.Queue(maxsize=self.queue_size)
+        q_tracked: queue.Queue = queue.Queue(maxsize=self.queue_size)
+        q_generated: queue.Queue = queue.Queue(maxsize=self.queue_size)
+        self.stats.started = time.perf_counter()
+        threads = []
+        if self.policy == "live" and getattr(source, "live", False):
+            # the source's own newest-frame slot is the only buffer, and its drop count the only one
+            self.stats.source_dropped = lambda: getattr(source, "dropped", 0)
+            frames: Iterable[Frame] = source
+        else:
+            threads.append(self._worker("capture", lambda: self._capture(source, q_frames)))
+            frames = self._drain(q_frames)
+        threads.append(self._worker("track", lambda: self._track(frames, q_tracked)))
+        threads.append(self._worker("generate", lambda: self._generate(q_tracked, q_generated)))
+        try:
+            while (job := self._get(q_generated)) is not _END:
+                self._post_took = time.perf_counter()
+                self._n_posted += 1
+                image = self.finish(job)
+                t0 = time.perf_counter()
+                sink(job.frame, image)
+                now = time.perf_counter()
+                self.stats.add("sink", (now - t0) * 1e3)
+                self.stats.delivered(job.frame, now)
+                if on_frame is not None:
+                    on_frame(self.stats, job)
+                if self.controls.quit:
+                    break
+        finally:
+            self._stop.set()
+            for t in threads:
+                t.join(timeout=5.0)
+            self.stats.finished = time.perf_counter()
+        if self._errors:
+            raise self._errors[0]
+        return self.stats

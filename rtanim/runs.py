@@ -1,0 +1,571 @@
+"""Runs behind ``rtanim video``, ``rtanim webcam`` and ``rtanim bench --input``, so cli.py holds no logic.
+
+Each run checks every input first, cheapest first (arguments, timeline, input, output, model),
+so bad input fails with one :class:`~rtanim.errors.InputError` line before any frame is
+processed and without leaving an output. Everything opened lives on one ExitStack: on success
+and on Ctrl-C / SIGTERM the sinks finalise (a playable file with every frame done so far and
+its audio), on a failure they are discarded.
+
+Passthrough on the webcam: the mouth AUs (AU25, AU26) follow the live face by default so the
+user can still talk. A timeline or AU file that lists its own ``passthrough`` keeps its list
+instead, and ``--passthrough CODES|none`` overrides both (a file cannot say "none" with an empty
+list, since an absent and an empty list read the same). ``rtanim video`` applies only what the
+timeline says: a recorded clip has no live speaker to keep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from rtanim.errors import InputError
+from rtanim.pipeline import STAGES, Controls, FrameJob, Pipeline, Stats
+from rtanim.sources import Frame, VideoFileSource, _LiveSource, open_source
+from rtanim.timeline import WEBCAM_PASSTHROUGH, Timeline, load_openface_csv, load_timeline_json, parse_aus_arg
+
+#: Faces tracked per frame; ``--faces largest`` keeps the biggest of them.
+MAX_FACES = 4
+FACE_CHOICES = ("largest", "all")
+TIMELINE_HINT = "give exactly one of --aus FILE|PRESET or --timeline FILE|CSV|VIDEO"
+#: Target AUs of ``bench --input`` (any change works; the warp model skips faces with none).
+BENCH_AUS = "smile"
+
+
+# ------------------------------------------------------------------ signals
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C in the main thread, so ``kill`` also finalises outputs (exit 130).
+
+    It goes through the current SIGINT handler, so a sink that defers Ctrl-C while finalising
+    defers SIGTERM too. A SIGINT ignored since start-up (``cmd &`` in a script) is handled for
+    the run, as FFmpeg does: ``kill -INT`` must finalise too, not be silently dropped.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        current = signal.getsignal(signal.SIGINT)
+        if callable(current):
+            current(signal.SIGINT, frame)  # default_int_handler raises KeyboardInterrupt
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if previous_int == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# ------------------------------------------------------------------ arguments
+
+
+def check_faces(faces: str) -> str:
+    if faces not in FACE_CHOICES:
+        raise InputError("--faces", f"expected one of {', '.join(FACE_CHOICES)}, got {faces!r}")
+    return faces
+
+
+@dataclass(frozen=True)
+class DrivingVideo:
+    """A ``--timeline`` that is a video: its face's live AUs drive ours (analysed after the cheap checks)."""
+
+    path: Path
+
+
+def resolve_target(aus: str | None, timeline: str | Path | None) -> Timeline | DrivingVideo:
+    """``--aus`` / ``--timeline`` -> a Timeline, or a driving video still to analyse. InputError if bad."""
+    if (aus is None) == (timeline is None):
+        raise InputError("--aus/--timeline", TIMELINE_HINT)
+    if aus is not None:
+        return parse_aus_arg(aus)
+    path = Path(timeline)
+    if not path.exists():
+        raise InputError(path, "file not found", field="--timeline")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return load_timeline_json(path)
+    if suffix == ".csv":
+        return load_openface_csv(path)
+    try:
+        VideoFileSource(path).close()
+    except InputError as e:
+        raise InputError(path, f"not a timeline (.json), an OpenFace CSV (.csv) or a readable video ({e.reason})",
+                         field="--timeline") from None
+    return DrivingVideo(path)
+
+
+def analyse_driving(video: DrivingVideo, console: Console) -> Timeline:
+    """The driving video's first face, as a timeline (rich progress: it tracks every frame)."""
+    from rtanim.analysis import analyze_video, timeline_from_analysis
+
+    with VideoFileSource(video.path) as probe:
+        total = probe.frame_count
+    with _progress(console, "analysing driving video", total) as advance:
+        analysis = analyze_video(video.path, max_faces=1, progress=advance)
+    return timeline_from_analysis(analysis, str(video.path))
+
+
+def with_passthrough(timeline: Timeline, codes: Sequence[str]) -> Timeline:
+    return dataclasses.replace(timeline, passthrough=tuple(codes))
+
+
+def webcam_passthrough(timeline: Timeline, option: str | None) -> Timeline:
+    """Apply the webcam passthrough rule (module docstring): option > the file's own list > AU25, AU26."""
+    if option is not None:
+        value = option.strip()
+        if value.lower() == "none":
+            return with_passthrough(timeline, ())
+        codes = [c.strip() for c in value.split(",") if c.strip()]
+        try:  # the timeline parser validates AU codes with its usual one-line errors
+            from rtanim.timeline import timeline_from_dict
+
+            timeline_from_dict({"aus": {}, "passthrough": codes}, "--passthrough")
+        except InputError as e:
+            raise InputError("--passthrough", e.reason, field=e.field) from None
+        return with_passthrough(timeline, codes)
+    if timeline.passthrough:
+        return timeline
+    return with_passthrough(timeline, WEBCAM_PASSTHROUGH)
+
+
+def parse_size(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    w, sep, h = value.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit() or int(w) < 16 or int(h) < 16:
+        raise InputError("--size", f"expected WIDTHxHEIGHT like 1280x720, got {value!r}")
+    return int(w), int(h)
+
+
+def _check_not_input(out: Path, inputs: Sequence[Path]) -> None:
+    for p in inputs:
+        with contextlib.suppress(OSError):
+            if out.resolve() == p.resolve():
+                raise InputError(out, f"would overwrite the input {p}; choose another output name", field="-o")
+
+
+# ------------------------------------------------------------------ display
+
+
+@contextlib.contextmanager
+def _progress(console: Console, label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar (with ETA when ``total`` is known); yields ``advance(n)``."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn()]
+    if total:
+        columns += [TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(label, total=total, rate="")
+        started = time.perf_counter()
+        done = 0
+
+        def advance(n: int = 1) -> None:
+            nonlocal done
+            done += n
+            dt = time.perf_counter() - started
+            progress.update(task, advance=n, rate=f"{done / dt:.1f} fps" if dt > 0 else "")
+
+        yield advance
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def live_line(stats: Stats, controls: Controls) -> Text:
+    """One line for the terminal while a live run goes on."""
+    r = stats.recent()
+    stage = r["stage_ms"]
+    notes = [n for n, on in (("effect off", not controls.effect_on), ("paused", controls.paused)) if on]
+    head = (f"{_ms(r['fps'])} fps  latency {_ms(r['latency_p50'])} ms (p95 {_ms(r['latency_p95'])})  "
+            f"frames {stats.frames}  dropped {stats.dropped}" + ("  [" + ", ".join(notes) + "]" if notes else ""))
+    ms = "  ".join(f"{s} {_ms(stage.get(s))}" for s in ("track", "generate", "compose", "sink"))
+    return Text(f"{head}\nms: {ms}")
+
+
+def summary_table(stats: Stats, title: str) -> Group:
+    """Per-stage medians and the run's totals, as printed at the end of every run."""
+    s = stats.summary()
+    table = Table(title=title, title_justify="left")
+    table.add_column("stage")
+    table.add_column("median ms", justify="right")
+    for name in STAGES:
+        table.add_row(name, _ms(s["stage_median_ms"][name]))
+    lat = s["latency_ms"]
+    line = (f"{s['frames']} frames in {s['wall_s']:.1f} s: {s['fps'] or 0:.1f} fps; latency p50 {_ms(lat['p50'])} ms, "
+            f"p95 {_ms(lat['p95'])} ms; dropped {s['dropped']} ({100 * s['drop_rate']:.1f}%); "
+            f"faces {s['faces']}, frames without a face {s['frames_without_face']}")
+    return Group(table, Text(line))
+
+
+def _describe(generator: Any) -> str:
+    return generator.describe() if hasattr(generator, "describe") else type(generator).__name__
+
+
+# ------------------------------------------------------------------ rtanim video
+
+
+@dataclass
+class VideoResult:
+    stats: Stats
+    out: Path | None  # None when no frame was written
+    frames_in: int | None  # frames the input declares (capped by --frames)
+
+
+def run_video(
+    inp: str | Path,
+    out: str | Path,
+    *,
+    aus: str | None = None,
+    timeline: str | Path | None = None,
+    model: str = "default",
+    engine: str = "auto",
+    faces: str = "all",
+    batch: int = 8,
+    stats_json: str | Path | None = None,
+    codec: str | None = None,
+    crf: int | None = 18,
+    max_frames: int | None = None,
+    console: Console | None = None,
+    err_console: Console | None = None,
+) -> VideoResult:
+    """Re-express every frame of ``inp`` into ``out`` (offline policy), audio copied.
+
+    Raises InputError before any work for bad input; KeyboardInterrupt (Ctrl-C, SIGTERM) after
+    finalising ``out`` with every frame written so far.
+    """
+    from rtanim.runtime import load_generator
+    from rtanim.sinks import VideoFileSink
+
+    console = console or Console()
+    err_console = err_console or Console(stderr=True)
+    check_faces(faces)
+    if batch < 1:
+        raise InputError("--batch", "must be >= 1")
+    if max_frames is not None and max_frames < 1:
+        raise InputError("--frames", "must be >= 1")
+    target = resolve_target(aus, timeline)
+    out = Path(out)
+    _check_not_input(out, [Path(inp)] + ([Path(timeline)] if timeline is not None else []))
+    if stats_json is not None and not Path(stats_json).parent.is_dir():
+        raise InputError(stats_json, "folder does not exist", field="--stats-json")
+    with sigterm_as_interrupt(), contextlib.ExitStack() as stack:  # handlers stay while the sinks finalise
+        source = stack.enter_context(VideoFileSource(inp, max_frames=max_frames))
+        sink = stack.enter_context(VideoFileSink(out, source.size, source.fps, time_base=source.time_base,
+                                                 codec=codec, crf=crf, audio_from=inp))
+        generator = load_generator(model, engine, batch=batch)
+        tl = analyse_driving(target, err_console) if isinstance(target, DrivingVideo) else target
+        from rtanim.tracking import FaceTracker
+
+        tracker = stack.enter_context(FaceTracker(MAX_FACES, mode="video", fps=source.fps or 30.0))
+        pipeline = Pipeline(tracker, generator, tl, policy="offline", faces=faces, batch=batch)
+        total = source.frame_count
+        if total is not None and max_frames is not None:
+            total = min(total, max_frames)
+        err_console.print(f"{inp} -> {out}: {source.size[0]}x{source.size[1]}, {_describe(generator)}",
+                          highlight=False)
+        interrupted = False
+        try:
+            with _progress(err_console, "re-expressing", total) as advance:
+                pipeline.run(source, sink.write, on_frame=lambda stats, job: advance(1))
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            written = sink.frames
+            stats = pipeline.stats
+            if stats.frames:
+                console.print(summary_table(stats, f"rtanim video ({'interrupted, ' if interrupted else ''}"
+                                                   f"offline, batch {batch})"))
+            if stats_json is not None:
+                stats.write_json(stats_json, {"command": "video", "input": str(inp), "output": str(out),
+                                              "model": _describe(generator), "interrupted": interrupted})
+            if interrupted:
+                err_console.print(f"finalising {out} with the {written} frames done so far")
+    path = out if out.exists() else None
+    return VideoResult(stats, path, total)
+
+
+# ------------------------------------------------------------------ rtanim webcam
+
+
+def preset_switcher(controls: Controls, passthrough: Sequence[str]) -> Callable[[int], None]:
+    """Hotkeys 1-9 -> the first nine presets (pressing the active one again returns to the run's timeline)."""
+    from rtanim.aus import PRESETS
+    from rtanim.timeline import timeline_from_dict
+
+    names = list(PRESETS)[:9]
+    active: list[int | None] = [None]
+
+    def on_preset(index: int) -> None:
+        if index >= len(names):
+            return
+        if active[0] == index:
+            controls.timeline, active[0] = None, None
+            return
+        tl = timeline_from_dict({"preset": names[index]}, f"preset {names[index]}")
+        controls.timeline, active[0] = with_passthrough(tl, passthrough), index
+
+    return on_preset
+
+
+def _has_display() -> bool:
+    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def run_webcam(
+    camera: str = "0",
+    *,
+    aus: str | None = None,
+    timeline: str | Path | None = None,
+    model: str = "default",
+    engine: str = "auto",
+    vcam: bool = False,
+    preview: bool | None = None,
+    out: Sequence[str] = (),
+    faces: str = "largest",
+    size: str | None = None,
+    fps: float | None = None,
+    paced: bool = True,
+    passthrough: str | None = None,
+    stats_json: str | Path | None = None,
+    console: Console | None = None,
+    err_console: Console | None = None,
+) -> Stats:
+    """Re-express a camera (or a file played like one) live: newest frame only, bounded latency.
+
+    ``preview=None`` opens a preview window when a display is available. Without any sink the
+    frames are processed and discarded (useful to measure). Stops at the end of a file, on the
+    preview's q / Esc / window close, or on Ctrl-C / SIGTERM (KeyboardInterrupt, after finalising).
+    """
+    from rtanim.runtime import load_generator
+    from rtanim.sinks import OverlayStats, open_sinks
+
+    console = console or Console()
+    err_console = err_console or Console(stderr=True)
+    check_faces(faces)
+    req_size = parse_size(size)
+    if fps is not None and fps <= 0:
+        raise InputError("--fps", "must be > 0")
+    target = resolve_target(aus, timeline)
+    if stats_json is not None and not Path(stats_json).parent.is_dir():
+        raise InputError(stats_json, "folder does not exist", field="--stats-json")
+    for o in out:
+        _check_not_input(Path(o), [Path(camera)] + ([Path(timeline)] if timeline is not None else []))
+    tl = None if isinstance(target, DrivingVideo) else webcam_passthrough(target, passthrough)
+    pass_codes = (tl or webcam_passthrough(parse_aus_arg("neutral"), passthrough)).passthrough  # checks the option early
+    want_preview = _has_display() if preview is None else preview
+    controls = Controls()
+    with sigterm_as_interrupt(), contextlib.ExitStack() as stack:
+        source = stack.enter_context(open_source(camera, size=req_size, fps=fps, paced=paced))
+        on_preset = preset_switcher(controls, pass_codes)
+        kw = dict(size=source.size, fps=source.fps, time_base=getattr(source, "time_base", None), controls=controls,
+                  on_preset=on_preset, title=f"rtanim {camera}")
+        try:
+            sinks = stack.enter_context(open_sinks(list(out), vcam, want_preview, **kw))
+        except InputError as e:
+            if preview is not None or e.file != "--preview":
+                raise
+            sinks = stack.enter_context(open_sinks(list(out), vcam, False, **kw))  # auto preview: none possible
+            want_preview = False
+        generator = load_generator(model, engine, batch=1)
+        if tl is None:
+            tl = webcam_passthrough(analyse_driving(target, err_console), passthrough)
+        from rtanim.tracking import FaceTracker
+
+        tracker = stack.enter_context(FaceTracker(MAX_FACES, mode="video", fps=source.fps or 30.0))
+        pipeline = Pipeline(tracker, generator, tl, policy="live", faces=faces, controls=controls)
+        where = [str(o) for o in out] + (["virtual camera"] if vcam else []) + (["preview"] if want_preview else [])
+        err_console.print(
+            f"{camera} ({source.size[0]}x{source.size[1]}{f' @ {source.fps:.0f} fps' if source.fps else ''}) -> "
+            f"{', '.join(where) or 'no output (null sink: frames are processed and dropped)'}; {_describe(generator)}; "
+            f"passthrough {', '.join(tl.passthrough) or 'none'}"
+            + ("; keys: q quit, space effect, p pause, 1-9 presets, o overlay" if want_preview else ""),
+            highlight=False)
+        preview_sink = sinks.preview
+
+        def on_frame(stats: Stats, job: FrameJob) -> None:
+            if preview_sink is not None:
+                r = stats.recent()
+                note = "effect off" if not controls.effect_on else ("paused" if controls.paused else "")
+                aus_shown = {k: v for k, v in (job.faces[0].target.items() if job.faces else ())
+                             if len(k) == 4 and v > 0.01}
+                preview_sink.set_overlay(OverlayStats(r["fps"] or 0.0, r["latency_p50"] or 0.0, stats.dropped,
+                                                      len(job.faces), note), aus_shown)
+
+        interrupted = False
+        live = Live(Text("starting"), console=err_console, refresh_per_second=4, transient=False,
+                    get_renderable=lambda: live_line(pipeline.stats, controls))
+        try:
+            with live:
+                pipeline.run(source, sinks.write, on_frame=on_frame)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            stats = pipeline.stats
+            if stats.frames:
+                console.print(summary_table(stats, f"rtanim webcam ({'interrupted, ' if interrupted else ''}live)"))
+            if stats_json is not None:
+                stats.write_json(stats_json, {"command": "webcam", "input": str(camera), "model": _describe(generator),
+                                              "interrupted": interrupted})
+    return stats
+
+
+# ------------------------------------------------------------------ rtanim bench --input
+
+
+class MemorySource:
+    """Preloaded frames as a file-like source: every frame, in order, stamped when handed out."""
+
+    live = False
+
+    def __init__(self, frames: Sequence[Frame], fps: float) -> None:
+        self.frames, self.fps = list(frames), fps
+
+    def __iter__(self) -> Iterator[Frame]:
+        for f in self.frames:
+            yield dataclasses.replace(f, wall=time.perf_counter())
+
+
+class PacedMemorySource(_LiveSource):
+    """Preloaded frames published in real time like a camera (newest only; ``dropped`` counts the rest)."""
+
+    def __init__(self, frames: Sequence[Frame], fps: float) -> None:
+        super().__init__()
+        self.frames, self.fps = list(frames), fps
+
+    def _produce(self) -> None:
+        t0 = time.perf_counter()
+        for i, f in enumerate(self.frames):
+            due = t0 + i / self.fps
+            while not self._stop.is_set() and (wait := due - time.perf_counter()) > 0:
+                self._stop.wait(min(wait, 0.05))
+            if self._stop.is_set():
+                return
+            self._slot.put(Frame(f.image, i / self.fps, i, time.perf_counter()))
+
+
+@dataclass
+class BenchResult:
+    mode: str
+    stats: Stats
+
+
+def load_frames(clip: str | Path, frames: int, size: tuple[int, int] | None) -> tuple[list[Frame], float]:
+    """Decode (and resize) the first ``frames`` frames of ``clip`` into memory."""
+    with VideoFileSource(clip, max_frames=frames) as source:
+        fps = source.fps or 30.0
+        out = []
+        for f in source:
+            image = f.image
+            if size is not None and (image.shape[1], image.shape[0]) != size:
+                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if size[0] < image.shape[1]
+                                   else cv2.INTER_LINEAR)
+            out.append(dataclasses.replace(f, image=image))
+    if not out:
+        raise InputError(clip, "has no frames", field="--input")
+    return out, fps
+
+
+def bench_pipeline(
+    clip: str | Path,
+    *,
+    model: str = "warp",
+    engine: str = "auto",
+    device: str | None = None,
+    frames: int = 120,
+    size: str | None = None,
+    faces: str = "largest",
+    batch: int = 8,
+    modes: Sequence[str] = ("offline", "live"),
+    err_console: Console | None = None,
+) -> tuple[list[BenchResult], str]:
+    """End-to-end fps, latency and stage medians of ``clip`` in offline and paced-live modes.
+
+    Frames are decoded and resized into memory first (decode is not timed, so a file and a
+    camera compare), and the output goes to a null sink (encoding is not timed either). Each
+    mode runs a fresh tracker after a warm-up pass. Returns the results and a description.
+    """
+    from rtanim.runtime import load_generator
+    from rtanim.timeline import parse_aus_arg
+    from rtanim.tracking import FaceTracker
+
+    err_console = err_console or Console(stderr=True)
+    check_faces(faces)
+    if frames < 2:
+        raise InputError("--frames", "must be >= 2")
+    wh = parse_size(size)
+    loaded, fps = load_frames(clip, frames, wh)
+    generator = load_generator(model, engine, device=device, batch=batch)
+    timeline = parse_aus_arg(BENCH_AUS)
+    results = []
+    with FaceTracker(MAX_FACES, mode="video", fps=fps) as tracker:  # warm-up: engine sessions, caches, threads
+        Pipeline(tracker, generator, timeline, "offline", faces, batch).run(MemorySource(loaded[:10], fps),
+                                                                           lambda f, im: None)
+    for mode in modes:
+        err_console.print(f"bench: {mode} over {len(loaded)} frames ...", highlight=False)
+        with FaceTracker(MAX_FACES, mode="video", fps=fps) as tracker:
+            src = MemorySource(loaded, fps) if mode == "offline" else PacedMemorySource(loaded, fps)
+            p = Pipeline(tracker, generator, timeline, "offline" if mode == "offline" else "live", faces, batch)
+            try:
+                p.run(src, lambda f, im: None)
+            finally:
+                if isinstance(src, _LiveSource):
+                    src.close()
+            results.append(BenchResult(mode, p.stats))
+    h, w = loaded[0].image.shape[:2]
+    desc = (f"{Path(clip).name} at {w}x{h}, {len(loaded)} frames ({fps:.2f} fps source), {_describe(generator)}; "
+            f"frames preloaded (decode not timed), null sink (encode not timed)")
+    return results, desc
+
+
+def bench_table(results: Sequence[BenchResult], desc: str) -> Table:
+    """One column per mode: fps, latency (capture to sink done), drops and per-stage medians."""
+    table = Table(title="End-to-end pipeline", title_justify="left", caption=desc, caption_justify="left")
+    table.add_column("")
+    sums = [r.stats.summary() for r in results]
+    for r in results:
+        table.add_column("offline (every frame)" if r.mode == "offline" else "live (paced, newest)", justify="right")
+    rows = [("frames", lambda s: str(s["frames"])), ("fps", lambda s: f"{s['fps'] or 0:.1f}"),
+            ("latency p50 ms", lambda s: _ms(s["latency_ms"]["p50"])),
+            ("latency p95 ms", lambda s: _ms(s["latency_ms"]["p95"])),
+            ("dropped", lambda s: f"{s['dropped']} ({100 * s['drop_rate']:.0f}%)")]
+    rows += [(f"{st} ms (median)", lambda s, st=st: _ms(s["stage_median_ms"][st])) for st in STAGES]
+    for name, cell in rows:
+        table.add_row(name, *[cell(s) for s in sums])
+    return table
