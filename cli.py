@@ -526,6 +526,26 @@ def eval_cmd(
                   highlight=False)
 
 
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("rtanim-demo"), "-o", "--out", help="Folder for the results (created)."),
+    model: str = typer.Option("default", "--model", help=MODEL_HELP),
+    engine: str = typer.Option("auto", "--engine", help=ENGINE_HELP),
+) -> None:
+    """Run rtanim offline on the bundled portrait: no camera, data or download needed.
+
+    Writes expressions.png (the face with smile, surprise, a wink and closed eyes), input.mp4 (a
+    short clip made from the portrait, with a tone as audio), timeline.json and demo.mp4 (the clip
+    re-expressed along the timeline, audio kept).
+    """
+    from rtanim.demo import run_demo
+
+    with guard():
+        paths = run_demo(out, model, engine, console=console, err_console=err_console)
+    for p in paths:
+        console.print(f"wrote {p}", highlight=False)
+
+
 def main() -> None:
     app()
 

@@ -8,6 +8,7 @@ CUDA engine, the shipped lite model otherwise), ``lite``, ``ganimation``, ``lite
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,8 +66,13 @@ def resolve_default(engine: str, device: str | None) -> str:
     for name in DEFAULT_GPU if gpu else DEFAULT_CPU:
         if shipped_weights(name) is not None:
             return name
-    log.warning("no trained weights ship with this build: --model default uses the 'warp' model")
+    _warn_no_weights()
     return "warp"
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_no_weights() -> None:
+    log.warning("no trained weights ship with this build: --model default uses the 'warp' model")
 
 
 def load_generator(model: str = "default", engine: str = "auto", device: str | None = None, batch: int = 8):
