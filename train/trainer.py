@@ -1,0 +1,605 @@
+"""The GANimation training loop: one process, or one per device under ``torchrun`` (DDP).
+
+A step is one batch: a critic update, and every ``n_critic``-th step a generator update on the
+same batch (the original's ``train_G_every_n_iterations``). Everything random in a step (batch
+order, target AUs, flips, the gradient-penalty mix) comes from seeded generators whose states are
+checkpointed, and the data sits in one in-memory tensor, so ``--resume`` continues bit for bit.
+
+Data parallelism averages gradients across processes with one all-reduce per update. The WGAN-GP
+critic is called three times per update and differentiated twice (the gradient penalty), which
+DistributedDataParallel's reducer does not support, so the all-reduce is explicit (as in
+StyleGAN2-ADA); the data split uses DistributedSampler, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data.distributed import DistributedSampler
+
+from rtanim.align import CROP_SIZE
+from rtanim.aus import AU_CODES, EXTENDED_CODES
+from rtanim.errors import InputError, RunError
+from rtanim.models import Discriminator, Generator, blend, load_checkpoint, save_checkpoint, spec_for
+from train import losses
+from train.config import TrainConfig
+from train.dataset import check_landmarks, code_matrix, fit_dataset_basis, flip_permutation, load_dataset
+
+log = logging.getLogger("rtanim.train")
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_env() -> DistEnv:
+    """The torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK), or a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return DistEnv(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(name: str, env: DistEnv) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("--device", "CUDA requested but not available")
+        if env.world > 1:  # one GPU per process
+            dev = torch.device("cuda", env.local_rank)
+        torch.cuda.set_device(dev)
+    elif dev.type != "cpu":
+        raise InputError("--device", f"unsupported device {name!r} (cpu, cuda, cuda:N)")
+    return dev
+
+
+def allreduce_mean(module: torch.nn.Module, world: int) -> None:
+    """Average gradients over processes in one flat buffer (one collective per update)."""
+    if world <= 1:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch._utils._flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= world
+    for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
+        g.copy_(synced)
+
+
+def broadcast_state(module: torch.nn.Module, world: int) -> None:
+    if world > 1:
+        for t in module.state_dict().values():
+            dist.broadcast(t, 0)
+
+
+# ----------------------------------------------------------------------------- EMA
+
+
+class EMA:
+    """Exponential moving average of the generator's weights (what gets exported).
+
+    The decay ramps up as (1 + n) / (10 + n) so a short run's average is not dominated by the
+    random initialisation.
+    """
+
+    def __init__(self, model: Generator, decay: float) -> None:
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.updates = decay, 0
+
+    @torch.no_grad()
+    def update(self, model: Generator) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            e.lerp_(p.detach().to(e.dtype), 1.0 - d)
+        for e, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            e.copy_(b)
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+class MetricLog:
+    """JSONL always (cheap, greppable, what tests read); TensorBoard too when it is installed."""
+
+    def __init__(self, run: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = run / "metrics.jsonl"
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run / "tb"))
+            except ImportError:  # the `train` extra is optional
+                self.tb = None
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as fh:
+            fh.write(json.dumps({"step": step, **{k: round(float(v), 7) for k, v in values.items()}}) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(k.replace("_", "/", 1), float(v), step)
+
+    def image(self, step: int, tag: str, grid: np.ndarray) -> None:
+        if self.enabled and self.tb is not None:
+            self.tb.add_image(tag, grid, step, dataformats="HWC")
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(run: str | Path) -> list[dict[str, float]]:
+    path = Path(run) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def image_grid(rows: list[torch.Tensor]) -> np.ndarray:
+    """Rows of [N,C,H,W] images in [-1, 1] (1-channel maps in [0, 1]) -> one HxWx3 uint8 grid."""
+    out = []
+    for r in rows:
+        r = r.detach().float().cpu()
+        r = r.repeat(1, 3, 1, 1) if r.shape[1] == 1 else (r + 1) / 2
+        out.append(torch.cat(list(r.clamp(0, 1)), dim=2))
+    return (torch.cat(out, dim=1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class FitResult:
+    step: int
+    images_per_s: float
+    seconds: float
+    checkpoint: Path | None
+
+
+class Trainer:
+    """Builds models, data and optimisers from a :class:`TrainConfig`; :meth:`fit` runs the loop."""
+
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, progress: bool = False) -> None:
+        self.cfg = cfg.validate()
+        self.env = dist_env()
+        self.run = Path(cfg.out)
+        self.progress = progress and self.env.main
+        self._init_process_group()
+        self.device = pick_device(cfg.device, self.env)
+        if self.device.type == "cpu":
+            threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get(
+                "LOCAL_WORLD_SIZE", self.env.world))))
+            torch.set_num_threads(threads)
+        self.amp = cfg.amp and self.device.type == "cuda"
+        self.memory_format = torch.channels_last if cfg.channels_last and self.device.type == "cuda" \
+            else torch.contiguous_format
+        self.codes = AU_CODES if cfg.au_set == "ganimation" else EXTENDED_CODES
+
+        self.data = load_dataset(cfg.data, "train")
+        if len(self.data) == 0:
+            raise InputError(cfg.data, "the dataset has no training images", field="--data")
+        self.sampler = DistributedSampler(range(len(self.data)), num_replicas=self.env.world, rank=self.env.rank,
+                                          shuffle=True, seed=cfg.seed, drop_last=True)
+        self.steps_per_epoch = len(self.sampler) // cfg.batch
+        if self.steps_per_epoch < 1:
+            raise InputError(cfg.data, f"{len(self.data)} training images are fewer than batch {cfg.batch} x "
+                                       f"{self.env.world} process(es); lower --batch", field="--batch")
+        self.src_aus = torch.from_numpy(self.data.vectors(self.codes))  # raises on an AU mismatch
+        self.flip_perm = torch.from_numpy(flip_permutation(self.codes))
+
+        spec = spec_for(cfg.arch, flow=cfg.flow, au_codes=self.codes)
+        if cfg.width > 0 or cfg.n_res >= 0:
+            spec = replace(spec, arch="custom", width=cfg.width or spec.width,
+                           n_res=cfg.n_res if cfg.n_res >= 0 else spec.n_res)
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.G = Generator(spec).train()
+        self.D = Discriminator(len(self.codes), CROP_SIZE, cfg.d_width, cfg.d_depth)
+        self.G.to(self.device, memory_format=self.memory_format)
+        self.D.to(self.device, memory_format=self.memory_format)
+        broadcast_state(self.G, self.env.world)
+        broadcast_state(self.D, self.env.world)
+        self.ema = EMA(self.G, cfg.ema_decay)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=cfg.betas)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+        self.rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.env.rank)
+        self.images = self.data.images.to(self.device) if self.device.type == "cuda" else self.data.images
+        self.src_aus = self.src_aus.to(self.device)
+        self.flip_perm = self.flip_perm.to(self.device)
+        self.resuming = resume
+        if not resume and self.env.main:
+            self._start_run()
+        self.flow = self._flow_setup() if cfg.flow else None
+        self.step = 0
+        self.g_stats: dict[str, float] = {}  # the last generator update's losses, logged until the next one
+        if resume:
+            self._resume()
+        self.metrics = MetricLog(self.run, self.env.main)
+        self.samples = self._sample_batch()
+
+    # ------------------------------------------------------------------ setup
+
+    def _init_process_group(self) -> None:
+        if self.env.world > 1 and not dist.is_initialized():
+            backend = "nccl" if self.cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend)
+
+    def _start_run(self) -> None:
+        self.run.mkdir(parents=True, exist_ok=True)
+        if (self.run / "latest.json").exists():
+            raise InputError(self.run, "already holds a run; pass --resume to continue it or choose another --out")
+        (self.run / "metrics.jsonl").unlink(missing_ok=True)
+        self.cfg.save(self.run / "config.json")
+
+    def _flow_setup(self) -> dict[str, torch.Tensor]:
+        """Control landmarks (plain and mirrored), the AU basis at those controls and the code map."""
+        basis = self._basis()
+        lm = check_landmarks(self.data)
+        ctrl = basis.controls
+        mirrored = lm[:, basis.mirror[ctrl]].copy()
+        mirrored[..., 0] = (CROP_SIZE - 1) - mirrored[..., 0]
+        to_basis = code_matrix(self.codes, basis.codes)  # model codes -> basis codes
+        t = {"lm": lm[:, ctrl], "lm_flip": mirrored, "basis": basis.basis[:, ctrl].astype(np.float32),
+             "to_basis": to_basis}
+        return {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)).to(self.device) for k, v in t.items()}
+
+    def _basis(self):
+        """The AU basis for flow supervision: the run's own copy when resuming, else per ``cfg.basis``."""
+        from rtanim.geometry import AUBasis
+
+        saved = self.run / "basis.npz"
+        if self.resuming and saved.is_file():
+            return AUBasis.load(saved)
+        choice = self.cfg.basis
+        basis = None
+        if choice in ("auto", "shipped"):
+            try:
+                basis = AUBasis.load()
+            except (FileNotFoundError, OSError):
+                if choice == "shipped":
+                    raise InputError("rtanim/assets/au_basis.npz", "no AU basis shipped; run calib/fit_geometry.py "
+                                                                   "or train with --set basis=fit") from None
+        elif choice != "fit":
+            basis = AUBasis.load(choice) if Path(choice).is_file() else None
+            if basis is None:
+                raise InputError(choice, "no such AU basis file", field="basis")
+        if basis is None:
+            basis = fit_dataset_basis(self.data)
+        if self.env.main:
+            self.run.mkdir(parents=True, exist_ok=True)
+            basis.save(saved)
+        return basis
+
+    def _sample_batch(self) -> dict[str, torch.Tensor]:
+        """A fixed batch for image grids: held-out faces when there are some, with fixed targets."""
+        try:
+            held = load_dataset(self.cfg.data, "test", limit=6)
+        except InputError:
+            held = None
+        data = held if held is not None and len(held) else self.data
+        n = min(6, len(data))
+        g = torch.Generator().manual_seed(1234)
+        targets = self.src_aus[torch.randint(0, len(self.data), (n,), generator=g).to(self.device)]
+        return {"image": data.images[:n].to(self.device).float() / 127.5 - 1.0, "aus": targets}
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _ckpt_paths(self, step: int) -> tuple[Path, Path]:
+        d = self.run / "checkpoints"
+        return d / f"generator_{step:07d}.safetensors", d / f"state_{step:07d}.pt"
+
+    def save(self) -> Path | None:
+        """EMA generator (our safetensors format) + training state (torch.save), then latest.json."""
+        rng_states = [self.rng.get_state()]
+        if self.env.world > 1:
+            gathered: list[Any] = [None] * self.env.world
+            dist.all_gather_object(gathered, self.rng.get_state())
+            rng_states = gathered
+        if not self.env.main:
+            return None
+        gen_path, state_path = self._ckpt_paths(self.step)
+        gen_path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(self.ema.model, gen_path, fingerprint=self.data.fingerprint)
+        state = {
+            "step": self.step,
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "rng": rng_states,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "ema_updates": self.ema.updates,
+            "world": self.env.world,
+            "fingerprint": self.data.fingerprint,
+            "g_stats": dict(self.g_stats),
+        }
+        tmp = state_path.with_name(f".{state_path.name}.tmp{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, state_path)
+        save_checkpoint(self.ema.model, self.run / "generator.safetensors", fingerprint=self.data.fingerprint)
+        latest = {"step": self.step, "generator": gen_path.name, "state": state_path.name}
+        tmp = self.run / f".latest.json.tmp{os.getpid()}"
+        tmp.write_text(json.dumps(latest) + "\n")
+        os.replace(tmp, self.run / "latest.json")
+        self._prune()
+        return gen_path
+
+    def _prune(self) -> None:
+        gens = sorted((self.run / "checkpoints").glob("generator_*.safetensors"))
+        for old in gens[: -self.cfg.keep_ckpts]:
+            step = int(old.stem.split("_")[1])
+            for p in self._ckpt_paths(step):
+                p.unlink(missing_ok=True)
+
+    def _resume(self) -> None:
+        latest = self.run / "latest.json"
+        if not latest.is_file():
+            raise InputError(self.run, "nothing to resume: no checkpoint in this run folder", field="--resume")
+        info = json.loads(latest.read_text())
+        state_path = self.run / "checkpoints" / info["state"]
+        gen_path = self.run / "checkpoints" / info["generator"]
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise InputError(state_path, "checkpoint state is missing") from None
+        except Exception as e:
+            raise InputError(state_path, f"not a readable training state ({type(e).__name__}: {e})") from None
+        if state.get("fingerprint") != self.data.fingerprint:
+            raise InputError(self.cfg.data, "the dataset changed since this run started (fingerprint differs)")
+        ckpt = load_checkpoint(gen_path)
+        if tuple(ckpt.spec.au_codes) != tuple(self.codes) or ckpt.spec != self.G.spec:
+            raise InputError(gen_path, f"checkpoint is a {ckpt.spec.name} with {ckpt.spec.n_aus} AUs; the run config "
+                                       f"asks for {self.G.spec.name} with {len(self.codes)}")
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.ema.model.load_state_dict(ckpt.state)
+        self.ema.updates = int(state["ema_updates"])
+        rng = state["rng"]
+        if int(state["world"]) == self.env.world:
+            self.rng.set_state(rng[self.env.rank])
+        else:
+            log.warning("resuming with %d processes instead of %d: batches will differ from an uninterrupted run",
+                        self.env.world, state["world"])
+        torch.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step = int(state["step"])
+        self.g_stats = {k: float(v) for k, v in state.get("g_stats", {}).items()}
+        if self.env.main:  # forget metrics logged after this checkpoint, and record a longer --steps
+            rows = [r for r in read_metrics(self.run) if r["step"] <= self.step]
+            (self.run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            self.cfg.save(self.run / "config.json")
+
+    # ------------------------------------------------------------------ one step
+
+    def lr_factor(self, step: int) -> float:
+        """1 until ``decay_start`` of the run, then linearly to 0 at the last step (the original's schedule)."""
+        start = int(self.cfg.decay_start * self.cfg.steps)
+        if step < start or self.cfg.steps <= start:
+            return 1.0
+        return max(0.0, (self.cfg.steps - step) / (self.cfg.steps - start))
+
+    def _indices(self, step: int) -> torch.Tensor:
+        epoch, offset = divmod(step, self.steps_per_epoch)
+        self.sampler.set_epoch(epoch)
+        order = list(self.sampler)
+        b = self.cfg.batch
+        return torch.tensor(order[offset * b:(offset + 1) * b], dtype=torch.long)
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        """Images, source / target AUs and (flow) landmark targets for ``step``; consumes the RNG identically
+        whatever the settings, so runs that differ only in a weight see the same batches."""
+        cfg, dev = self.cfg, self.device
+        idx = self._indices(step)
+        n, k = len(idx), len(self.codes)
+        other = torch.randint(0, len(self.data), (n,), generator=self.rng)
+        noise = (torch.rand(n, k, generator=self.rng) * 2 - 1) * cfg.target_noise
+        flip = (torch.rand(n, generator=self.rng) < 0.5) & cfg.flip
+        alpha = torch.rand(n, 1, 1, 1, generator=self.rng)
+        idx_d, flip_d = idx.to(dev), flip.to(dev)
+        real = self.images[idx_d].to(dev, non_blocking=True).float() / 127.5 - 1.0
+        real = torch.where(flip_d[:, None, None, None], real.flip(-1), real)
+        src = self.src_aus[idx_d]
+        src = torch.where(flip_d[:, None], src[:, self.flip_perm], src)
+        tgt = self.src_aus[other.to(dev)] + noise.to(dev)
+        if cfg.clip_targets:
+            tgt = tgt.clamp(0.0, 1.0)
+        out = {"real": real.contiguous(memory_format=self.memory_format), "src": src, "tgt": tgt,
+               "alpha": alpha.to(dev)}
+        if self.flow is not None:
+            lm = torch.where(flip_d[:, None, None], self.flow["lm_flip"][idx_d], self.flow["lm"][idx_d])
+            delta = (tgt - src) @ self.flow["to_basis"].T
+            out["points"], out["flow"] = losses.flow_targets(lm, delta, self.flow["basis"], CROP_SIZE)
+            moved = lm + torch.einsum("nk,kpc->npc", delta, self.flow["basis"])
+            out["points_back"], out["flow_back"] = losses.flow_targets(moved, -delta, self.flow["basis"], CROP_SIZE)
+        return out
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
+
+    def critic_step(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
+        cfg = self.cfg
+        with self._autocast():
+            with torch.no_grad():
+                fake = blend(b["real"], *self.G(b["real"], b["tgt"]))
+            d_real, au_real = self.D(b["real"])
+            d_fake, _ = self.D(fake)
+            l_real, l_fake = losses.critic_wasserstein(d_real, d_fake)
+            l_cond = losses.au_condition(au_real, b["src"])
+            gp = losses.gradient_penalty(self.D, b["real"], fake, b["alpha"])
+        loss = cfg.lambda_D_prob * (l_real + l_fake) + cfg.lambda_D_cond * l_cond + cfg.lambda_D_gp * gp
+        self.opt_D.zero_grad(set_to_none=True)
+        loss.backward()
+        allreduce_mean(self.D, self.env.world)
+        self.opt_D.step()
+        return {"d_loss": loss.item(), "d_real": l_real.item(), "d_fake": l_fake.item(), "d_cond": l_cond.item(),
+                "d_gp": gp.item(), "au_err_real": (au_real.float() - b["src"]).abs().mean().item()}
+
+    def generator_step(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
+        cfg = self.cfg
+        self.D.requires_grad_(False)
+        try:
+            with self._autocast():
+                out = self.G(b["real"], b["tgt"])
+                fake = blend(b["real"], *out)
+                d_fake, au_fake = self.D(fake)
+                back = self.G(fake, b["src"])
+                rec = blend(fake, *back)
+                adv = losses.generator_adversarial(d_fake)
+                cond = losses.au_condition(au_fake, b["tgt"])
+                cyc = losses.cycle(rec, b["real"])
+                mask = losses.attention_mean(out[0]) + losses.attention_mean(back[0])
+                smooth = losses.total_variation_sum(out[0]) + losses.total_variation_sum(back[0])
+                loss = (cfg.lambda_D_prob * adv + cfg.lambda_D_cond * cond + cfg.lambda_cyc * cyc
+                        + cfg.lambda_mask * mask + cfg.lambda_mask_smooth * smooth)
+                stats = {"g_adv": adv.item(), "g_cond": cond.item(), "g_cyc": cyc.item(), "g_mask": mask.item(),
+                         "g_mask_smooth": smooth.item(), "au_err_fake": (au_fake.float() - b["tgt"]).abs().mean().item()}
+                if self.flow is not None:
+                    fl = losses.flow_supervision(out[2], b["points"], b["flow"]) + \
+                        losses.flow_supervision(back[2], b["points_back"], b["flow_back"])
+                    fs = losses.total_variation_mean(out[2]) + losses.total_variation_mean(back[2])
+                    loss = loss + cfg.lambda_flow * fl + cfg.lambda_flow_smooth * fs
+                    stats |= {"g_flow": fl.item(), "g_flow_smooth": fs.item()}
+            self.opt_G.zero_grad(set_to_none=True)
+            loss.backward()
+            allreduce_mean(self.G, self.env.world)
+            self.opt_G.step()
+            self.ema.update(self.G)
+        finally:
+            self.D.requires_grad_(True)
+        stats["g_loss"] = loss.item()
+        return stats
+
+    def train_step(self) -> dict[str, float]:
+        """One batch: a critic update, plus a generator update every ``n_critic`` steps; advances ``step``."""
+        factor = self.lr_factor(self.step)
+        for group in self.opt_G.param_groups:
+            group["lr"] = self.cfg.lr_g * factor
+        for group in self.opt_D.param_groups:
+            group["lr"] = self.cfg.lr_d * factor
+        b = self.batch(self.step)
+        stats = self.critic_step(b)
+        if (self.step + 1) % self.cfg.n_critic == 0:
+            stats |= self.generator_step(b)
+        self.step += 1
+        stats["lr"] = self.cfg.lr_g * factor
+        return stats
+
+    # ------------------------------------------------------------------ loop
+
+    @torch.no_grad()
+    def write_samples(self) -> None:
+        if not self.env.main:
+            return
+        model = self.ema.model
+        image, aus = self.samples["image"], self.samples["aus"]
+        out = model(image, aus)
+        grid = image_grid([image, blend(image, *out), out[0], out[1]])
+        d = self.run / "samples"
+        d.mkdir(exist_ok=True)
+        import cv2
+
+        cv2.imwrite(str(d / f"step_{self.step:07d}.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+        self.metrics.image(self.step, "samples/real_fake_attention_color", grid)
+
+    def fit(self, stop_after: int | None = None, on_step: Callable[[int, dict], None] | None = None) -> FitResult:
+        """Train to ``cfg.steps`` (or ``stop_after`` more steps, for tests); checkpoint every ``ckpt_every``
+        and at the end. Ctrl-C saves a checkpoint of the last finished step before it propagates."""
+        cfg = self.cfg
+        end = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
+        first, t0 = self.step, time.perf_counter()
+        last_ckpt: Path | None = None
+        saved_at = -1  # same on every rank: save() is a collective under DDP
+        bar = _progress(self.progress, end, self.step)
+        g_stats = self.g_stats
+        try:
+            while self.step < end:
+                stats = self.train_step()
+                if any(k.startswith("g_") for k in stats):
+                    g_stats = self.g_stats = {k: v for k, v in stats.items() if k.startswith(("g_", "au_err_fake"))}
+                if self.step % cfg.log_every == 0 or self.step == end:
+                    rate = (self.step - first) * cfg.batch * self.env.world / max(1e-9, time.perf_counter() - t0)
+                    self.metrics.scalars(self.step, {**g_stats, **stats, "images_per_s": rate})
+                if on_step is not None:
+                    on_step(self.step, stats)
+                if bar is not None:
+                    bar[0].update(bar[1], completed=self.step, description=f"d {stats['d_loss']:.3g}")
+                if self.step % cfg.sample_every == 0:
+                    self.write_samples()
+                if self.step % cfg.ckpt_every == 0:
+                    last_ckpt, saved_at = self.save() or last_ckpt, self.step
+            seconds = time.perf_counter() - t0
+            if saved_at != self.step:
+                last_ckpt = self.save() or last_ckpt
+            if self.step % cfg.sample_every:
+                self.write_samples()
+        except KeyboardInterrupt:
+            if self.step > first and saved_at != self.step:
+                self.save()
+            raise
+        finally:
+            if bar is not None:
+                bar[0].stop()
+            self.metrics.close()
+        done = self.step - first
+        rate = done * cfg.batch * self.env.world / seconds if seconds > 0 else 0.0
+        return FitResult(self.step, rate, seconds, last_ckpt)
+
+    def close(self) -> None:
+        if self.env.world > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def _progress(enabled: bool, total: int, start: int):
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=True)
+    task = bar.add_task("training", total=total, completed=start)
+    bar.start()
+    return bar, task
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
+          stop_after: int | None = None) -> FitResult:
+    """Run (or continue) a training run; what ``rtanim train`` and ``python -m train`` call."""
+    trainer = Trainer(cfg, resume=resume, progress=progress)
+    try:
+        return trainer.fit(stop_after=stop_after)
+    except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
+        if isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e):
+            raise RunError(f"out of memory at step {trainer.step}: lower --batch ({e})") from None
+        raise
+    finally:
+        trainer.close()
