@@ -351,3 +351,28 @@ def test_live_on_paced_clip(shared_data):
     assert s["latency_ms"]["p50"] > 0 and s["latency_ms"]["p95"] >= s["latency_ms"]["p50"]
     assert all(v <= 1 for v in s["queue_peak"].values())
     assert sink.indices == sorted(sink.indices)
+
+
+def test_frames_without_a_face_pass_through_byte_identical(shared_data):
+    """face_noface.mov loses its face at frame 72: those frames must leave the pipeline untouched."""
+    from rtanim.runtime import load_generator
+    from rtanim.sources import VideoFileSource
+    from rtanim.tracking import FaceTracker
+
+    class Keep:
+        def __init__(self) -> None:
+            self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
+
+        def __call__(self, frame: Frame, image: np.ndarray) -> None:
+            self.pairs.append((frame.image, image))
+
+    keep = Keep()
+    with VideoFileSource(shared_data / "video" / "face_noface.mov", max_frames=90) as src:
+        with FaceTracker(1, mode="video") as tracker:
+            p = Pipeline(tracker, load_generator("warp"), parse_aus_arg("surprise"), policy="offline")
+            stats = p.run(src, keep)
+    assert len(keep.pairs) == 90
+    changed = [not np.array_equal(a, b) for a, b in keep.pairs]
+    assert sum(changed[:60]) > 50  # the face is re-expressed while it is there
+    assert not any(changed[75:])  # no face: byte-identical
+    assert stats.frames_without_face >= 15
