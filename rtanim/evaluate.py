@@ -34,7 +34,7 @@ from rtanim.align import crop
 from rtanim.aus import ALL_CODES, AU_CODES, SIDES, preset_aus
 from rtanim.compose import compose, feather_mask
 from rtanim.errors import InputError
-from rtanim.sources import IMAGE_EXTENSIONS
+from rtanim.sources import IMAGE_EXTENSIONS, load_rgb
 
 LEVELS: tuple[float, ...] = (0.0, 0.33, 0.66, 1.0)
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
@@ -140,12 +140,6 @@ def command(live: Mapping[str, float], code: str, level: float) -> dict[str, flo
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def _read_rgb(path: Path) -> np.ndarray | None:
-    data = np.fromfile(str(path), np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def _upscale(rgb: np.ndarray) -> np.ndarray:
@@ -306,7 +300,7 @@ def _evaluate(model: str, data: str | Path, out: str | Path, options: EvalOption
         files, what = held_out_images(data)
         frames = []
         for f in files:
-            img = _read_rgb(f)
+            img = load_rgb(f)
             if img is not None:
                 frames.append(_upscale(img))
             if len(frames) >= o.faces * 3:  # some may hold no trackable face

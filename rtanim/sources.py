@@ -241,13 +241,21 @@ def _natural_key(p: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
 
 
-def _read_image(path: Path) -> np.ndarray:
-    """Read an image as HxWx3 RGB uint8 (np.fromfile + imdecode also works with non-ASCII paths)."""
+def load_rgb(path: str | Path) -> np.ndarray | None:
+    """An image file as HxWx3 RGB uint8, or None if it does not decode.
+
+    np.fromfile + imdecode rather than imread: it also works with non-ASCII paths on Windows.
+    """
     data = np.fromfile(str(path), dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    img = load_rgb(path)
     if img is None:
         raise InputError(path, "not a readable image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
 
 
 class ImageSequenceSource(_SourceBase):

@@ -15,7 +15,7 @@ from rtanim.aus import ALL_CODES, AU_CODES, expand_code
 from rtanim.compose import FaceOutput, compose
 from rtanim.errors import InputError
 from rtanim.pipeline import FaceJob, Generator
-from rtanim.sources import IMAGE_EXTENSIONS
+from rtanim.sources import IMAGE_EXTENSIONS, load_rgb
 from rtanim.timeline import Timeline
 from rtanim.tracking import Face, FaceTracker
 
@@ -31,11 +31,10 @@ def read_image(path: str | Path) -> np.ndarray:
         raise InputError(path, "file not found")
     if not path.is_file():
         raise InputError(path, "not a file")
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    image = load_rgb(path)
     if image is None:
         raise InputError(path, f"not a readable image (supported: {', '.join(IMAGE_EXTENSIONS)})")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 def check_output_image(path: str | Path, source: str | Path | None = None) -> Path:

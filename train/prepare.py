@@ -39,6 +39,7 @@ import numpy as np
 from rtanim.align import CROP_SIZE, crop
 from rtanim.aus import AU_CODES, UNILATERAL_CODES
 from rtanim.errors import InputError, RunError
+from rtanim.sources import load_rgb
 
 #: Columns of the AU table: the 17 bilateral AUs in model order, then every sided code.
 TABLE_CODES: tuple[str, ...] = AU_CODES + UNILATERAL_CODES
@@ -175,12 +176,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:40] or "x"
 
 
-def _read_rgb(path: str) -> np.ndarray | None:
-    data = np.fromfile(path, np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 class _Filter:
     """Applies the quality filters to tracked faces and counts why faces were dropped."""
 
@@ -226,7 +221,7 @@ def _process_images(part: Part, imgs: Path, tracker: Any, flt: _Filter, problems
     items: list[Item] = []
     tag = hashlib.sha1(os.path.abspath(part.source).encode()).hexdigest()[:6]
     for f in part.files:
-        rgb = _read_rgb(f)
+        rgb = load_rgb(f)
         tick(1)
         if rgb is None:
             flt.skipped["unreadable image"] += 1
@@ -667,7 +662,7 @@ def assemble(out: Path, parts: Sequence[Part], options: PrepareOptions, *,
 def iter_crops(root: str | Path, names: Sequence[str]) -> Iterator[np.ndarray]:
     """RGB crops of a prepared dataset, in ``names`` order."""
     for n in names:
-        img = _read_rgb(str(Path(root) / "imgs" / f"{n}.jpg"))
+        img = load_rgb(str(Path(root) / "imgs" / f"{n}.jpg"))
         if img is None:
             raise InputError(Path(root) / "imgs" / f"{n}.jpg", "missing or unreadable crop")
         yield img
