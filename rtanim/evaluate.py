@@ -258,16 +258,22 @@ def evaluate(model: str, data: str | Path, out: str | Path, options: EvalOptions
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      console=Console(stderr=True), transient=True) as bar:
-            tasks: dict[str, Any] = {}
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       console=Console(stderr=True), transient=True)
+        tasks: dict[str, Any] = {}
 
-            def tick(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=total)
-                bar.update(tasks[stage], completed=done)
+        def tick(stage: str, done: int, total: int) -> None:
+            if not tasks:  # started at the first tick, so an input error before it prints one clean line
+                bar.start()
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
 
+        try:
             return _evaluate(model, data, out, options, tick)
+        finally:
+            if tasks:
+                bar.stop()
     return _evaluate(model, data, out, options, progress or None)
 
 
@@ -289,8 +295,8 @@ def _evaluate(model: str, data: str | Path, out: str | Path, options: EvalOption
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder", field="-o")
+    gen = load_generator(model, o.engine, o.basis)  # before anything is written: a bad --model writes nothing
     out.mkdir(parents=True, exist_ok=True)
-    gen = load_generator(model, o.engine, o.basis)
     tick = progress or (lambda stage, done, total: None)
 
     # faces: held-out stills, or frames spread over a video

@@ -82,3 +82,14 @@ def test_eval_warp_fills_every_section(shared_data, basis_file, tmp_path):
 def test_eval_bad_data(tmp_path):
     res = CliRunner().invoke(app, ["eval", "--model", "warp", "--data", str(tmp_path / "nope"), "-o", str(tmp_path)])
     assert res.exit_code == 2 and "Traceback" not in res.output
+
+
+def test_eval_bad_model_is_one_line_and_writes_nothing(tmp_path):
+    data = tmp_path / "imgs"
+    data.mkdir()
+    out = tmp_path / "report"
+    res = CliRunner().invoke(app, ["eval", "--model", "nope", "--data", str(data), "-o", str(out)])
+    assert res.exit_code == 2
+    lines = res.output.splitlines()
+    assert len(lines) == 1 and "no such file or model name" in lines[0], res.output
+    assert not out.exists()
