@@ -27,6 +27,7 @@ import numpy as np
 
 from rtanim.align import CROP_SIZE, fit_transform
 from rtanim.aus import AU_CODES, DEFAULT_GAINS, EXTENDED_CODES, SIDED, blendshapes_to_aus
+from rtanim.files import staged
 from rtanim.geometry import AUBasis, fit_basis, mirror_permutation, select_controls
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,17 +76,16 @@ def load_cache(path: Path) -> dict[str, dict[str, np.ndarray]]:
 def save_cache(path: Path, entries: dict[str, dict[str, np.ndarray]], bs_names: list[str]) -> None:
     names = sorted(k for k in entries if not k.startswith("__"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
     empty_lm = np.full((478, 3), np.nan, np.float32)
-    np.savez(
-        tmp,
-        names=np.array(names),
-        landmarks=np.stack([entries[n]["landmarks"] for n in names]) if names else empty_lm[None],
-        blendshapes=np.stack([entries[n]["blendshapes"] for n in names]) if names else np.zeros((1, 52)),
-        head=np.stack([entries[n]["head"] for n in names]) if names else np.zeros((1, 4, 4)),
-        bs_names=np.array(bs_names),
-    )
-    os.replace(tmp, path)
+    with staged(path) as tmp:
+        np.savez(
+            tmp,
+            names=np.array(names),
+            landmarks=np.stack([entries[n]["landmarks"] for n in names]) if names else empty_lm[None],
+            blendshapes=np.stack([entries[n]["blendshapes"] for n in names]) if names else np.zeros((1, 52)),
+            head=np.stack([entries[n]["head"] for n in names]) if names else np.zeros((1, 4, 4)),
+            bs_names=np.array(bs_names),
+        )
 
 
 def cache_key(f: Path, data: Path) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 
 from rtanim.aus import AU_CODES, PRESETS, to_vector
 from rtanim.errors import InputError
+from rtanim.files import write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CACHE_SUFFIX = ".cache"
@@ -129,9 +130,7 @@ def make_calibrator(data: CalibrationSet | None, cache_path: str | Path, batch_s
 
         def write_calibration_cache(self, cache) -> None:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_path.with_name(self.cache_path.name + ".tmp")
-            tmp.write_bytes(bytes(cache))
-            tmp.replace(self.cache_path)
+            write_bytes(self.cache_path, bytes(cache))
 
     if data is None and not Path(cache_path).is_file():
         raise InputError(cache_path, "calibration cache not found", field="--calib")

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from engines.base import log
+from rtanim.files import staged, write_text
 
 #: Environment variable that overrides the cache directory.
 CACHE_ENV = "RTANIM_CACHE"
@@ -113,16 +114,10 @@ class EngineCache:
         log.log(level, "%s: %s (building %s)", key.label, reason, key.kind)
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.path_for(key, suffix)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
+        with staged(path) as tmp:
             build(tmp)
             if not tmp.is_file():
                 raise RuntimeError(f"{key.kind} build wrote nothing to {tmp}")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        side = path.with_suffix(".json")
-        side_tmp = side.with_name(f".{side.name}.tmp{os.getpid()}")
-        side_tmp.write_text(json.dumps({**asdict(key), "built_at_ns": time.time_ns()}, indent=1, sort_keys=True))
-        os.replace(side_tmp, side)
+        write_text(path.with_suffix(".json"),
+                   json.dumps({**asdict(key), "built_at_ns": time.time_ns()}, indent=1, sort_keys=True))
         return CacheResult(path, False, reason)

@@ -10,7 +10,6 @@ model name and the full :class:`ModelSpec`, so a bare ``.onnx`` is self-describi
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch import nn
 from engines.base import log
 from engines.cache import CacheKey, EngineCache
 from rtanim.errors import InputError
+from rtanim.files import staged
 from rtanim.models import (
     Generator,
     ModelSpec,
@@ -64,8 +64,7 @@ def export_onnx(model: Generator, path: str | Path, *, precision: str = "fp32", 
     names = list(spec.outputs)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with staged(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation and instance_norm notes
             # The TorchScript exporter: deterministic, and needs no onnxscript (not a dependency).
@@ -83,9 +82,6 @@ def export_onnx(model: Generator, path: str | Path, *, precision: str = "fp32", 
         proto.producer_name = "rtanim"
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

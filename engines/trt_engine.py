@@ -17,7 +17,6 @@ Device memory and streams come from torch (already a dependency).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from engines.base import Batch, Engine, Outputs
 from engines.cache import CacheKey, CacheResult, EngineCache
 from engines.export import cached_onnx
 from rtanim.errors import InputError, RunError
+from rtanim.files import write_bytes
 from rtanim.models import Generator, ModelSpec, model_digest
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -118,9 +118,7 @@ def build_serialized(
     if serialized is None:
         raise RunError(f"TensorRT engine build failed for {onnx_path} (see the TensorRT log above)")
     if timing_cache is not None:
-        tmp = timing_cache.with_name(f".{timing_cache.name}.tmp{os.getpid()}")
-        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-        os.replace(tmp, timing_cache)
+        write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from rtanim.align import crop
 from rtanim.aus import ALL_CODES, AU_CODES, SIDES, preset_aus
 from rtanim.compose import compose, feather_mask
 from rtanim.errors import InputError
+from rtanim.files import write_bytes
 from rtanim.sources import IMAGE_EXTENSIONS, load_rgb
 
 LEVELS: tuple[float, ...] = (0.0, 0.33, 0.66, 1.0)
@@ -453,12 +453,6 @@ def au_grid(grid: list[list[np.ndarray]], aus: Sequence[str], levels: Sequence[f
     return canvas
 
 
-def _atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _fmt(v: Any) -> str:
     return "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
@@ -503,9 +497,9 @@ def write_report(r: EvalReport, out: Path, grid: list[list[np.ndarray]], o: Eval
         png = au_grid(grid, o.aus, o.levels)
         ok, buf = cv2.imencode(".png", cv2.cvtColor(png, cv2.COLOR_RGB2BGR))
         if ok:
-            _atomic(out / "au_grid.png", buf.tobytes())
-    _atomic(out / "report.json", (json.dumps(asdict(r), indent=1, default=_json_default) + "\n").encode())
-    _atomic(out / "report.md", render_markdown(r).encode())
+            write_bytes(out / "au_grid.png", buf.tobytes())
+    write_bytes(out / "report.json", (json.dumps(asdict(r), indent=1, default=_json_default) + "\n").encode())
+    write_bytes(out / "report.md", render_markdown(r).encode())
 
 
 def _json_default(v: Any) -> Any:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pickle
 import re
 from collections.abc import Mapping, Sequence
@@ -33,6 +32,7 @@ from torch import nn
 
 from rtanim.aus import ALL_CODES, AU_CODES, EXTENDED_CODES
 from rtanim.errors import InputError
+from rtanim.files import staged
 
 log = logging.getLogger("rtanim.models")
 
@@ -325,12 +325,8 @@ def save_checkpoint(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with staged(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

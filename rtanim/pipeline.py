@@ -37,6 +37,7 @@ from rtanim.align import crop
 from rtanim.aus import to_vector
 from rtanim.compose import FaceOutput, compose, unbatch
 from rtanim.errors import InputError, RunError
+from rtanim.files import write_text
 from rtanim.sinks import Controls
 from rtanim.sources import Frame
 from rtanim.timeline import Timeline
@@ -217,10 +218,7 @@ class Stats:
 
     def write_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
         """The summary (plus ``extra``, e.g. model and input) as JSON, written atomically."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_text(json.dumps({**(extra or {}), **self.summary()}, indent=2) + "\n")
-        tmp.replace(path)
+        write_text(path, json.dumps({**(extra or {}), **self.summary()}, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------ the pipeline

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from rtanim.aus import describe
+from rtanim.files import staged
 from rtanim.timeline import Timeline, sample
 
 
@@ -46,8 +47,7 @@ def plot_timeline(timeline: Timeline, out: str | Path, duration: float | None = 
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     out = Path(out)
-    tmp = out.with_name(out.name + ".part.png")
-    fig.savefig(tmp, dpi=100)
+    with staged(out) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    tmp.replace(out)
     return out

@@ -14,6 +14,7 @@ from rtanim.align import crop
 from rtanim.aus import ALL_CODES, AU_CODES, expand_code
 from rtanim.compose import FaceOutput, compose
 from rtanim.errors import InputError
+from rtanim.files import write_bytes
 from rtanim.pipeline import FaceJob, Generator
 from rtanim.sources import IMAGE_EXTENSIONS, load_rgb
 from rtanim.timeline import Timeline
@@ -56,12 +57,10 @@ def check_output_image(path: str | Path, source: str | Path | None = None) -> Pa
 def write_image(path: str | Path, rgb: np.ndarray) -> Path:
     """Write under a temporary name, then rename: no half-written file ever has the final name."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.part{path.suffix}")
     ok, buf = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise InputError(path, "could not encode the image")
-    buf.tofile(tmp)
-    tmp.replace(path)
+    write_bytes(path, buf.tobytes())
     return path
 
 

@@ -37,6 +37,7 @@ from rtanim.aus import (
     resolve,
 )
 from rtanim.errors import InputError
+from rtanim.files import staged
 
 EASINGS = ("linear", "ease-in-out", "ease-in", "ease-out", "hold")
 LOOPS = ("none", "loop", "pingpong")
@@ -389,14 +390,11 @@ def write_openface_csv(path: str | Path, rows: Sequence[tuple[int, int, float, M
     """
     sided = [c for c in EXTENDED_CODES if c not in AU_CODES]
     header = ["frame", "face_id", "timestamp", "success"] + [f"{c}_r" for c in AU_CODES + tuple(sided)]
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    with tmp.open("w", newline="") as f:
+    with staged(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         for frame, fid, ts, aus in rows:
             w.writerow([frame, fid, f"{ts:.4f}", 1] + [f"{5.0 * resolve(aus, c):.3f}" for c in AU_CODES + tuple(sided)])
-    tmp.replace(path)
 
 
 # ------------------------------------------------------------ CLI arguments

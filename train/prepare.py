@@ -39,6 +39,7 @@ import numpy as np
 from rtanim.align import CROP_SIZE, crop
 from rtanim.aus import AU_CODES, UNILATERAL_CODES
 from rtanim.errors import InputError, RunError
+from rtanim.files import staged, write_bytes, write_text
 from rtanim.sources import load_rgb
 
 #: Columns of the AU table: the 17 bilateral AUs in model order, then every sided code.
@@ -296,19 +297,18 @@ def _process_video(part: Part, imgs: Path, options: PrepareOptions, flt: _Filter
 
 def _save_part(path: Path, items: list[Item], skipped: Counter, problems: list[str], frames: int,
                part: Part) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez(
-        tmp,
-        names=np.array([i.name for i in items], dtype=str),
-        groups=np.array([i.group for i in items], dtype=str),
-        sources=np.array([i.source for i in items], dtype=str),
-        digests=np.array([i.digest for i in items], dtype=str),
-        aus=np.array([i.aus for i in items], np.float32).reshape(-1, len(TABLE_CODES)),
-        landmarks=np.array([i.landmarks for i in items], np.float32).reshape(-1, N_LANDMARKS, 3),
-        info=np.array(json.dumps({"skipped": dict(skipped), "problems": problems, "frames": frames,
-                                  "kind": part.kind, "source": part.source})),
-    )
-    os.replace(tmp, path)
+    with staged(path) as tmp:
+        np.savez(
+            tmp,
+            names=np.array([i.name for i in items], dtype=str),
+            groups=np.array([i.group for i in items], dtype=str),
+            sources=np.array([i.source for i in items], dtype=str),
+            digests=np.array([i.digest for i in items], dtype=str),
+            aus=np.array([i.aus for i in items], np.float32).reshape(-1, len(TABLE_CODES)),
+            landmarks=np.array([i.landmarks for i in items], np.float32).reshape(-1, N_LANDMARKS, 3),
+            info=np.array(json.dumps({"skipped": dict(skipped), "problems": problems, "frames": frames,
+                                      "kind": part.kind, "source": part.source})),
+        )
 
 
 def _load_part(path: Path) -> tuple[list[Item], dict[str, Any]]:
@@ -361,7 +361,7 @@ def write_au_table(path: Path, names: Sequence[str], groups: Sequence[str], test
     for n, g, t, row in zip(names, groups, test, aus, strict=True):
         g = g.replace(",", "_")
         lines.append(",".join((n, "test" if t else "train", g, *(f"{v:.4f}" for v in row))))
-    _atomic_text(path, "\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def read_au_table(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -379,18 +379,6 @@ def read_au_table(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, tuple[
     except ValueError as e:
         raise InputError(path, f"bad number ({e})") from None
     return [r[0] for r in rows[1:]], np.array([r[1] == "test" for r in rows[1:]], bool), aus, codes
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- GANimation layout
@@ -445,7 +433,7 @@ def load_au_pickle(path: str | Path) -> dict[str, np.ndarray]:
 def save_au_pickle(path: str | Path, aus: dict[str, np.ndarray]) -> None:
     """Protocol 2, numpy float64 arrays, as the original code expects (it divides them by 5)."""
     data = {k: np.asarray(v, np.float64).reshape(len(AU_CODES)) for k, v in aus.items()}
-    _atomic_bytes(Path(path), pickle.dumps(data, protocol=2))
+    write_bytes(Path(path), pickle.dumps(data, protocol=2))
 
 
 def read_ids(path: str | Path) -> list[str]:
@@ -459,7 +447,7 @@ def read_ids(path: str | Path) -> list[str]:
 
 
 def write_ids(path: str | Path, names: Sequence[str]) -> None:
-    _atomic_text(Path(path), "".join(f"{n}.jpg\n" for n in names))
+    write_text(Path(path), "".join(f"{n}.jpg\n" for n in names))
 
 
 @dataclass
@@ -509,9 +497,8 @@ def write_shard(path: str | Path, root: Path, names: Sequence[str], aus: np.ndar
             "meta": json.dumps({k: meta[k] for k in ("fingerprint", "counts", "crop_size", "sources")})}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=info)
-    os.replace(tmp, path)
+    with staged(path) as tmp:
+        save_file(tensors, str(tmp), metadata=info)
     return path
 
 
@@ -630,9 +617,8 @@ def assemble(out: Path, parts: Sequence[Part], options: PrepareOptions, *,
     test_groups = split_groups(groups, options.test_fraction, options.seed)
     test = np.array([g in test_groups for g in groups], bool)
     write_au_table(out / "aus.csv", names, groups, test, aus)
-    tmp = out / f".landmarks.tmp{os.getpid()}.npy"
-    np.save(tmp, landmarks)
-    os.replace(tmp, out / "landmarks.npy")
+    with staged(out / "landmarks.npy") as tmp:
+        np.save(tmp, landmarks)
     bilateral = aus[:, : len(AU_CODES)].astype(np.float64) * OPENFACE_SCALE
     write_ganimation(out, GanimationLayout(
         {n: bilateral[i] for i, n in enumerate(names)},
@@ -653,7 +639,7 @@ def assemble(out: Path, parts: Sequence[Part], options: PrepareOptions, *,
         "fingerprint": fingerprint(names, aus, test),
         "au_histograms": au_histograms(aus, test),
     }
-    _atomic_text(out / "meta.json", json.dumps(meta, indent=1) + "\n")
+    write_text(out / "meta.json", json.dumps(meta, indent=1) + "\n")
     if shard is not None:
         write_shard(shard, out, names, aus, landmarks, test, meta)
     return PrepareResult(out, len(names), int((~test).sum()), int(test.sum()), dict(skipped), problems)

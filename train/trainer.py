@@ -32,6 +32,7 @@ from torch.utils.data.distributed import DistributedSampler
 from rtanim.align import CROP_SIZE
 from rtanim.aus import AU_CODES, EXTENDED_CODES
 from rtanim.errors import InputError, RunError
+from rtanim.files import staged, write_text
 from rtanim.models import Discriminator, Generator, blend, load_checkpoint, save_checkpoint, spec_for
 from train import losses
 from train.config import TrainConfig
@@ -338,14 +339,11 @@ class Trainer:
             "fingerprint": self.data.fingerprint,
             "g_stats": dict(self.g_stats),
         }
-        tmp = state_path.with_name(f".{state_path.name}.tmp{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, state_path)
+        with staged(state_path) as tmp:
+            torch.save(state, tmp)
         save_checkpoint(self.ema.model, self.run / "generator.safetensors", fingerprint=self.data.fingerprint)
         latest = {"step": self.step, "generator": gen_path.name, "state": state_path.name}
-        tmp = self.run / f".latest.json.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(latest) + "\n")
-        os.replace(tmp, self.run / "latest.json")
+        write_text(self.run / "latest.json", json.dumps(latest) + "\n")
         self._prune()
         return gen_path
 
