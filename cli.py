@@ -295,6 +295,7 @@ def image_cmd(
     `rtanim image me.jpg -o grid.png --grid AU01,AU12,AU26,AU45 --model warp`.
     """
     from rtanim import stills
+    from rtanim.aus import parse_codes
     from rtanim.runtime import load_generator
     from rtanim.timeline import parse_aus_arg
 
@@ -304,7 +305,7 @@ def image_cmd(
         image = stills.read_image(src)
         stills.check_output_image(out, src)
         timeline = parse_aus_arg(aus) if aus is not None else None
-        codes = stills.parse_grid_codes(grid) if grid is not None else None
+        codes = parse_codes(grid, "--grid") if grid is not None else None
         gen = load_generator(model, engine)
         if codes is not None:
             faces = stills.track_still(image, 1)
@@ -514,7 +515,8 @@ def eval_cmd(
     basis: Path = typer.Option(None, "--basis", help="AU basis .npz for the warp model (default: the shipped one)."),
 ) -> None:
     """Measure a model: AU fidelity (MAE, Spearman), identity, background and temporal flicker."""
-    from rtanim.evaluate import EvalOptions, evaluate, parse_codes
+    from rtanim.aus import parse_codes
+    from rtanim.evaluate import EvalOptions, evaluate
 
     with guard():
         options = EvalOptions(faces=faces, aus=parse_codes(aus), frames=frames, flicker_target=flicker_aus,

@@ -90,6 +90,21 @@ def expand_code(code: str) -> tuple[str, ...]:
     return tuple(f"{code}{s}" for s in SIDES) if code in SIDED else (code,)
 
 
+def parse_codes(text: str | None, option: str = "--aus") -> tuple[str, ...]:
+    """A command-line AU list (``AU12,AU26``, ``all`` or None for all 17) -> checked codes."""
+    from rtanim.errors import InputError
+
+    if text is None or text.strip().lower() == "all":
+        return AU_CODES
+    codes = tuple(c.strip().upper() for c in text.split(",") if c.strip())
+    for c in codes:
+        if c not in ALL_CODES:
+            raise InputError(option, f"unknown AU {c!r}; run `rtanim aus` for the list")
+    if not codes:
+        raise InputError(option, "expected AU codes, e.g. AU01,AU12,AU26, or 'all'")
+    return codes
+
+
 def describe(code: str) -> str:
     """A one-line plain-words description of any AU code, sided or not."""
     au = AU_BY_CODE[base_code(code)]

@@ -84,47 +84,21 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 # ----------------------------------------------------------------------------- generators
 
 
-class _WarpGenerator:
-    """The ``warp`` model with an AU basis from a file (the runtime's uses the shipped one)."""
-
-    name = "warp"
-
-    def __init__(self, basis: str) -> None:
-        from rtanim.geometry import AUBasis, WarpModel
-
-        if not Path(basis).is_file():
-            raise InputError(basis, "no such AU basis file", field="--basis")
-        self.model = WarpModel(AUBasis.load(basis))
-        self.au_codes = self.model.codes
-
-    def generate(self, jobs: Sequence[Any]) -> list[Any]:
-        from rtanim.geometry import warp_face
-
-        return [self.model.face_output(warp_face(j.face, j.target)) for j in jobs]
-
-
 def load_generator(model: str, engine: str = "auto", basis: str | None = None) -> Any:
     """``--model`` as the product resolves it (rtanim.runtime), so eval measures what users run."""
-    if model == "warp" and basis:
-        return _WarpGenerator(basis)
+    from rtanim.runtime import WarpGenerator
     from rtanim.runtime import load_generator as runtime_generator
+
+    if model == "warp" and basis:
+        if not Path(basis).is_file():
+            raise InputError(basis, "no such AU basis file", field="--basis")
+        return WarpGenerator(basis=basis)
 
     try:
         return runtime_generator(model, engine)
     except (FileNotFoundError, OSError) as e:  # the warp model without a shipped AU basis
         raise InputError(model, f"cannot load the model ({e}); for warp without a shipped basis pass --basis FILE",
                          field="--model") from None
-
-
-def parse_codes(text: str | None) -> tuple[str, ...]:
-    """``AU12,AU26`` / ``all`` / None (all 17) -> AU codes, checked."""
-    if text is None or text.strip().lower() == "all":
-        return AU_CODES
-    codes = tuple(c.strip().upper() for c in text.split(",") if c.strip())
-    bad = [c for c in codes if c not in ALL_CODES]
-    if bad or not codes:
-        raise InputError("--aus", f"unknown AU codes: {', '.join(bad)} (see `rtanim aus`)" if bad else "no AU codes")
-    return codes
 
 
 def command(live: Mapping[str, float], code: str, level: float) -> dict[str, float]:

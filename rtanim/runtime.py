@@ -28,10 +28,11 @@ class WarpGenerator:
 
     name = "warp"
 
-    def __init__(self, strength: float = 1.0) -> None:
-        from rtanim.geometry import WarpModel
+    def __init__(self, strength: float = 1.0, basis: str | Path | None = None) -> None:
+        """``basis``: an AU basis .npz to use instead of the shipped one (eval, calibration)."""
+        from rtanim.geometry import AUBasis, WarpModel
 
-        self.model = WarpModel(strength=strength)
+        self.model = WarpModel(None if basis is None else AUBasis.load(basis), strength=strength)
         self.au_codes = self.model.codes
 
     def generate(self, jobs: Sequence[FaceJob]) -> list[FaceOutput]:

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from rtanim.align import crop
-from rtanim.aus import ALL_CODES, AU_CODES, expand_code
+from rtanim.aus import expand_code
 from rtanim.compose import FaceOutput, compose
 from rtanim.errors import InputError
 from rtanim.files import write_bytes
@@ -94,18 +94,6 @@ def reexpress_image(image: np.ndarray, timeline: Timeline, gen: Generator, max_f
 
 
 # ------------------------------------------------------------------------------- the AU grid
-
-
-def parse_grid_codes(value: str) -> list[str]:
-    codes = [c.strip() for c in value.split(",") if c.strip()]
-    if value.strip().lower() == "all":
-        return list(AU_CODES)
-    for c in codes:
-        if c not in ALL_CODES:
-            raise InputError("--grid", f"unknown AU {c!r}; run `rtanim aus` for the list")
-    if not codes:
-        raise InputError("--grid", "expected AU codes, e.g. AU01,AU12,AU26, or 'all'")
-    return codes
 
 
 def _to_rgb8(x: np.ndarray) -> np.ndarray:

@@ -11,8 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from rtanim.aus import parse_codes
 from rtanim.errors import InputError
-from rtanim.evaluate import SKIP_EVAL_EXTRA, command, parse_codes, rankdata, spearman
+from rtanim.evaluate import SKIP_EVAL_EXTRA, command, rankdata, spearman
 
 
 def test_rankdata_and_spearman():
