@@ -448,7 +448,8 @@ def prepare_cmd(
     min_sharpness: float = typer.Option(15.0, "--min-sharpness", help="Blur filter: Laplacian variance of the crop."),
     max_faces: int = typer.Option(4, "--max-faces", min=1, help="Most faces per image or frame."),
     tiles: bool = typer.Option(False, "--tiles", help="Also search image tiles for small faces (slower)."),
-    test_fraction: float = typer.Option(0.1, "--test-fraction", help="Held out: whole videos, single images."),
+    test_fraction: float = typer.Option(0.1, "--test-fraction", help="Held out: whole videos, whole identities."),
+    min_age: int = typer.Option(0, "--min-age", min=0, help="Skip UTKFace images (AGE_... names) of younger people."),
     limit: int = typer.Option(0, "--limit", min=0, help="Stop after this many crops (0: all)."),
     shard: Path = typer.Option(None, "--shard", help="Also pack everything into one .safetensors file."),
     seed: int = typer.Option(0, "--seed", help="Seed of the held-out split."),
@@ -464,7 +465,8 @@ def prepare_cmd(
         if shard is not None and shard.suffix != ".safetensors":
             raise InputError(shard, "the shard must be a .safetensors file", field="--shard")
         options = PrepareOptions(fps=fps, min_face=min_face, max_yaw=max_yaw, min_sharpness=min_sharpness,
-                                 max_faces=max_faces, tiles=tiles, test_fraction=test_fraction, seed=seed, limit=limit)
+                                 max_faces=max_faces, tiles=tiles, test_fraction=test_fraction, seed=seed, limit=limit,
+                                 min_age=min_age)
         result = prepare([str(s) for s in src], out, options, shard=shard, progress=True)
     for line in result.problems:
         err_console.print(f"[yellow]skipped:[/] {line}", highlight=False)

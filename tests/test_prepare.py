@@ -22,11 +22,13 @@ from train.prepare import (
     GanimationLayout,
     PrepareOptions,
     head_yaw,
+    identity_group,
     load_au_pickle,
     prepare,
     read_au_table,
     read_ganimation,
     split_groups,
+    utk_age,
     write_ganimation,
 )
 
@@ -151,3 +153,30 @@ def test_helpers():
 def test_prepare_cli_reports_bad_input(tmp_path):
     res = CliRunner().invoke(app, ["prepare", str(tmp_path / "missing"), "-o", str(tmp_path / "ds")])
     assert res.exit_code == 2 and "no such file" in res.output and "Traceback" not in res.output
+
+
+def test_identity_groups_and_ages():
+    assert identity_group("/x/Al_Gore_0002.jpg") == identity_group("/y/Al_Gore_0011.jpg") == "person:al_gore"
+    assert identity_group("/x/Alvaro_Silva_Calderon_0001.jpg") == "person:alvaro_silva_calderon"
+    # UTKFace and other names: one group per source image, so two files never share a group by accident
+    a, b = identity_group("/u/25_0_1_20170104004153743.jpg.chip.jpg"), identity_group("/u/single_face.jpg")
+    assert a.startswith("image:") and b.startswith("image:") and a != b
+    assert utk_age("/u/7_1_0_20170109204500123.jpg.chip.jpg") == 7 and utk_age("/u/single_face.jpg") is None
+
+
+def test_split_keeps_each_person_on_one_side(shared_data: Path, tmp_path):
+    """Two photos of one person (LFW-style names) land on the same side; --min-age skips young UTKFace names."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, name in enumerate(("Some_Person_0001.jpg", "Some_Person_0002.jpg", "Other_Person_0001.jpg")):
+        shutil.copy(shared_data / "stills" / STILLS[i], src / name)
+    shutil.copy(shared_data / "stills" / "15-f13-anc-ph.jpg", src / "5_1_0_20170109204500123.jpg.chip.jpg")
+    shutil.copy(shared_data / "stills" / "0-f1-su-ph.jpg", src / "30_1_0_20170109204500124.jpg.chip.jpg")
+    out = tmp_path / "ds"
+    res = prepare([src], out, PrepareOptions(test_fraction=0.5, min_age=10), progress=False)
+    assert res.skipped.get("under min age") == 1 and res.total == 4
+    rows = [r.split(",")[:3] for r in (out / "aus.csv").read_text().splitlines()[1:]]
+    person = [(split, group) for name, split, group in rows if name.startswith("Some-Person")]
+    assert len(person) == 2 and person[0] == person[1] and person[0][1] == "person:some_person"
+    assert len({group for _, _, group in rows}) == 3  # two people and one UTKFace image
+    assert not any(name.startswith("5-1-0") for name, _, _ in rows)

@@ -23,7 +23,7 @@ from rtanim.errors import InputError
 from train import losses
 from train.config import TrainConfig, build_config
 from train.prepare import PrepareOptions, prepare
-from train.trainer import read_metrics, train
+from train.trainer import read_metrics, train, training_totals
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["log_every=1", "sample_every=1000", "d_width=8"]
@@ -133,6 +133,34 @@ def test_resume_is_exact(faces16, tmp_path):
         assert all(torch.equal(sa[net][k], sb[net][k]) for k in sa[net])
     ga, gb = load_file(full / "generator.safetensors"), load_file(part / "generator.safetensors")
     assert all(torch.equal(ga[k], gb[k]) for k in ga)
+
+
+def test_flow_pretraining_then_gan_from_its_weights(faces16, tmp_path):
+    """The critic-free flow stage trains the flow head (it starts at zero) and pushes A towards 1; a GAN
+    run started from its weights (init) begins exactly there, and the totals add up across the runs."""
+    pre = tmp_path / "pre"
+    train(_cfg(faces16, pre, 30, "stage=flow", "lr_g=1e-3", flow=True), progress=False)
+    rows = read_metrics(pre)
+    assert all("d_real" not in r for r in rows)  # no critic in this stage
+    keep, color = [r["g_keep"] for r in rows], [r["g_color"] for r in rows]
+    assert np.mean(keep[-5:]) < 0.8 * np.mean(keep[:5]) and np.mean(color[-5:]) < np.mean(color[:5])
+    assert all(np.isfinite(r["g_flow"]) for r in rows)
+    assert load_file(pre / "generator.safetensors")["flow_reg.0.weight"].abs().max() > 0
+    assert training_totals(pre / "generator.safetensors") == {"flow": {"steps": 30, "images": 120}}
+
+    gan = tmp_path / "gan"
+    train(_cfg(faces16, gan, 5, f"init={pre / 'generator.safetensors'}", flow=True), progress=False,
+          stop_after=0)  # builds the run, trains nothing: the saved generator is the init
+    trainer_start = load_file(gan / "generator.safetensors")
+    pre_w = load_file(pre / "generator.safetensors")
+    assert all(torch.equal(trainer_start[k], pre_w[k]) for k in pre_w)
+    train(build_config(None, gan, steps=5, resume=True), resume=True, progress=False)
+    assert training_totals(gan / "generator.safetensors") == {"flow": {"steps": 30, "images": 120},
+                                                              "gan": {"steps": 5, "images": 20}}
+    with pytest.raises(InputError, match="this run trains a lite"):  # a lite+flow init for a plain lite run
+        train(_cfg(faces16, tmp_path / "bad", 2, f"init={pre / 'generator.safetensors'}"), progress=False)
+    with pytest.raises(InputError, match="add --flow"):
+        _cfg(faces16, tmp_path / "bad2", 2, "stage=flow")
 
 
 def test_ddp_gloo_two_processes(faces16, tmp_path):

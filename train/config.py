@@ -5,7 +5,10 @@ Loss weights default to the original GANimation code (albertpumarola/GANimation,
 lambda_mask 0.1, lambda_mask_smooth 1e-5, lambda_D_gp 10, G trained every 5th
 iteration, Adam 1e-4 (0.5, 0.999), 20 epochs constant then 10 decaying linearly
 (decay from 2/3 of the run), target AUs = another sample's plus U(-0.1, 0.1).
-The flow weights are ours (the original has no flow head).
+The flow weights are ours (the original has no flow head), and so is the ``flow`` stage: a cheap,
+critic-free pretraining (it runs on a CPU) that teaches a flow model the AU basis's geometry, with
+A -> 1 and C -> the warped input, so the adversarial stage starts from a model that already moves
+features where the AUs say and only has to learn to paint.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 from rtanim.errors import InputError
 
 ARCH_CHOICES = ("lite", "ganimation")
+STAGES = ("gan", "flow")
 AU_SETS = ("ganimation", "extended")
 
 
@@ -32,6 +36,8 @@ class TrainConfig:
     au_set: str = "ganimation"  # ganimation: the 17 AUs; extended: sided AUs too (needs a prepared dataset)
     width: int = 0  # 0: the architecture's width; set to train a custom-size generator
     n_res: int = -1  # -1: the architecture's residual blocks
+    stage: str = "gan"  # gan: GANimation's adversarial training; flow: geometry pretraining (flow models)
+    init: str = ""  # start weights: "" random | shipped (the packaged weights of this model) | PATH.safetensors
     steps: int = 30_000
     batch: int = 25  # per process; the paper's batch size
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -53,6 +59,8 @@ class TrainConfig:
     # flow models only (ours)
     lambda_flow: float = 100.0  # L1 between F at the landmarks and the AU basis's motion (normalised units)
     lambda_flow_smooth: float = 1.0  # mean total variation of F
+    lambda_keep: float = 10.0  # flow stage: mean(1 - A), so the warped input is used everywhere
+    lambda_color: float = 1.0  # flow stage: L1 between C and the warped input (a sane C for the GAN stage)
     basis: str = "auto"  # auto (shipped, else fitted on the training set) | shipped | fit | PATH.npz
     # data
     target_noise: float = 0.1  # U(-n, n) added to the borrowed target AUs
@@ -77,6 +85,10 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         if self.arch not in ARCH_CHOICES:
             raise InputError("--arch", f"unknown architecture {self.arch!r} (choose {', '.join(ARCH_CHOICES)})")
+        if self.stage not in STAGES:
+            raise InputError("--set", f"stage must be one of {', '.join(STAGES)}", field="stage")
+        if self.stage == "flow" and not self.flow:
+            raise InputError("--set", "the flow stage trains the flow head: add --flow", field="stage")
         if self.au_set not in AU_SETS:
             raise InputError("--set", f"au_set must be one of {', '.join(AU_SETS)}", field="au_set")
         for name in ("steps", "batch", "n_critic", "ckpt_every", "log_every", "sample_every", "keep_ckpts"):

@@ -63,7 +63,8 @@ class PrepareOptions:
     dedup: float = 1.5  # video: skip a crop within this mean abs grey difference of the face's last kept one
     max_faces: int = 4  # faces per image / frame
     tiles: bool = False  # also search image tiles for small faces (about 10x slower per image)
-    test_fraction: float = 0.1  # held out: whole videos for clips, single images otherwise
+    test_fraction: float = 0.1  # held out: whole videos for clips, whole identities for stills
+    min_age: int = 0  # skip UTKFace-named images ("AGE_GENDER_RACE_DATE") of younger subjects
     seed: int = 0
     chunk: int = 256  # images per resumable part
     limit: int = 0  # stop after this many crops (0: no limit)
@@ -103,7 +104,7 @@ class Item:
     """One kept face crop."""
 
     name: str
-    group: str  # split unit: the video for clips, the crop itself for images
+    group: str  # split unit: the video for clips, the source image (see identity_group) for stills
     source: str
     aus: np.ndarray  # [len(TABLE_CODES)] in [0, 1]
     landmarks: np.ndarray  # [478, 3] crop px
@@ -177,6 +178,25 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:40] or "x"
 
 
+_UTK_NAME = re.compile(r"^(\d{1,3})_[01]_[0-4]_\d+")
+_NUMBERED_PERSON = re.compile(r"^([A-Za-z][A-Za-z'.-]*(?:_[A-Za-z'.-]+)*)_\d{4}$")
+
+
+def utk_age(path: str | Path) -> int | None:
+    """The age a UTKFace file name starts with (``25_0_1_2017...jpg.chip.jpg``), else None."""
+    m = _UTK_NAME.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def identity_group(source: str | Path) -> str:
+    """Split unit of a still: the person for LFW-style names (``Al_Gore_0002.jpg`` -> ``person:Al_Gore``,
+    so no identity sits on both sides of the split), else the source image itself (UTKFace has no
+    identity labels; its faces are mostly distinct people)."""
+    stem = Path(source).name.split(".")[0]
+    m = _NUMBERED_PERSON.match(stem)
+    return f"person:{m.group(1).lower()}" if m else f"image:{os.path.abspath(source)}"
+
+
 class _Filter:
     """Applies the quality filters to tracked faces and counts why faces were dropped."""
 
@@ -222,8 +242,12 @@ def _process_images(part: Part, imgs: Path, tracker: Any, flt: _Filter, problems
     items: list[Item] = []
     tag = hashlib.sha1(os.path.abspath(part.source).encode()).hexdigest()[:6]
     for f in part.files:
-        rgb = load_rgb(f)
         tick(1)
+        age = utk_age(f) if flt.o.min_age else None
+        if age is not None and age < flt.o.min_age:
+            flt.skipped["under min age"] += 1
+            continue
+        rgb = load_rgb(f)
         if rgb is None:
             flt.skipped["unreadable image"] += 1
             problems.append(f"{f}: not a readable image, skipped")
@@ -238,7 +262,7 @@ def _process_images(part: Part, imgs: Path, tracker: Any, flt: _Filter, problems
                 continue
             name = f"{_slug(Path(rel).with_suffix('').as_posix())}_{tag}_{face.face_id}"
             _write_jpeg(imgs / f"{name}.jpg", c)
-            items.append(_item(name, name, f, face, c))
+            items.append(_item(name, identity_group(f), f, face, c))
     return items, len(part.files)
 
 
@@ -630,7 +654,7 @@ def assemble(out: Path, parts: Sequence[Part], options: PrepareOptions, *,
         "version": 1,
         "crop_size": CROP_SIZE,
         "codes": list(TABLE_CODES),
-        "split": "held out by video for clips, by image otherwise",
+        "split": "held out by video for clips, by person for LFW-style names, by source image otherwise",
         "sources": source_info,
         "counts": {"total": len(names), "train": int((~test).sum()), "test": int(test.sum()),
                    "skipped": dict(sorted(skipped.items()))},

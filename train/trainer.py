@@ -1,7 +1,10 @@
 """The GANimation training loop: one process, or one per device under ``torchrun`` (DDP).
 
 A step is one batch: a critic update, and every ``n_critic``-th step a generator update on the
-same batch (the original's ``train_G_every_n_iterations``). Everything random in a step (batch
+same batch (the original's ``train_G_every_n_iterations``); in the ``flow`` stage (pretraining,
+no critic) a generator update on geometry targets alone. ``init`` starts from existing weights
+(the shipped ones, so each GPU session continues the last), and every checkpoint records the
+model's training totals across runs. Everything random in a step (batch
 order, target AUs, flips, the gradient-penalty mix) comes from seeded generators whose states are
 checkpointed, and the data sits in one in-memory tensor, so ``--resume`` continues bit for bit.
 
@@ -33,7 +36,18 @@ from rtanim.align import CROP_SIZE
 from rtanim.aus import AU_CODES, EXTENDED_CODES
 from rtanim.errors import InputError, RunError
 from rtanim.files import staged, write_text
-from rtanim.models import Discriminator, Generator, blend, load_checkpoint, save_checkpoint, spec_for
+from rtanim.models import (
+    REGISTRY,
+    Checkpoint,
+    Discriminator,
+    Generator,
+    blend,
+    load_checkpoint,
+    save_checkpoint,
+    shipped_weights,
+    spec_for,
+    warp,
+)
 from train import losses
 from train.config import TrainConfig
 from train.dataset import check_landmarks, code_matrix, fit_dataset_basis, flip_permutation, load_dataset
@@ -219,6 +233,7 @@ class Trainer:
                            n_res=cfg.n_res if cfg.n_res >= 0 else spec.n_res)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.G = Generator(spec).train()
+        self.history = self._init_weights() if not resume else {}
         self.D = Discriminator(len(self.codes), CROP_SIZE, cfg.d_width, cfg.d_depth)
         self.G.to(self.device, memory_format=self.memory_format)
         self.D.to(self.device, memory_format=self.memory_format)
@@ -255,6 +270,35 @@ class Trainer:
             raise InputError(self.run, "already holds a run; pass --resume to continue it or choose another --out")
         (self.run / "metrics.jsonl").unlink(missing_ok=True)
         self.cfg.save(self.run / "config.json")
+
+    def _init_weights(self) -> dict[str, Any]:
+        """Load ``cfg.init`` into G (the critic starts afresh); returns the training totals it carries."""
+        choice = self.cfg.init
+        if not choice:
+            return {}
+        if choice == "shipped":
+            name = self.cfg.model_name
+            path = shipped_weights(name) if name in REGISTRY else None
+            if path is None:
+                raise InputError("--set", f"no shipped weights for {name} to start from", field="init")
+        else:
+            path = Path(choice)
+            if not path.is_file():
+                raise InputError(choice, "no such checkpoint", field="init")
+        ckpt = load_checkpoint(path)
+        if ckpt.spec != self.G.spec:
+            raise InputError(path, f"is a {ckpt.spec.name} with {ckpt.spec.n_aus} AUs; this run trains a "
+                                   f"{self.G.spec.name} with {self.G.spec.n_aus}", field="init")
+        self.G.load_state_dict(ckpt.state)  # FP16 checkpoints are cast to FP32
+        return _history_of(ckpt.extra)
+
+    def totals(self) -> dict[str, str]:
+        """Checkpoint metadata: training so far, this run included, per stage (steps and images)."""
+        hist = {k: dict(v) for k, v in self.history.items()}
+        stage = hist.setdefault(self.cfg.stage, {"steps": 0, "images": 0})
+        stage["steps"] += self.step
+        stage["images"] += self.step * self.cfg.batch * self.env.world
+        return {"training": json.dumps(hist, sort_keys=True)}
 
     def _flow_setup(self) -> dict[str, torch.Tensor]:
         """Control landmarks (plain and mirrored), the AU basis at those controls and the code map."""
@@ -324,7 +368,8 @@ class Trainer:
             return None
         gen_path, state_path = self._ckpt_paths(self.step)
         gen_path.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(self.ema.model, gen_path, fingerprint=self.data.fingerprint)
+        ckpt = Checkpoint(self.ema.model.spec, self.ema.model.state_dict(), self.data.fingerprint, self.totals())
+        save_checkpoint(ckpt, gen_path)
         state = {
             "step": self.step,
             "G": self.G.state_dict(),
@@ -338,10 +383,11 @@ class Trainer:
             "world": self.env.world,
             "fingerprint": self.data.fingerprint,
             "g_stats": dict(self.g_stats),
+            "history": json.dumps(self.history),
         }
         with staged(state_path) as tmp:
             torch.save(state, tmp)
-        save_checkpoint(self.ema.model, self.run / "generator.safetensors", fingerprint=self.data.fingerprint)
+        save_checkpoint(ckpt, self.run / "generator.safetensors")
         latest = {"step": self.step, "generator": gen_path.name, "state": state_path.name}
         write_text(self.run / "latest.json", json.dumps(latest) + "\n")
         self._prune()
@@ -390,6 +436,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step = int(state["step"])
         self.g_stats = {k: float(v) for k, v in state.get("g_stats", {}).items()}
+        self.history = json.loads(state.get("history", "{}"))
         if self.env.main:  # forget metrics logged after this checkpoint, and record a longer --steps
             rows = [r for r in read_metrics(self.run) if r["step"] <= self.step]
             (self.run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -495,16 +542,38 @@ class Trainer:
         stats["g_loss"] = loss.item()
         return stats
 
+    def flow_step(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Geometry pretraining: F at the landmarks matches the AU basis, A -> 1, C -> the warped input."""
+        cfg = self.cfg
+        with self._autocast():
+            attention, color, flow = self.G(b["real"], b["tgt"])
+            fl = losses.flow_supervision(flow, b["points"], b["flow"])
+            fs = losses.total_variation_mean(flow)
+            keep = (1.0 - attention.float()).mean()
+            col = losses.cycle(color, warp(b["real"], flow.detach().to(b["real"].dtype)))
+            loss = cfg.lambda_flow * fl + cfg.lambda_flow_smooth * fs + cfg.lambda_keep * keep + cfg.lambda_color * col
+        self.opt_G.zero_grad(set_to_none=True)
+        loss.backward()
+        allreduce_mean(self.G, self.env.world)
+        self.opt_G.step()
+        self.ema.update(self.G)
+        return {"g_flow": fl.item(), "g_flow_smooth": fs.item(), "g_keep": keep.item(), "g_color": col.item(),
+                "g_loss": loss.item(), "d_loss": 0.0}
+
     def train_step(self) -> dict[str, float]:
-        """One batch: a critic update, plus a generator update every ``n_critic`` steps; advances ``step``."""
+        """One batch: a critic update, plus a generator update every ``n_critic`` steps (or, in the flow
+        stage, one generator update); advances ``step``."""
         factor = self.lr_factor(self.step)
         for group in self.opt_G.param_groups:
             group["lr"] = self.cfg.lr_g * factor
         for group in self.opt_D.param_groups:
             group["lr"] = self.cfg.lr_d * factor
         b = self.batch(self.step)
-        stats = self.critic_step(b)
-        if (self.step + 1) % self.cfg.n_critic == 0:
+        if self.cfg.stage == "flow":
+            stats = self.flow_step(b)
+        else:
+            stats = self.critic_step(b)
+        if self.cfg.stage == "gan" and (self.step + 1) % self.cfg.n_critic == 0:
             stats |= self.generator_step(b)
         self.step += 1
         stats["lr"] = self.cfg.lr_g * factor
@@ -574,6 +643,19 @@ class Trainer:
         if self.env.world > 1 and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+
+
+def _history_of(extra: dict[str, str]) -> dict[str, Any]:
+    try:
+        hist = json.loads(extra.get("training", "{}"))
+    except json.JSONDecodeError:
+        return {}
+    return hist if isinstance(hist, dict) else {}
+
+
+def training_totals(path: str | Path) -> dict[str, Any]:
+    """``{stage: {"steps", "images"}}`` a checkpoint has been trained for, across runs."""
+    return _history_of(load_checkpoint(path).extra)
 
 
 def _progress(enabled: bool, total: int, start: int):
