@@ -1,4 +1,5 @@
-"""Writing files so that no half-written one ever carries its final name (DESIGN.md, "Conventions")."""
+"""Files: writes that never leave a half-written file under its final name (DESIGN.md, "Conventions"),
+and image reads that need nothing beyond OpenCV (training machines have no PyAV or MediaPipe)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+import cv2
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -32,3 +36,13 @@ def write_text(path: str | Path, text: str) -> None:
 def write_bytes(path: str | Path, data: bytes) -> None:
     with staged(path) as tmp:
         tmp.write_bytes(data)
+
+
+def load_rgb(path: str | Path) -> np.ndarray | None:
+    """An image file as HxWx3 RGB uint8, or None if it does not decode.
+
+    np.fromfile + imdecode rather than imread: it also works with non-ASCII paths on Windows.
+    """
+    data = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from rtanim.errors import InputError, RunError
+from rtanim.files import load_rgb
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -239,16 +240,6 @@ class VideoFileSource(_SourceBase):
 
 def _natural_key(p: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
-
-
-def load_rgb(path: str | Path) -> np.ndarray | None:
-    """An image file as HxWx3 RGB uint8, or None if it does not decode.
-
-    np.fromfile + imdecode rather than imread: it also works with non-ASCII paths on Windows.
-    """
-    data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def _read_image(path: Path) -> np.ndarray:

@@ -194,3 +194,18 @@ def test_bad_inputs(faces16, tmp_path):
         _cfg(faces16, tmp_path / "r4", 2, "lambda_cycle=3")
     res = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r5")])
     assert res.exit_code == 2 and "no such dataset" in res.output and "Traceback" not in res.output
+
+
+def test_training_and_export_need_no_video_or_tracking_libraries(tmp_path):
+    """GPU training machines have no PyAV or MediaPipe (calib/train_device.sh): training and export import
+    without them."""
+    for name in ("av", "mediapipe", "pyvirtualcam"):
+        (tmp_path / f"{name}.py").write_text("raise ImportError('blocked for this test')\n")
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    blocked = subprocess.run([sys.executable, "-c", "import rtanim.sources"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert blocked.returncode != 0 and "blocked for this test" in blocked.stderr  # the blocker works
+    code = "import train.__main__, train.trainer, train.default_data; from cli import app; print('ok')"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

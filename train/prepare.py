@@ -39,8 +39,7 @@ import numpy as np
 from rtanim.align import CROP_SIZE, crop
 from rtanim.aus import AU_CODES, UNILATERAL_CODES
 from rtanim.errors import InputError, RunError
-from rtanim.files import staged, write_bytes, write_text
-from rtanim.sources import load_rgb
+from rtanim.files import load_rgb, staged, write_bytes, write_text
 
 #: Columns of the AU table: the 17 bilateral AUs in model order, then every sided code.
 TABLE_CODES: tuple[str, ...] = AU_CODES + UNILATERAL_CODES
