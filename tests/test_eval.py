@@ -70,7 +70,7 @@ def test_eval_warp_fills_every_section(shared_data, basis_file, tmp_path):
         assert row["mae"] is not None and row["spearman"] is not None and row["n"] == 8
     assert report["au"]["per_au"]["AU12"]["spearman"] > 0  # more command, more smile
     ident = report["identity"]
-    assert ident["status"] == SKIP_EVAL_EXTRA or 0 <= ident["mean_distance"] < 0.6
+    assert ident["status"] == SKIP_EVAL_EXTRA or 0 <= ident["median_distance"] <= ident["max_distance"] < 0.6
     assert report["background"]["pass"] and report["background"]["changed_pixels"] == 0
     assert report["background"]["outside_pixels"] > 0
     assert report["flicker"]["status"] == "ok" and report["flicker"]["pairs"] >= 5
@@ -94,3 +94,17 @@ def test_eval_bad_model_is_one_line_and_writes_nothing(tmp_path):
     lines = res.output.splitlines()
     assert len(lines) == 1 and "no such file or model name" in lines[0], res.output
     assert not out.exists()
+
+
+def test_eval_table_marks_targets():
+    from calib.eval_table import rows, table
+
+    report = {"au": {"per_au": {"AU12": {"mae": 0.12, "spearman": 0.95}, "AU26": {"mae": 0.3, "spearman": None}}},
+              "identity": {"median_distance": 0.2}, "background": {"changed_pixels": 0}, "flicker": {"flicker": 1.5}}
+    r = rows(report)
+    assert r["AU12 MAE"] == (0.12, True) and r["AU12 Spearman"] == (0.95, True)
+    assert r["AU26 MAE"] == (0.3, False) and r["AU26 Spearman"] == (None, False)
+    assert r["identity (median dlib distance)"][1] and r["background (changed px)"][1]
+    assert not r["excess flicker (grey levels)"][1]
+    text = table({"a": report})
+    assert "| AU12 MAE | <= 0.15 | **0.120** |" in text and "| AU26 Spearman | >= 0.9 | n/a |" in text
