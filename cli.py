@@ -491,6 +491,8 @@ def train_cmd(
     """Train a generator (single process). Several GPUs: `torchrun --nproc_per_node K -m train ...` (same options).
 
     Every setting, loss weights included, is recorded in RUN/config.json; Ctrl-C saves a checkpoint.
+    `--set stage=flow` pretrains a flow model's geometry without a critic (cheap, fine on a CPU);
+    `--set init=shipped` or `--set init=PATH` starts from existing weights.
     """
     from train.config import build_config
     from train.trainer import train

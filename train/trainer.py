@@ -210,6 +210,8 @@ class Trainer:
             threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get(
                 "LOCAL_WORLD_SIZE", self.env.world))))
             torch.set_num_threads(threads)
+        if self.device.type == "cuda":  # fixed 128x128 shapes: let cuDNN pick its fastest convolutions once
+            torch.backends.cudnn.benchmark = True
         self.amp = cfg.amp and self.device.type == "cuda"
         self.memory_format = torch.channels_last if cfg.channels_last and self.device.type == "cuda" \
             else torch.contiguous_format
