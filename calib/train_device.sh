@@ -40,12 +40,20 @@ train_model() {  # name arch
       --steps 10000000 --batch "$BATCH" --set stage=flow --set lr_g=5e-4 --set decay_start=1 \
       --set ckpt_every=1000 --set sample_every=1000000 >"$RUNS/$name-flow.log" 2>&1
     init="$RUNS/$name-flow/generator.safetensors"
+    [ -f "$init" ] || { echo "[$name] the flow run saved nothing: adversarial training from scratch"; init=""; }
   fi
   echo "[$name] adversarial training for ${GAN_S}s from $init"
-  timeout --signal=INT "$GAN_S" python3 -m train --data "$DATA" --out "$RUNS/$name" --arch "$arch" --flow \
-    --steps 10000000 --batch "$BATCH" --set "init=$init" --set decay_start=1 --set ckpt_every=2000 \
-    --set sample_every=2000 >"$RUNS/$name.log" 2>&1
-  echo "[$name] exit $? (124/130 = stopped on time)"
+  local t0=$SECONDS rc amp=true
+  for attempt in 1 2; do  # a run that fails early (bf16 trouble, say) is retried once in FP32
+    rm -rf "${RUNS:?}/$name"
+    timeout --signal=INT "$((GAN_S - (SECONDS - t0)))" python3 -m train --data "$DATA" --out "$RUNS/$name" \
+      --arch "$arch" --flow --steps 10000000 --batch "$BATCH" --set "init=$init" --set decay_start=1 \
+      --set ckpt_every=2000 --set sample_every=2000 --set amp=$amp >>"$RUNS/$name.log" 2>&1
+    rc=$?
+    echo "[$name] attempt $attempt (amp=$amp): exit $rc after $((SECONDS - t0))s (124/130 = stopped on time)"
+    if [ $rc -eq 0 ] || [ $rc -eq 124 ] || [ $rc -eq 130 ] || [ $((SECONDS - t0)) -gt $((GAN_S / 2)) ]; then break; fi
+    amp=false
+  done
   python3 -m cli export --model "$RUNS/$name/generator.safetensors" --format safetensors --precision fp16 \
     -o "$RUNS/$name.safetensors" >>"$RUNS/$name.log" 2>&1 || { echo "[$name] export failed"; return 1; }
   python3 - "$RUNS/$name.safetensors" <<'EOF'
@@ -60,7 +68,10 @@ train_model ganimation+flow ganimation &
 gan=$!
 train_model lite+flow lite &
 lite=$!
-wait "$gan" "$lite"
+status=0
+wait "$gan" || status=1
+wait "$lite" || status=1
 tail -n 3 "$RUNS"/*.log
 tar -czf "$OUT/runs.tar.gz" -C "$RUNS" --exclude='*.pt' --exclude='*.safetensors' --exclude='checkpoints' --exclude='tb' . 2>/dev/null
 ls -l "$OUT"
+exit $status

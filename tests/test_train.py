@@ -209,3 +209,30 @@ def test_training_and_export_need_no_video_or_tracking_libraries(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_device_training_script_end_to_end(faces16, tmp_path):
+    """calib/train_device.sh with tiny time budgets on the CPU, without PyAV or MediaPipe: both models get a
+    flow pretraining run, then an adversarial run from it, and come back as FP16 pieces that join into
+    checkpoints carrying both stages' totals, with the logs archived."""
+    from rtanim.models import load_checkpoint
+
+    for name in ("av", "mediapipe", "pyvirtualcam"):
+        (tmp_path / f"{name}.py").write_text("raise ImportError('not on the device')\n")
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    env = dict(os.environ, OUT=str(out), RUNS=str(runs), DATA=str(faces16), GAN_S="60", FLOW_S="30", BATCH="2",
+               PYTHONPATH=str(tmp_path), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", str(ROOT / "calib" / "train_device.sh")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (out / "runs.tar.gz").stat().st_size > 0
+    for name in ("lite+flow", "ganimation+flow"):
+        pieces = sorted(out.glob(f"{name}.safetensors.part*"))
+        assert pieces and all(p.stat().st_size <= 15 * 2**20 for p in pieces)
+        joined = tmp_path / f"{name}.safetensors"
+        joined.write_bytes(b"".join(p.read_bytes() for p in pieces))
+        ckpt = load_checkpoint(joined)
+        assert ckpt.spec.name == name and all(t.dtype == torch.float16 for t in ckpt.state.values())
+        totals = json.loads(ckpt.extra["training"])
+        assert totals["flow"]["steps"] >= 1 and totals["gan"]["steps"] >= 1, totals

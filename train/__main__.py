@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from rtanim.errors import InputError, RunError
 from train.config import ARCH_CHOICES, build_config
@@ -43,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"failed: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted (checkpoint saved)", file=sys.stderr)
+        saved = (Path(args.out) / "latest.json").is_file()
+        print("interrupted (checkpoint saved)" if saved else "interrupted before the first step: nothing saved",
+              file=sys.stderr)
         return 130
     if env.main:
         print(f"step {result.step}: {result.images_per_s:.2f} images/s; checkpoint {result.checkpoint}")
