@@ -2,15 +2,16 @@
 # One prepared training run for a device session (issue 7, MODELS.md "How to continue training").
 #
 # Trains the GPU default (ganimation+flow) and the CPU default (lite+flow) side by side on the one
-# GPU, each continuing from the newest weights it has: the shipped ones (rtanim/assets), else the
-# pretraining start in train/init/, else a flow-stage pretraining run first. Each run is bounded
-# in time and stopped with SIGINT, on which the trainer writes a checkpoint. The EMA generators
-# are exported as FP16 safetensors under $OUT (split into pieces under 15 MiB: $OUT returns at
-# most 16 MiB per file; join with `cat NAME.part* > NAME`), with the runs' logs in one archive.
+# GPU, each continuing from the newest weights it has: the shipped ones (rtanim/assets); while none
+# ship, a flow-stage pretraining run comes first, continuing the CPU-made start in train/init/
+# where one exists. Each run is bounded in time and stopped with SIGINT, on which the trainer
+# writes a checkpoint. The EMA generators are exported as FP16 safetensors under $OUT (split into
+# pieces under 15 MiB: $OUT returns at most 16 MiB per file; join with `cat NAME.part* > NAME`),
+# with the runs' logs in one archive.
 #
 # Carry the shard: `python -m train.default_data` writes .data/default.safetensors. Needs no
-# PyAV or MediaPipe. Seconds per stage: GAN_S (adversarial), FLOW_S (pretraining when no start
-# weights exist). Evaluate the results on a CPU machine with `rtanim eval` (MediaPipe) before
+# PyAV or MediaPipe. Seconds per stage: GAN_S (adversarial), FLOW_S (pretraining, while nothing
+# ships). Evaluate the results on a CPU machine with `rtanim eval` (MediaPipe) before
 # shipping them.
 set -uo pipefail
 OUT=${OUT:-out}
@@ -25,22 +26,21 @@ if [ ! -e "$DATA" ]; then echo "error: $DATA: no shard (python -m train.default_
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"; } \
   | tee "$RUNS/device.txt"
 
-start_weights() {  # the newest weights of model $1, or nothing
-  for f in "rtanim/assets/$1.safetensors" "train/init/$1.safetensors"; do
-    if [ -f "$f" ]; then echo "$f"; return; fi
-  done
+shipped_weights() {  # the packaged weights of model $1, or nothing
+  [ -f "rtanim/assets/$1.safetensors" ] && echo "rtanim/assets/$1.safetensors"
 }
 
 train_model() {  # name arch
-  local name=$1 arch=$2 init
-  init=$(start_weights "$name")
-  if [ -z "$init" ]; then
-    echo "[$name] no start weights: flow pretraining for ${FLOW_S}s"
+  local name=$1 arch=$2 init pre=""
+  init=$(shipped_weights "$name")
+  if [ -z "$init" ]; then  # nothing shipped yet: flow pretraining first, from train/init/ when it holds a start
+    [ -f "train/init/$name.safetensors" ] && pre="train/init/$name.safetensors"
+    echo "[$name] nothing shipped: flow pretraining for ${FLOW_S}s from ${pre:-scratch}"
     timeout --signal=INT "$FLOW_S" python3 -m train --data "$DATA" --out "$RUNS/$name-flow" --arch "$arch" --flow \
-      --steps 10000000 --batch "$BATCH" --set stage=flow --set lr_g=5e-4 --set decay_start=1 \
+      --steps 10000000 --batch "$BATCH" --set stage=flow --set "init=$pre" --set lr_g=5e-4 --set decay_start=1 \
       --set ckpt_every=1000 --set sample_every=1000000 >"$RUNS/$name-flow.log" 2>&1
     init="$RUNS/$name-flow/generator.safetensors"
-    [ -f "$init" ] || { echo "[$name] the flow run saved nothing: adversarial training from scratch"; init=""; }
+    [ -f "$init" ] || { echo "[$name] the flow run saved nothing: adversarial training from ${pre:-scratch}"; init=$pre; }
   fi
   echo "[$name] adversarial training for ${GAN_S}s from $init"
   local t0=$SECONDS rc amp=true
