@@ -44,6 +44,13 @@ def trt_available() -> str | None:
     return None
 
 
+def require_trt() -> None:
+    """Stop with one line (exit 2) naming what TensorRT lacks here, before anything imports it."""
+    missing = trt_available()
+    if missing:
+        raise InputError(None, missing, field="--engine")
+
+
 def trt_version() -> str:
     import tensorrt as trt
 
@@ -131,9 +138,7 @@ def engine_for(
     calib: str | Path | None = None,
 ) -> CacheResult:
     """The cached engine for ``model``, built (and cached) if the key misses."""
-    missing = trt_available()
-    if missing:
-        raise InputError(None, missing, field="--engine")
+    require_trt()
     cache = cache or EngineCache()
     calibrator, extra = None, ""
     if precision == "int8":
@@ -197,11 +202,9 @@ class TrtEngine(Engine):
         cache: EngineCache | None = None,
         calib: str | Path | None = None,
     ) -> None:
+        require_trt()
         import tensorrt as trt
 
-        missing = trt_available()
-        if missing:
-            raise InputError(None, missing, field="--engine")
         dev = torch.device(device)
         self.dev = torch.device("cuda", dev.index if dev.index is not None else torch.cuda.current_device())
         self.device = str(self.dev)

@@ -188,7 +188,7 @@ def utk_age(path: str | Path) -> int | None:
 
 
 def identity_group(source: str | Path) -> str:
-    """Split unit of a still: the person for LFW-style names (``Al_Gore_0002.jpg`` -> ``person:Al_Gore``,
+    """Split unit of a still: the person for LFW-style names (``Al_Gore_0002.jpg`` -> ``person:al_gore``,
     so no identity sits on both sides of the split), else the source image itself (UTKFace has no
     identity labels; its faces are mostly distinct people)."""
     stem = Path(source).name.split(".")[0]

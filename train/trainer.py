@@ -534,11 +534,7 @@ class Trainer:
                     fs = losses.total_variation_mean(out[2]) + losses.total_variation_mean(back[2])
                     loss = loss + cfg.lambda_flow * fl + cfg.lambda_flow_smooth * fs
                     stats |= {"g_flow": fl.item(), "g_flow_smooth": fs.item()}
-            self.opt_G.zero_grad(set_to_none=True)
-            loss.backward()
-            allreduce_mean(self.G, self.env.world)
-            self.opt_G.step()
-            self.ema.update(self.G)
+            self._update_generator(loss)
         finally:
             self.D.requires_grad_(True)
         stats["g_loss"] = loss.item()
@@ -554,13 +550,17 @@ class Trainer:
             keep = (1.0 - attention.float()).mean()
             col = losses.cycle(color, warp(b["real"], flow.detach().to(b["real"].dtype)))
             loss = cfg.lambda_flow * fl + cfg.lambda_flow_smooth * fs + cfg.lambda_keep * keep + cfg.lambda_color * col
+        self._update_generator(loss)
+        return {"g_flow": fl.item(), "g_flow_smooth": fs.item(), "g_keep": keep.item(), "g_color": col.item(),
+                "g_loss": loss.item()}
+
+    def _update_generator(self, loss: torch.Tensor) -> None:
+        """One optimiser step of G on ``loss`` (gradients averaged across processes), then the EMA."""
         self.opt_G.zero_grad(set_to_none=True)
         loss.backward()
         allreduce_mean(self.G, self.env.world)
         self.opt_G.step()
         self.ema.update(self.G)
-        return {"g_flow": fl.item(), "g_flow_smooth": fs.item(), "g_keep": keep.item(), "g_color": col.item(),
-                "g_loss": loss.item(), "d_loss": 0.0}
 
     def train_step(self) -> dict[str, float]:
         """One batch: a critic update, plus a generator update every ``n_critic`` steps (or, in the flow
@@ -575,8 +575,8 @@ class Trainer:
             stats = self.flow_step(b)
         else:
             stats = self.critic_step(b)
-        if self.cfg.stage == "gan" and (self.step + 1) % self.cfg.n_critic == 0:
-            stats |= self.generator_step(b)
+            if (self.step + 1) % self.cfg.n_critic == 0:
+                stats |= self.generator_step(b)
         self.step += 1
         stats["lr"] = self.cfg.lr_g * factor
         return stats
@@ -619,7 +619,8 @@ class Trainer:
                 if on_step is not None:
                     on_step(self.step, stats)
                 if bar is not None:
-                    bar[0].update(bar[1], completed=self.step, description=f"d {stats['d_loss']:.3g}")
+                    loss = f"d {stats['d_loss']:.3g}" if "d_loss" in stats else f"g {stats['g_loss']:.3g}"
+                    bar[0].update(bar[1], completed=self.step, description=loss)
                 if self.step % cfg.sample_every == 0:
                     self.write_samples()
                 if self.step % cfg.ckpt_every == 0:
