@@ -1,0 +1,250 @@
+"""The ``refine`` model: ``warp`` does the geometry, a small network paints what a warp cannot.
+
+Geng et al. (2018, "Warp-guided GANs for single-photo facial animation") and Yi et al. (2020,
+"Animating Through Warping"): a cheap 2D warp moves the real pixels, and a refinement network
+only repaints what the warp cannot produce - the inside of a mouth that opens (dark cavity,
+teeth), a lid that closes, creases. Here the warp is rtanim's own (the AU -> landmark basis and
+its thin-plate flow, rtanim/geometry.py); the network sees
+
+- the warped crop (RGB in [-1, 1]),
+- four geometry maps at crop resolution (:func:`geometry_maps`): where the inner mouth and the
+  eye openings *should* be (the warp's target landmarks) and where the warped crop *already
+  shows* a real mouth interior / real eye (the source's regions carried by the same flow), so
+  it knows what to keep and what to paint,
+- the target AUs, through FiLM on the bottleneck (a per-channel scale and shift that instance
+  normalisation cannot erase, unlike GANimation's tiled AU planes),
+
+and returns GANimation's attention and colour; the composite is ``A * warp(I, F) + (1 - A) * C``
+with the warp's own flow F, so rtanim/compose.py applies it at full frame resolution unchanged
+and every pixel the network leaves alone (A = 1) is exactly ``warp``'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rtanim.align import CROP_SIZE
+from rtanim.aus import EXTENDED_CODES
+
+#: MediaPipe Face Mesh loops (crop-pixel polygons): the inner lip contour and both eye openings.
+INNER_MOUTH = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
+OUTER_MOUTH = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146)
+EYE_A = (33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7)
+EYE_B = (263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249)
+#: Geometry channels, in order.
+GEOMETRY_CHANNELS = ("target_mouth", "target_eyes", "source_mouth", "source_eyes")
+_SUBPIXEL = 4  # fillPoly fractional bits: polygons at 1/16 px
+
+
+def polygon_mask(landmarks: np.ndarray, loops: Sequence[Sequence[int]], size: int = CROP_SIZE) -> np.ndarray:
+    """Anti-aliased filled polygons of landmark ``loops`` (crop px) as float32 [S,S] in [0, 1]."""
+    mask = np.zeros((size, size), np.uint8)
+    pts = [np.round(np.asarray(landmarks, np.float64)[list(loop), :2] * (1 << _SUBPIXEL)).astype(np.int32)
+           for loop in loops]
+    cv2.fillPoly(mask, pts, 255, lineType=cv2.LINE_AA, shift=_SUBPIXEL)
+    return mask.astype(np.float32) / 255.0
+
+
+def flow_maps(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cv2.remap maps (x, y) for a normalised backward flow [2,S,S] (compose.py's convention)."""
+    size = flow.shape[-1]
+    grid = np.arange(size, dtype=np.float32)
+    half = np.float32(size / 2.0)
+    return grid[None, :] + flow[0] * half, grid[:, None] + flow[1] * half
+
+
+def warp_image(image: np.ndarray, flow: np.ndarray | None) -> np.ndarray:
+    """``image`` (HxW or HxWxC) resampled by the backward flow, as compose does at crop size."""
+    if flow is None or not np.any(flow):
+        return image
+    mx, my = flow_maps(flow.astype(np.float32))
+    return cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def geometry_maps(
+    target_landmarks: np.ndarray,
+    source_landmarks: np.ndarray,
+    flow: np.ndarray | None,
+    size: int = CROP_SIZE,
+    source_hidden: tuple[bool, bool] = (False, False),
+) -> np.ndarray:
+    """The network's four geometry channels [4,S,S] float32 in [0, 1] (:data:`GEOMETRY_CHANNELS`).
+
+    Target regions come from the landmarks the warp moved the face to; source regions are the
+    source face's inner mouth / eye openings resampled by the same ``flow``, i.e. where the warped
+    crop shows real interior pixels. ``source_hidden`` (mouth, eyes) zeroes a source region whose
+    pixels were blanked (training pairs), so the maps never claim content that is not there.
+    """
+    out = np.zeros((4, size, size), np.float32)
+    out[0] = polygon_mask(target_landmarks, [INNER_MOUTH], size)
+    out[1] = polygon_mask(target_landmarks, [EYE_A, EYE_B], size)
+    src = np.stack([polygon_mask(source_landmarks, [INNER_MOUTH], size),
+                    polygon_mask(source_landmarks, [EYE_A, EYE_B], size)], -1)
+    src = warp_image(src, flow)
+    for i, hidden in enumerate(source_hidden):
+        if not hidden:
+            out[2 + i] = src[..., i]
+    return out
+
+
+# ----------------------------------------------------------------------------- network
+
+
+@dataclass(frozen=True)
+class RefineSpec:
+    """Architecture of the refiner (stored in checkpoints)."""
+
+    widths: tuple[int, int, int] = (32, 64, 96)  # at S/2, S/4, S/8 (S/2 by space-to-depth)
+    n_res: int = 2
+    au_codes: tuple[str, ...] = EXTENDED_CODES
+    crop_size: int = CROP_SIZE
+    n_geometry: int = len(GEOMETRY_CHANNELS)
+
+    @property
+    def in_channels(self) -> int:
+        return 3 + self.n_geometry
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.1, inplace=True))
+
+
+class _Res(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(dim, dim, 3, 1, 1)
+        self.b = nn.Conv2d(dim, dim, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.b(F.leaky_relu(self.a(x), 0.1))
+
+
+class RefineNet(nn.Module):
+    """A small U-Net: warped crop + geometry -> attention [N,1,S,S] in [0,1], colour [N,3,S,S] in [-1,1].
+
+    The crop enters by space-to-depth (S -> S/2 with 4x the channels) and the output leaves by
+    depth-to-space, so no convolution runs at full crop size (most of a U-Net's cost); two
+    stride-2 levels go down to S/8 (the mouth spans ~6 cells there, enough context to place
+    teeth), FiLM from the AUs on the bottleneck, skip connections back up so painted edges line up
+    with the warped pixels. No normalisation layers: supervised training converges without them
+    and the exported graph stays plain convolutions for ONNX Runtime and TensorRT.
+    """
+
+    def __init__(self, spec: RefineSpec = RefineSpec()) -> None:
+        super().__init__()
+        self.spec = spec
+        w1, w2, w3 = spec.widths
+        self.e1 = _conv(4 * spec.in_channels, w1)
+        self.e2 = _conv(w1, w2, 2)
+        self.e3 = _conv(w2, w3, 2)
+        self.film = nn.Sequential(nn.Linear(len(spec.au_codes), 64), nn.LeakyReLU(0.1), nn.Linear(64, 2 * w3))
+        self.res = nn.Sequential(*[_Res(w3) for _ in range(spec.n_res)])
+        self.d2 = _conv(w3 + w2, w2)
+        self.d1 = _conv(w2 + w1, w1)
+        self.head = nn.Conv2d(w1, 4 * 4, 3, 1, 1)
+        nn.init.zeros_(self.film[-1].weight)
+        nn.init.zeros_(self.film[-1].bias)
+        nn.init.zeros_(self.head.weight)
+        with torch.no_grad():  # start as warp: A = sigmoid(4) ~ 0.98 everywhere
+            self.head.bias.zero_()
+            self.head.bias[0:4] = 4.0  # pixel_shuffle: output channel c takes inputs 4c..4c+3
+
+    def forward(self, image: torch.Tensor, aus: torch.Tensor, geometry: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x1 = self.e1(F.pixel_unshuffle(torch.cat([image, geometry], 1), 2))
+        x2 = self.e2(x1)
+        x3 = self.e3(x2)
+        gamma, beta = self.film(aus).chunk(2, 1)
+        x3 = self.res(x3 * (1 + gamma[..., None, None]) + beta[..., None, None])
+        y = self.d2(torch.cat([F.interpolate(x3, scale_factor=2.0, mode="nearest"), x2], 1))
+        y = self.d1(torch.cat([F.interpolate(y, scale_factor=2.0, mode="nearest"), x1], 1))
+        out = F.pixel_shuffle(self.head(y), 2)
+        # The colour head is residual on the warped input: painting nothing costs nothing.
+        color = torch.clamp(image + out[:, 1:], -1.0, 1.0)
+        return torch.sigmoid(out[:, :1]), color
+
+
+def compose_crop(warped: torch.Tensor, attention: torch.Tensor, color: torch.Tensor,
+                 region: torch.Tensor | None = None) -> torch.Tensor:
+    """The composite at crop resolution, as rtanim/compose.py applies it: w = region * (1 - A)."""
+    w = 1.0 - attention if region is None else region * (1.0 - attention)
+    return (1.0 - w) * warped + w * color
+
+
+def au_vector(aus: Mapping[str, float] | np.ndarray, codes: Sequence[str] = EXTENDED_CODES) -> np.ndarray:
+    from rtanim.aus import to_vector
+
+    return to_vector(aus, codes) if isinstance(aus, Mapping) else np.asarray(aus, np.float32)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+REFINE_FORMAT = "rtanim.refine"
+
+
+def save_refine(net: RefineNet, path: str | Path, *, precision: str = "fp16",
+                extra: Mapping[str, object] | None = None) -> Path:
+    """safetensors + JSON metadata (spec, training totals), written atomically."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from rtanim.files import staged
+
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in net.state_dict().items()}
+    spec = net.spec
+    meta = {"format": REFINE_FORMAT, "precision": precision,
+            "spec": json.dumps({"widths": list(spec.widths), "n_res": spec.n_res, "au_codes": list(spec.au_codes),
+                                "crop_size": spec.crop_size, "n_geometry": spec.n_geometry})}
+    meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with staged(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return path
+
+
+def is_refine_checkpoint(path: str | Path) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get("format") == REFINE_FORMAT
+    except Exception:  # noqa: BLE001 - not a safetensors file at all
+        return False
+
+
+def load_refine(path: str | Path) -> tuple[RefineNet, dict[str, object]]:
+    """(network in FP32, eval mode; metadata extras decoded from JSON). InputError on a bad file."""
+    import json
+
+    from safetensors import safe_open
+
+    from rtanim.errors import InputError
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = dict(f.metadata() or {})
+            state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+    except Exception as e:  # noqa: BLE001 - safetensors raises several kinds
+        raise InputError(path, f"not a readable safetensors checkpoint ({e})") from None
+    if meta.get("format") != REFINE_FORMAT:
+        raise InputError(path, f"not a refine checkpoint (format {meta.get('format')!r})")
+    s = json.loads(meta["spec"])
+    spec = RefineSpec(widths=tuple(s["widths"]), n_res=int(s["n_res"]), au_codes=tuple(s["au_codes"]),
+                      crop_size=int(s["crop_size"]), n_geometry=int(s["n_geometry"]))
+    net = RefineNet(spec)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InputError(path, f"weights do not match the refine architecture (missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]})")
+    extras = {k: json.loads(v) for k, v in meta.items() if k not in ("format", "precision", "spec")}
+    return net.eval(), extras

@@ -1,0 +1,343 @@
+"""Training pairs for the ``refine`` model, built from prepared frames with no labels and no GPU.
+
+Three kinds of pairs (input = a warped crop and its geometry maps, target = a real crop):
+
+- **video**: two frames of one person in one clip whose rigid landmarks (nose bridge, eye
+  corners, temples) line up after the canonical crop alignment; the source frame is warped by a
+  thin-plate spline through the control landmarks to the target frame's real landmarks, and the
+  net must turn that warp into the real target frame (open the mouth, close the lids);
+- **cycle**: one real frame whose inner mouth (and sometimes eye openings) is filled from the
+  lips around it, then warped to other AUs (mouth closed, eyes shut, jittered) and back: the
+  input looks like what ``warp`` shows when it opens a closed mouth, the target is the real frame;
+- **identity**: the frame itself, which must come back unchanged.
+
+Rare states are oversampled: targets with an open mouth or closed eyes are a few percent of the
+frames, so each kind draws them at fixed rates (:class:`PairMix`). Held-out evaluation takes whole
+people (:func:`person_of`), since the same person appears in several clips.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from rtanim.align import CROP_SIZE
+from rtanim.aus import EXTENDED_CODES
+from rtanim.errors import InputError
+from rtanim.geometry import AUBasis, ThinPlate
+from rtanim.refine import EYE_A, EYE_B, INNER_MOUTH, OUTER_MOUTH, geometry_maps, polygon_mask, warp_image
+from train.prepare import read_au_table
+
+#: Landmarks that do not move with expressions (nose bridge, eye corners, temples, forehead).
+RIGID = (168, 6, 197, 195, 5, 4, 33, 133, 362, 263, 234, 454, 10, 109, 338, 127, 356)
+#: A mouth counts as wide open when its inner-lip polygon covers this many crop pixels (128 px
+#: crop; about the top 13% of talking-head frames), as closed below CLOSED_MOUTH_PX.
+OPEN_MOUTH_PX = 300.0
+CLOSED_MOUTH_PX = 120.0
+#: Eyes count as closed above this mean AU45 (MediaPipe's lid contour never quite closes, so the
+#: blink blendshape says it better than the polygon's area), as open below OPEN_EYES_AU45.
+CLOSED_EYES_AU45 = 0.6
+OPEN_EYES_AU45 = 0.3
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+@dataclass
+class Frames:
+    """Prepared crops of video frames (and stills) with what pairing needs."""
+
+    names: list[str]
+    clip: np.ndarray  # int id of the clip (or still) each frame comes from
+    clips: list[str]  # clip id -> source (video path, or image group)
+    index: np.ndarray  # frame number in its clip (-1 for stills)
+    aus: np.ndarray  # [N, len(EXTENDED_CODES)] in [0, 1]
+    landmarks: np.ndarray  # [N, 478, 2] crop px
+    images: np.ndarray  # [N, S, S, 3] uint8
+    mouth_px: np.ndarray = field(init=False)  # inner-mouth area, crop px
+    blink: np.ndarray = field(init=False)  # mean AU45 of both eyes
+
+    def __post_init__(self) -> None:
+        self.mouth_px = np.array([polygon_mask(lm, [INNER_MOUTH]).sum() for lm in self.landmarks], np.float32)
+        self.blink = self.aus[:, [EXTENDED_CODES.index("AU45L"), EXTENDED_CODES.index("AU45R")]].mean(1)
+
+    @property
+    def open_mouth(self) -> np.ndarray:
+        return self.mouth_px > OPEN_MOUTH_PX
+
+    @property
+    def closed_eyes(self) -> np.ndarray:
+        return self.blink > CLOSED_EYES_AU45
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def persons(self) -> list[str]:
+        return [person_of(self.clips[c]) for c in self.clip]
+
+    def subset(self, keep: np.ndarray) -> Frames:
+        keep = np.asarray(keep)
+        idx = np.flatnonzero(keep) if keep.dtype == bool else keep
+        return Frames([self.names[i] for i in idx], self.clip[idx], self.clips, self.index[idx], self.aus[idx],
+                      self.landmarks[idx], self.images[idx])
+
+
+_FRAME = re.compile(r"_f(\d{6})_\d+$")
+
+
+def load_frames(folders: Sequence[str | Path], limit: int = 0) -> Frames:
+    """Every crop of ``rtanim prepare`` folders (video frames carry their clip and frame number)."""
+    names: list[str] = []
+    clip: list[int] = []
+    index: list[int] = []
+    aus: list[np.ndarray] = []
+    lms: list[np.ndarray] = []
+    images: list[np.ndarray] = []
+    clips: dict[str, int] = {}
+    for folder in map(Path, folders):
+        table = folder / "aus.csv"
+        if not table.is_file():
+            raise InputError(folder, "not an rtanim prepare folder (no aus.csv)", field="--data")
+        n, _, a, codes = read_au_table(table)
+        groups = [r.split(",")[2] for r in table.read_text().splitlines()[1:] if r.strip()]
+        lm = np.load(folder / "landmarks.npy", allow_pickle=False)
+        cols = [codes.index(c) for c in EXTENDED_CODES]
+        for i, name in enumerate(n):
+            if limit and len(names) >= limit:
+                break
+            rgb = cv2.imread(str(folder / "imgs" / f"{name}.jpg"), cv2.IMREAD_COLOR)
+            if rgb is None or rgb.shape[:2] != (CROP_SIZE, CROP_SIZE):
+                continue
+            m = _FRAME.search(name)
+            names.append(name)
+            clip.append(clips.setdefault(groups[i], len(clips)))
+            index.append(int(m.group(1)) if m else -1)
+            aus.append(a[i, cols])
+            lms.append(lm[i, :, :2])
+            images.append(cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB))
+    if not names:
+        raise InputError(", ".join(map(str, folders)), "no usable face crops", field="--data")
+    return Frames(names, np.array(clip), list(clips), np.array(index), np.array(aus, np.float32),
+                  np.array(lms, np.float32), np.array(images, np.uint8))
+
+
+_MEAD = re.compile(r"(?:^|_)([MW]\d{3})(?:_|$)")
+_KNOWN = ("obama", "andrew", "feifeili", "reagan", "trump", "kristinoem", "aragaki")
+#: Clips whose person was identified by looking at them (talking256 names do not say it), and
+#: families of clips that may show the same people (film memes, one demo's takes): kept together.
+_SEEN = {"eamm_video_sad": "mead:M030"}
+_FAMILIES = ("hellomeme", "eamm_video", "pc-avs", "first-order-model", "megactor", "wav2lip", "video-retalking")
+
+
+def person_of(source: str) -> str:
+    """Who a clip shows, as far as its name tells: MEAD speaker ids (M030), known public figures,
+    else the clip name without its take number (``xzy1``/``xzy2`` -> ``xzy``). Errs towards merging
+    clips, so a held-out person never appears in training under another clip."""
+    stem = Path(source.split(":", 1)[-1]).stem
+    m = _MEAD.search(stem)
+    if m:
+        return f"mead:{m.group(1)}"
+    low = stem.lower()
+    if low in _SEEN:
+        return _SEEN[low]
+    for k in _KNOWN:
+        if k in low:
+            return f"person:{k}"
+    for k in _FAMILIES:
+        if low.startswith(k):
+            return f"clip:{k}"
+    low = re.sub(r"(_clip)?_?\d+(_short)?$", "", low)
+    low = re.sub(r"_?\d+$", "", low)
+    return f"clip:{low}"
+
+
+def split_people(frames: Frames, fraction: float = 0.15, seed: int = 0) -> np.ndarray:
+    """Held-out mask: whole people, drawn until ``fraction`` of the open-mouth frames are held out
+    (so the test has mouths to open), seeded."""
+    persons = np.array(frames.persons)
+    order = sorted(set(persons))
+    rng = np.random.default_rng(seed)
+    rng.shuffle(order)
+    open_ = frames.open_mouth
+    want = fraction * max(int(open_.sum()), 1)
+    held: set[str] = set()
+    have = 0
+    for p in order:
+        if have >= want:
+            break
+        held.add(p)
+        have += int(open_[persons == p].sum())
+    return np.isin(persons, sorted(held))
+
+
+# ----------------------------------------------------------------------------- pairs
+
+
+@dataclass(frozen=True)
+class PairMix:
+    """How often each pair kind and each rare target state is drawn."""
+
+    video: float = 0.55
+    cycle: float = 0.3  # the rest: identity
+    open_mouth: float = 0.4  # of targets: an open mouth
+    closed_eyes: float = 0.25  # of targets: closed eyes (the rest uniform)
+    max_rigid_px: float = 2.5  # video pairs: mean rigid-landmark misalignment, crop px
+    hide_eyes: float = 0.25  # cycle pairs with open eyes: also fill the eye openings
+
+
+@dataclass
+class Pair:
+    warped: np.ndarray  # S x S x 3 uint8: the network's image input
+    geometry: np.ndarray  # 4 x S x S float32
+    aus: np.ndarray  # target AUs [K]
+    target: np.ndarray  # S x S x 3 uint8
+    weight: np.ndarray  # S x S float32: where the reconstruction counts (face, x4 mouth and eyes)
+    kind: str
+
+
+def region_weight(landmarks: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """Loss weight: 1 on the face (landmark hull), 5 around the mouth and the eyes."""
+    hull = cv2.convexHull(np.round(landmarks[:468] * 16).astype(np.int32))
+    w = np.zeros((size, size), np.uint8)
+    cv2.fillConvexPoly(w, hull, 1, lineType=cv2.LINE_8, shift=4)
+    focus = polygon_mask(landmarks, [OUTER_MOUTH, EYE_A, EYE_B], size)
+    focus = cv2.dilate(focus, np.ones((7, 7), np.uint8))
+    return w.astype(np.float32) + 4.0 * focus
+
+
+def fill_regions(image: np.ndarray, landmarks: np.ndarray, mouth: bool, eyes: bool) -> np.ndarray:
+    """The crop with its inner mouth / eye openings inpainted from the pixels around them."""
+    loops = ([INNER_MOUTH] if mouth else []) + ([EYE_A, EYE_B] if eyes else [])
+    if not loops:
+        return image
+    mask = (polygon_mask(landmarks, loops) > 0.05).astype(np.uint8)
+    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+    return cv2.inpaint(image, mask, 3, cv2.INPAINT_TELEA)
+
+
+class PairMaker:
+    """Draws random training pairs from :class:`Frames` (one per call, numpy, a few ms)."""
+
+    def __init__(self, frames: Frames, basis: AUBasis | None = None, mix: PairMix = PairMix(), seed: int = 0) -> None:
+        self.f, self.mix = frames, mix
+        self.basis = AUBasis.load() if basis is None else basis
+        self.spline = ThinPlate(CROP_SIZE)
+        self.rng = np.random.default_rng(seed)
+        self.open = np.flatnonzero(frames.open_mouth)
+        self.closed = np.flatnonzero(frames.closed_eyes)
+        by_clip: dict[int, list[int]] = defaultdict(list)
+        for i, c in enumerate(frames.clip):
+            if frames.index[i] >= 0:
+                by_clip[int(c)].append(i)
+        self.by_clip = {c: np.array(v) for c, v in by_clip.items() if len(v) > 1}
+        self.video_ok = np.array([int(c) in self.by_clip for c in frames.clip])
+
+    # -- drawing
+    def _target(self, pool_ok: np.ndarray | None = None) -> int:
+        r = self.rng.random()
+        pool = self.open if r < self.mix.open_mouth else self.closed if r < self.mix.open_mouth + self.mix.closed_eyes else None
+        if pool is not None and pool_ok is not None:
+            pool = pool[pool_ok[pool]]
+        if pool is None or len(pool) == 0:
+            pool = np.flatnonzero(pool_ok) if pool_ok is not None else np.arange(len(self.f))
+        return int(self.rng.choice(pool))
+
+    def rigid_error(self, i: int, j: int) -> float:
+        d = self.f.landmarks[i, list(RIGID)] - self.f.landmarks[j, list(RIGID)]
+        return float(np.linalg.norm(d, axis=1).mean())
+
+    def _source(self, t: int, tries: int = 12) -> int | None:
+        """A frame of t's clip that lines up with it, preferring a different mouth / eye state."""
+        cands = self.by_clip[int(self.f.clip[t])]
+        cands = cands[cands != t]
+        pick = self.rng.choice(cands, size=min(tries, len(cands)), replace=False)
+        f = self.f
+        want_closed_mouth = f.mouth_px[t] > OPEN_MOUTH_PX and self.rng.random() < 0.7
+        want_open_eyes = f.blink[t] > CLOSED_EYES_AU45 and self.rng.random() < 0.7
+        best, best_score = None, np.inf
+        for s in pick:
+            err = self.rigid_error(t, int(s))
+            if err > self.mix.max_rigid_px:
+                continue
+            score = err
+            if want_closed_mouth and f.mouth_px[s] > CLOSED_MOUTH_PX:
+                score += 10.0
+            if want_open_eyes and f.blink[s] > OPEN_EYES_AU45:
+                score += 10.0
+            if score < best_score:
+                best, best_score = int(s), score
+        return best
+
+    def __call__(self) -> Pair:
+        r = self.rng.random()
+        if r < self.mix.video and self.video_ok.any():
+            for _ in range(8):
+                t = self._target(self.video_ok)
+                s = self._source(t)
+                if s is not None:
+                    return self.video_pair(s, t)
+        if r < self.mix.video + self.mix.cycle:
+            return self.cycle_pair(self._target())
+        return self.identity_pair(self._target())
+
+    # -- the three kinds
+    def tps_flow(self, src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray:
+        """Backward flow [2,S,S] (normalised) that carries ``src_pts`` of the input to ``dst_pts``."""
+        field_px = self.spline.field(dst_pts, src_pts - dst_pts)
+        return (field_px * (2.0 / CROP_SIZE)).transpose(2, 0, 1).astype(np.float32)
+
+    def video_pair(self, s: int, t: int) -> Pair:
+        f, ctrl = self.f, self.basis.controls
+        flow = self.tps_flow(f.landmarks[s, ctrl], f.landmarks[t, ctrl])
+        warped = warp_image(f.images[s], flow)
+        geo = geometry_maps(f.landmarks[t], f.landmarks[s], flow)
+        return Pair(warped, geo, f.aus[t], f.images[t], region_weight(f.landmarks[t]), "video")
+
+    def cycle_pair(self, i: int) -> Pair:
+        f, ctrl, b = self.f, self.basis.controls, self.basis
+        lm, a = f.landmarks[i].astype(np.float64), f.aus[i]
+        hide_mouth = bool(f.mouth_px[i] > CLOSED_MOUTH_PX)
+        hide_eyes = bool(f.blink[i] < OPEN_EYES_AU45 and self.rng.random() < self.mix.hide_eyes)
+        filled = fill_regions(f.images[i], lm, hide_mouth, hide_eyes)
+        other = np.clip(a + self.rng.normal(0.0, 0.15, a.shape), 0.0, 1.0)
+        codes = b.codes
+        if hide_mouth:
+            other[[codes.index("AU25"), codes.index("AU26")]] = 0.0
+        if hide_eyes:
+            other[[codes.index("AU45L"), codes.index("AU45R")]] = 1.0
+        lm_b = lm + b.displacement(b.vector(other) - b.vector(a))[: len(lm)]
+        there = warp_image(filled, self.tps_flow(lm[ctrl], lm_b[ctrl]))
+        back = self.tps_flow(lm_b[ctrl], lm[ctrl])
+        warped = warp_image(there, back)
+        geo = geometry_maps(lm, lm, None, source_hidden=(hide_mouth, hide_eyes))
+        return Pair(warped, geo, a, f.images[i], region_weight(lm), "cycle")
+
+    def identity_pair(self, i: int) -> Pair:
+        f = self.f
+        geo = geometry_maps(f.landmarks[i], f.landmarks[i], None)
+        return Pair(f.images[i], geo, f.aus[i], f.images[i], region_weight(f.landmarks[i]), "identity")
+
+
+def mix_report(frames: Frames, maker: PairMaker, n: int = 2000) -> dict[str, float]:
+    """Measured share of pair kinds and of rare target states over ``n`` draws (for MODELS.md)."""
+    kinds: dict[str, int] = defaultdict(int)
+    open_, closed = 0, 0
+    k45 = [EXTENDED_CODES.index("AU45L"), EXTENDED_CODES.index("AU45R")]
+    for _ in range(n):
+        p = maker()
+        kinds[p.kind] += 1
+        open_ += int(p.geometry[0].sum() > OPEN_MOUTH_PX)
+        closed += int(p.aus[k45].mean() > CLOSED_EYES_AU45)
+    out = {f"kind_{k}": v / n for k, v in sorted(kinds.items())}
+    out["target_open_mouth"] = open_ / n
+    out["target_closed_eyes"] = closed / n
+    out["frames_open_mouth"] = float(frames.open_mouth.mean())
+    out["frames_closed_eyes"] = float(frames.closed_eyes.mean())
+    return out

@@ -1,0 +1,288 @@
+"""Supervised training of the ``refine`` model on the CPU, resumable across sessions.
+
+    python -m train.refine_train --data .data/talk_a .data/talk_b --run runs/refine --minutes 150
+
+Pairs come from :mod:`train.refine_data` (drawn fresh every step in one loader process), the
+loss is the composite's weighted L1 plus image gradients (x5 around mouth and eyes) plus a small
+attention prior, and the run writes, atomically, every ``--save-every`` seconds and when stopped
+(Ctrl-C, SIGTERM, or the time budget):
+
+- ``RUN/state.safetensors``: FP32 weights and Adam moments (resume within and across sessions);
+- ``RUN/refine.safetensors``: FP16 weights with the training totals (what ships and what the
+  next session starts from with ``--init``);
+- ``RUN/metrics.jsonl``, TensorBoard events, ``RUN/samples/*.png`` (input | output | target | A).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import signal
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rtanim.compose import feather_mask
+from rtanim.errors import InputError
+from rtanim.refine import RefineNet, RefineSpec, compose_crop, load_refine, save_refine
+from train.refine_data import Frames, Pair, PairMaker, PairMix, load_frames, mix_report, split_people
+
+#: Loss weights.
+W_GRAD = 1.0
+W_ATT = 0.05
+W_ATT_TV = 0.05
+
+
+def to_batch(pairs: list[Pair]) -> dict[str, torch.Tensor]:
+    def img(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.stack(x)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    return {
+        "warped": img([p.warped for p in pairs]),
+        "target": img([p.target for p in pairs]),
+        "geometry": torch.from_numpy(np.stack([p.geometry for p in pairs])),
+        "aus": torch.from_numpy(np.stack([p.aus for p in pairs]).astype(np.float32)),
+        "weight": torch.from_numpy(np.stack([p.weight for p in pairs]))[:, None],
+    }
+
+
+class PairStream(torch.utils.data.IterableDataset):
+    """Endless batches of fresh pairs; each loader worker draws with its own seed."""
+
+    def __init__(self, frames: Frames, batch: int, mix: PairMix, seed: int) -> None:
+        self.frames, self.batch, self.mix, self.seed = frames, batch, mix, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        maker = PairMaker(self.frames, mix=self.mix, seed=self.seed * 1000 + (info.id if info else 0))
+        while True:
+            yield to_batch([maker() for _ in range(self.batch)])
+
+
+def gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Weighted L1 and gradient L1 of the composite against the target, plus the attention prior."""
+    att, color = net(b["warped"], b["aus"], b["geometry"])
+    out = compose_crop(b["warped"], att, color, region)
+    w = b["weight"]
+    norm = w.sum() * 3 + 1e-6
+    rec = (w * (out - b["target"]).abs()).sum() / norm
+    gx, gy = gradients(out)
+    tx, ty = gradients(b["target"])
+    grad = ((w[..., :, 1:] * (gx - tx).abs()).sum() + (w[..., 1:, :] * (gy - ty).abs()).sum()) / (2 * norm)
+    ax, ay = gradients(att)
+    att_mean = (1 - att).mean()
+    att_tv = ax.abs().mean() + ay.abs().mean()
+    total = rec + W_GRAD * grad + W_ATT * att_mean + W_ATT_TV * att_tv
+    return {"loss": total, "l1": rec, "grad": grad, "att": att_mean, "att_tv": att_tv, "out": out, "A": att}
+
+
+# ----------------------------------------------------------------------------- state
+
+
+def save_state(path: Path, net: RefineNet, opt: torch.optim.Optimizer, totals: dict) -> None:
+    """FP32 weights + Adam moments in one safetensors file (no pickle), atomically."""
+    from safetensors.torch import save_file
+
+    from rtanim.files import staged
+
+    tensors = {f"net.{k}": v.detach().float().contiguous() for k, v in net.state_dict().items()}
+    params = list(net.parameters())
+    steps = {}
+    for i, p in enumerate(params):
+        st = opt.state.get(p)
+        if st:
+            tensors[f"opt.{i}.exp_avg"] = st["exp_avg"].contiguous()
+            tensors[f"opt.{i}.exp_avg_sq"] = st["exp_avg_sq"].contiguous()
+            steps[i] = float(st["step"])
+    meta = {"format": "rtanim.refine-state", "totals": json.dumps(totals), "opt_steps": json.dumps(steps),
+            "spec": json.dumps(asdict(net.spec))}
+    with staged(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_state(path: Path, opt_lr: float) -> tuple[RefineNet, torch.optim.Optimizer, dict]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    s = json.loads(meta["spec"])
+    spec = RefineSpec(widths=tuple(s["widths"]), n_res=s["n_res"], au_codes=tuple(s["au_codes"]),
+                      crop_size=s["crop_size"], n_geometry=s["n_geometry"])
+    net = RefineNet(spec)
+    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    opt = torch.optim.Adam(net.parameters(), lr=opt_lr, betas=(0.9, 0.99))
+    steps = {int(k): v for k, v in json.loads(meta["opt_steps"]).items()}
+    for i, p in enumerate(net.parameters()):
+        if i in steps:
+            opt.state[p] = {"step": torch.tensor(steps[i]), "exp_avg": tensors[f"opt.{i}.exp_avg"],
+                            "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"]}
+    return net, opt, json.loads(meta["totals"])
+
+
+def empty_totals() -> dict:
+    return {"steps": 0, "images": 0, "seconds": 0.0, "runs": 0, "kinds": {}}
+
+
+def sample_grid(path: Path, b: dict[str, torch.Tensor], out: torch.Tensor, att: torch.Tensor, n: int = 6) -> None:
+    import cv2
+
+    def img(x: torch.Tensor) -> np.ndarray:
+        return ((x.detach().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+    rows = []
+    for i in range(min(n, out.shape[0])):
+        a = (att[i, 0].detach().clamp(0, 1) * 255).round().byte().numpy()
+        rows.append(np.concatenate([img(b["warped"][i]), img(out[i]), img(b["target"][i]), np.stack([a] * 3, -1)], 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m train.refine_train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", nargs="+", required=True, help="rtanim prepare folders (video frames and stills)")
+    p.add_argument("--run", type=Path, required=True, help="run folder (resumes when it holds state.safetensors)")
+    p.add_argument("--init", type=Path, default=None, help="start from these refine weights (FP16 ok)")
+    p.add_argument("--minutes", type=float, default=60.0, help="time budget of this run")
+    p.add_argument("--steps", type=int, default=0, help="stop after this many steps of this run (0: time only)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--held-out", type=float, default=0.15, help="fraction of open-mouth frames held out, whole people")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=float, default=300.0, help="seconds between checkpoints")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--limit", type=int, default=0, help="load at most this many frames (tests)")
+    p.add_argument("--widths", type=int, nargs=3, default=list(RefineSpec.widths))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
+    try:
+        return train(a)
+    except InputError as e:
+        print(f"error: {e.line()}", file=sys.stderr)
+        return 2
+
+
+def train(a: argparse.Namespace) -> int:
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    frames = load_frames(a.data, limit=a.limit)
+    held = split_people(frames, a.held_out, a.seed) if a.held_out > 0 else np.zeros(len(frames), bool)
+    train_frames = frames.subset(~held)
+    if len(train_frames) < 2:
+        raise InputError(", ".join(a.data), "fewer than 2 training frames after the held-out split", field="--data")
+    run = Path(a.run)
+    run.mkdir(parents=True, exist_ok=True)
+    mix = PairMix()
+    state_path, export_path = run / "state.safetensors", run / "refine.safetensors"
+    if state_path.is_file():
+        net, opt, totals = load_state(state_path, a.lr)
+        print(f"resuming {state_path}: {totals['steps']} steps, {totals['images']} images so far", flush=True)
+    else:
+        totals = empty_totals()
+        if a.init is not None:
+            net, extra = load_refine(a.init)
+            totals.update(extra.get("training", {}))
+            print(f"starting from {a.init}: {totals['steps']} steps so far", flush=True)
+        else:
+            net = RefineNet(RefineSpec(widths=tuple(a.widths)))
+        opt = torch.optim.Adam(net.parameters(), lr=a.lr, betas=(0.9, 0.99))
+    for g in opt.param_groups:
+        g["lr"] = a.lr
+    held_people = sorted(set(np.array(frames.persons)[held]))
+    report = mix_report(train_frames, PairMaker(train_frames, mix=mix, seed=a.seed + 7), n=400)
+    info = {"data": [str(d) for d in a.data], "frames": len(frames), "train_frames": len(train_frames),
+            "held_out_people": held_people, "mix": report, "batch": a.batch, "lr": a.lr}
+    (run / "data.json").write_text(json.dumps(info, indent=1))
+    print(f"{len(train_frames)} training frames, {int(held.sum())} held out ({len(held_people)} people); "
+          f"mix {json.dumps({k: round(v, 3) for k, v in report.items()})}", flush=True)
+
+    stop = {"why": ""}
+
+    def on_signal(sig, _frame) -> None:  # noqa: ANN001
+        stop["why"] = signal.Signals(sig).name
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    loader = torch.utils.data.DataLoader(PairStream(train_frames, a.batch, mix, a.seed + totals["runs"]),
+                                         batch_size=None, num_workers=a.workers,
+                                         persistent_workers=a.workers > 0, prefetch_factor=4 if a.workers else None)
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(run / "tb"))
+    except ImportError:  # the train extra is optional
+        tb = None
+    region = torch.from_numpy(np.array(feather_mask(net.spec.crop_size)))[None, None]
+    t0 = last_save = last_log = time.time()
+    budget = a.minutes * 60.0
+    step0, steps, ema = totals["steps"], 0, None
+    net.train()
+    with (run / "metrics.jsonl").open("a") as log:
+        for b in loader:
+            out = losses(net, b, region)
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            opt.step()
+            steps += 1
+            totals["steps"] += 1
+            totals["images"] += a.batch
+            vals = {k: float(out[k].detach()) for k in ("loss", "l1", "grad", "att", "att_tv")}
+            ema = vals if ema is None else {k: 0.95 * ema[k] + 0.05 * v for k, v in vals.items()}
+            now = time.time()
+            if tb is not None and totals["steps"] % 10 == 0:
+                for k, v in vals.items():
+                    tb.add_scalar(f"train/{k}", v, totals["steps"])
+            if now - last_log > 30 or steps == 1:
+                el = now - t0
+                rate = steps / el
+                eta = budget - el
+                rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                print(f"step {totals['steps']} ({steps} this run) {rate:.2f} steps/s {rate * a.batch:.1f} img/s "
+                      f"loss {ema['loss']:.4f} l1 {ema['l1']:.4f} grad {ema['grad']:.4f} att {ema['att']:.4f} "
+                      f"ETA {max(eta, 0) / 60:.1f} min, peak RSS {rss:.0f} MB", flush=True)
+                log.write(json.dumps({"step": totals["steps"], "time": now, **ema}) + "\n")
+                log.flush()
+                last_log = now
+            if totals["steps"] % 500 == 0:
+                sample_grid(run / "samples" / f"step{totals['steps']:07d}.png", b, out["out"], out["A"])
+            done = stop["why"] or now - t0 >= budget or (a.steps and steps >= a.steps)
+            if done or now - last_save >= a.save_every:
+                totals["seconds"] = float(totals.get("seconds", 0.0)) + (now - last_save)
+                last_save = now
+                save_state(state_path, net, opt, totals)
+                save_refine(net, export_path, extra={"training": totals})
+            if done:
+                break
+    totals["runs"] += 1
+    save_state(state_path, net, opt, totals)
+    save_refine(net, export_path, extra={"training": totals})
+    sample_grid(run / "samples" / "last.png", b, out["out"], out["A"])
+    why = stop["why"] or ("step limit" if a.steps and steps >= a.steps else "time budget")
+    print(f"stopped ({why}) after {steps} steps ({totals['steps'] - step0 + step0} in all); wrote {export_path}",
+          flush=True)
+    if tb is not None:
+        tb.close()
+    return 130 if stop["why"] == "SIGINT" else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
