@@ -153,9 +153,9 @@ class RefineNet(nn.Module):
         nn.init.zeros_(self.film[-1].weight)
         nn.init.zeros_(self.film[-1].bias)
         nn.init.zeros_(self.head.weight)
-        with torch.no_grad():  # start as warp: A = sigmoid(4) ~ 0.98 everywhere
-            self.head.bias.zero_()
-            self.head.bias[0:4] = 4.0  # pixel_shuffle: output channel c takes inputs 4c..4c+3
+        # Starts as warp: C = the warped input (residual head at 0), so the composite is the warp
+        # whatever A is; A starts at 0.5, where its sigmoid still has gradient to learn from.
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, image: torch.Tensor, aus: torch.Tensor, geometry: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x1 = self.e1(F.pixel_unshuffle(torch.cat([image, geometry], 1), 2))
@@ -187,6 +187,15 @@ def au_vector(aus: Mapping[str, float] | np.ndarray, codes: Sequence[str] = EXTE
 # ----------------------------------------------------------------------------- checkpoints
 
 REFINE_FORMAT = "rtanim.refine"
+REFINE_ASSET = "refine.safetensors"
+
+
+def shipped_refine() -> Path | None:
+    """The refine weights shipped in rtanim/assets, if this build has them."""
+    from importlib import resources
+
+    asset = resources.files("rtanim") / "assets" / REFINE_ASSET
+    return Path(str(asset)) if asset.is_file() else None
 
 
 def save_refine(net: RefineNet, path: str | Path, *, precision: str = "fp16",

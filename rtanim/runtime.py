@@ -13,14 +13,17 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from rtanim.compose import FaceOutput
 from rtanim.pipeline import EngineGenerator, FaceJob
 
 log = logging.getLogger("rtanim")
 
-#: Shipped-weight preference for ``default``: GPU engines take the big model, CPUs the lite one.
+#: Shipped-weight preference for ``default``: GPU engines take the big model, CPUs the refiner,
+#: then the lite one.
 DEFAULT_GPU = ("ganimation+flow", "ganimation")
-DEFAULT_CPU = ("lite+flow", "lite")
+DEFAULT_CPU = ("refine", "lite+flow", "lite")
 
 
 class WarpGenerator:
@@ -44,6 +47,54 @@ class WarpGenerator:
         return "warp (AU -> landmark basis, thin-plate flow; no network)"
 
 
+class RefineGenerator:
+    """The ``refine`` model: ``warp``'s flow moves the pixels, the network paints what it cannot.
+
+    Per face: the warp model's flow and target landmarks for live -> target AUs, the crop
+    resampled by that flow, the geometry maps (rtanim.refine.geometry_maps); one batched network
+    call gives A and C; the output keeps the warp's flow, so compose applies it at full resolution.
+    """
+
+    name = "refine"
+
+    def __init__(self, weights: str | Path, engine: str = "auto") -> None:
+        from engines.refine_engine import refine_engine
+        from rtanim.geometry import WarpModel
+        from rtanim.refine import load_refine
+
+        net, self.extras = load_refine(weights)
+        self.weights = Path(weights)
+        self.engine = refine_engine(net, engine)
+        self.au_codes = net.spec.au_codes
+        self.warp = WarpModel()
+
+    def inputs(self, job: FaceJob) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(warped crop [3,S,S] in [-1,1], geometry [4,S,S], AUs [K], flow [2,S,S]) for one face."""
+        from rtanim.aus import to_vector
+        from rtanim.geometry import warp_face
+        from rtanim.refine import geometry_maps, warp_image
+
+        wf = warp_face(job.face, job.target)
+        src = np.asarray(wf.landmarks, np.float64)[:, :2]
+        flow = self.warp.flow(src, wf.live_aus, wf.target_aus)
+        target = src + self.warp.landmark_motion(wf.live_aus, wf.target_aus)[: len(src)]
+        warped = warp_image(job.crop, flow)
+        image = warped.transpose(2, 0, 1).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+        return image, geometry_maps(target, src, flow), to_vector(job.target, self.au_codes), flow
+
+    def generate(self, jobs: Sequence[FaceJob]) -> list[FaceOutput]:
+        if not jobs:
+            return []
+        items = [self.inputs(j) for j in jobs]
+        att, col = self.engine.run(np.stack([i[0] for i in items]), np.stack([i[2] for i in items]),
+                                   np.stack([i[1] for i in items]))
+        return [FaceOutput(att[k], col[k], items[k][3]) for k in range(len(jobs))]
+
+    def describe(self) -> str:
+        steps = self.extras.get("training", {}).get("steps", "?") if isinstance(self.extras, dict) else "?"
+        return f"refine ({self.weights.name}, {steps} training steps) on {self.engine.describe()}"
+
+
 class NeuralGenerator(EngineGenerator):
     """A generator network behind one engine."""
 
@@ -64,8 +115,10 @@ def resolve_default(engine: str, device: str | None) -> str:
         import torch
 
         gpu = torch.cuda.is_available()
+    from rtanim.refine import shipped_refine
+
     for name in DEFAULT_GPU if gpu else DEFAULT_CPU:
-        if shipped_weights(name) is not None:
+        if (shipped_refine() if name == "refine" else shipped_weights(name)) is not None:
             return name
     _warn_no_weights()
     return "warp"
@@ -86,9 +139,19 @@ def load_generator(model: str = "default", engine: str = "auto", device: str | N
             raise InputError(None, f"unknown engine {engine!r}", field="--engine")
         return WarpGenerator()
     from rtanim.models import REGISTRY, load_model
+    from rtanim.refine import is_refine_checkpoint, shipped_refine
 
+    if name == "refine":
+        weights = shipped_refine()
+        if weights is None:
+            raise InputError(name, "no refine weights ship with this build yet; pass a refine checkpoint path "
+                                   "(e.g. train/init/refine.safetensors)", field="--model")
+        return RefineGenerator(weights, engine)
     if name not in REGISTRY and not Path(name).exists():
-        raise InputError(name, f"no such file or model name (names: warp, {', '.join(REGISTRY)})", field="--model")
+        raise InputError(name, f"no such file or model name (names: warp, refine, {', '.join(REGISTRY)})",
+                         field="--model")
+    if Path(name).is_file() and is_refine_checkpoint(name):
+        return RefineGenerator(name, engine)
     from engines.select import select_engine
 
     net = load_model(name)

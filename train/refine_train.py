@@ -33,10 +33,12 @@ from rtanim.errors import InputError
 from rtanim.refine import RefineNet, RefineSpec, compose_crop, load_refine, save_refine
 from train.refine_data import Frames, Pair, PairMaker, PairMix, load_frames, mix_report, split_people
 
-#: Loss weights.
+#: Loss weights. The attention prior pulls A to 1 (keep the full-resolution warp) away from the
+#: mouth and eyes, and only lightly where painting is expected.
 W_GRAD = 1.0
-W_ATT = 0.05
-W_ATT_TV = 0.05
+W_ATT = 0.03
+W_ATT_FOCUS = 0.003
+W_ATT_TV = 0.02
 
 
 def to_batch(pairs: list[Pair]) -> dict[str, torch.Tensor]:
@@ -80,9 +82,11 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor) -> 
     tx, ty = gradients(b["target"])
     grad = ((w[..., :, 1:] * (gx - tx).abs()).sum() + (w[..., 1:, :] * (gy - ty).abs()).sum()) / (2 * norm)
     ax, ay = gradients(att)
+    focus = (w > 1.5).float()
     att_mean = (1 - att).mean()
+    att_prior = ((1 - att) * (1 - focus)).mean() * W_ATT + ((1 - att) * focus).mean() * W_ATT_FOCUS
     att_tv = ax.abs().mean() + ay.abs().mean()
-    total = rec + W_GRAD * grad + W_ATT * att_mean + W_ATT_TV * att_tv
+    total = rec + W_GRAD * grad + att_prior + W_ATT_TV * att_tv
     return {"loss": total, "l1": rec, "grad": grad, "att": att_mean, "att_tv": att_tv, "out": out, "A": att}
 
 

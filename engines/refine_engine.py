@@ -1,0 +1,113 @@
+"""The ``refine`` network behind an engine: its ONNX graph, ONNX Runtime and PyTorch backends.
+
+The graph has the generator contract's outputs (``attention`` [N,1,S,S] in [0,1], ``color``
+[N,3,S,S] in [-1,1]) and one input more than GANimation's: ``image`` float32 [N,3,S,S] in
+[-1,1] is the *warped* crop, ``aus`` float32 [N,K] the target AUs and ``geometry`` float32
+[N,4,S,S] the maps of rtanim.refine.geometry_maps. Batch is dynamic; metadata names the model,
+the AU list and the inputs, so TensorRT (``trtexec --onnx``, or engines.trt_engine on a GPU
+machine) builds it like any ONNX file: plain convolutions, no custom ops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines.base import log, physical_cores
+from engines.cache import CacheKey, EngineCache
+from rtanim.errors import InputError
+from rtanim.files import staged
+from rtanim.refine import RefineNet
+
+INPUTS = ("image", "aus", "geometry")
+OUTPUTS = ("attention", "color")
+ONNX_OPSET = 17
+BACKENDS = ("onnxruntime", "torch")
+
+
+def refine_digest(net: RefineNet) -> str:
+    """sha256 over the architecture and FP32 weights: the cache identity of one refine model."""
+    h = hashlib.sha256(json.dumps(net.spec.__dict__, sort_keys=True, default=list).encode())
+    for k, v in sorted(net.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def export_refine_onnx(net: RefineNet, path: str | Path, *, opset: int = ONNX_OPSET) -> Path:
+    """Write the refine graph (FP32, dynamic batch) with rtanim metadata; atomic."""
+    import onnx
+
+    clone = RefineNet(net.spec)
+    clone.load_state_dict(net.state_dict())
+    clone.eval()
+    s, k = net.spec.crop_size, len(net.spec.au_codes)
+    dummy = (torch.zeros(2, 3, s, s), torch.full((2, k), 0.5), torch.zeros(2, net.spec.n_geometry, s, s))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with staged(path) as tmp:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(clone, dummy, str(tmp), dynamo=False, input_names=list(INPUTS),
+                              output_names=list(OUTPUTS), dynamic_axes={n: {0: "N"} for n in (*INPUTS, *OUTPUTS)},
+                              opset_version=opset, do_constant_folding=True)
+        proto = onnx.load(str(tmp))
+        for key, value in {"rtanim.model": "refine", "rtanim.au_codes": json.dumps(list(net.spec.au_codes)),
+                           "rtanim.inputs": json.dumps(list(INPUTS)), "rtanim.weights_sha256": refine_digest(net),
+                           "rtanim.precision": "fp32"}.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.producer_name = "rtanim"
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+    return path
+
+
+class RefineEngine:
+    """Runs the refine network on numpy batches: ``run(image, aus, geometry) -> (attention, color)``."""
+
+    def __init__(self, net: RefineNet, backend: str = "onnxruntime", *, threads: int | None = None,
+                 cache: EngineCache | None = None) -> None:
+        if backend not in BACKENDS:
+            raise InputError(None, f"the refine model runs on {' or '.join(BACKENDS)}, not {backend!r} "
+                                   "(TensorRT: build its ONNX export on a GPU machine)", field="--engine")
+        self.net, self.backend = net.eval(), backend
+        self.spec = net.spec
+        if backend == "onnxruntime":
+            import onnxruntime as ort
+
+            from engines.ort_engine import session_options
+
+            cache = cache or EngineCache()
+            key = CacheKey("onnx", "refine", refine_digest(net), "fp32",
+                           backend_version=f"torch-{torch.__version__.split('+')[0]}", extra=f"opset{ONNX_OPSET}")
+            self.path = cache.get_or_build(key, lambda tmp: export_refine_onnx(net, tmp), suffix=".onnx").path
+            self.session = ort.InferenceSession(str(self.path), session_options(threads or physical_cores()),
+                                                providers=["CPUExecutionProvider"])
+            log.info("onnxruntime: refine %s", self.path.name)
+
+    def run(self, image: np.ndarray, aus: np.ndarray, geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        image = np.ascontiguousarray(image, np.float32)
+        aus = np.ascontiguousarray(aus, np.float32)
+        geometry = np.ascontiguousarray(geometry, np.float32)
+        if self.backend == "onnxruntime":
+            att, col = self.session.run(list(OUTPUTS), {"image": image, "aus": aus, "geometry": geometry})
+            return att, col
+        with torch.inference_mode():
+            att, col = self.net(torch.from_numpy(image), torch.from_numpy(aus), torch.from_numpy(geometry))
+        return att.numpy(), col.numpy()
+
+    def describe(self) -> str:
+        return f"{self.backend} cpu fp32"
+
+
+def refine_engine(net: RefineNet, engine: str = "auto") -> RefineEngine:
+    """``--engine`` for the refine model: auto and onnxruntime -> ONNX Runtime, torch -> PyTorch (CPU)."""
+    if engine in ("auto", "onnxruntime"):
+        return RefineEngine(net, "onnxruntime")
+    return RefineEngine(net, engine)
