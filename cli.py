@@ -479,7 +479,8 @@ def prepare_cmd(
 def train_cmd(
     data: Path = typer.Option(None, "--data", help="Dataset: a prepare folder, a GANimation folder or a shard."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: config.json, checkpoints/, logs, samples/."),
-    arch: str = typer.Option(None, "--arch", help="lite (default) or ganimation."),
+    arch: str = typer.Option(None, "--arch", help="lite (default), ganimation, or refine (the supervised CPU model)."),
+    minutes: float = typer.Option(None, "--minutes", min=0.1, help="refine: time budget of this run (default 60)."),
     flow: bool = typer.Option(False, "--flow", help="Add the flow head (supervised by the AU basis)."),
     steps: int = typer.Option(None, "--steps", min=1, help="Batches to train (critic updates; G every 5th)."),
     batch: int = typer.Option(None, "--batch", min=1, help="Images per batch (per process)."),
@@ -493,7 +494,27 @@ def train_cmd(
     Every setting, loss weights included, is recorded in RUN/config.json; Ctrl-C saves a checkpoint.
     `--set stage=flow` pretrains a flow model's geometry without a critic (cheap, fine on a CPU);
     `--set init=shipped` or `--set init=PATH` starts from existing weights.
+
+    `--arch refine` trains the refine model supervised on the CPU from prepared video frames (a
+    prepare folder, or a folder of them), resuming the run in --out when it has one:
+    rtanim train --arch refine --data .data/talk --out runs/refine --minutes 150
     """
+    if arch == "refine":
+        from train.refine_train import main as refine_main
+
+        if data is None:
+            err_console.print("error: --data: give the prepared frames (a prepare folder or a folder of them)")
+            raise typer.Exit(2)
+        argv = ["--data", str(data), "--run", str(out), "--minutes", str(minutes or 60.0)]
+        argv += ["--steps", str(steps)] if steps else []
+        argv += ["--batch", str(batch)] if batch else []
+        for kv in sets:
+            key, _, value = kv.partition("=")
+            if key != "init" or not value:
+                err_console.print(f"error: --set {kv}: refine takes only --set init=PATH")
+                raise typer.Exit(2)
+            argv += ["--init", value]
+        raise typer.Exit(refine_main(argv))
     from train.config import build_config
     from train.trainer import train
 

@@ -22,8 +22,8 @@ and every pixel the network leaves alone (A = 1) is exactly ``warp``'s.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np

@@ -92,6 +92,20 @@ class Frames:
 _FRAME = re.compile(r"_f(\d{6})_\d+$")
 
 
+def prepare_folders(folders: Sequence[str | Path]) -> list[Path]:
+    """Each path as a prepare folder, or the prepare folders directly inside it (sorted)."""
+    out: list[Path] = []
+    for folder in map(Path, folders):
+        if (folder / "aus.csv").is_file():
+            out.append(folder)
+            continue
+        subs = sorted(p for p in folder.iterdir() if (p / "aus.csv").is_file()) if folder.is_dir() else []
+        if not subs:
+            raise InputError(folder, "not an rtanim prepare folder (no aus.csv), nor a folder of them", field="--data")
+        out += subs
+    return out
+
+
 def load_frames(folders: Sequence[str | Path], limit: int = 0) -> Frames:
     """Every crop of ``rtanim prepare`` folders (video frames carry their clip and frame number)."""
     names: list[str] = []
@@ -101,13 +115,19 @@ def load_frames(folders: Sequence[str | Path], limit: int = 0) -> Frames:
     lms: list[np.ndarray] = []
     images: list[np.ndarray] = []
     clips: dict[str, int] = {}
-    for folder in map(Path, folders):
+    for folder in prepare_folders(folders):
         table = folder / "aus.csv"
-        if not table.is_file():
-            raise InputError(folder, "not an rtanim prepare folder (no aus.csv)", field="--data")
         n, _, a, codes = read_au_table(table)
         groups = [r.split(",")[2] for r in table.read_text().splitlines()[1:] if r.strip()]
-        lm = np.load(folder / "landmarks.npy", allow_pickle=False)
+        try:
+            lm = np.load(folder / "landmarks.npy", allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise InputError(folder / "landmarks.npy", f"missing or unreadable ({e})", field="--data") from None
+        if lm.shape[0] != len(n) or lm.ndim != 3:
+            raise InputError(folder / "landmarks.npy", f"has {lm.shape[0]} rows for {len(n)} crops", field="--data")
+        missing = [c for c in EXTENDED_CODES if c not in codes]
+        if missing:
+            raise InputError(table, f"lacks AU columns {missing[:3]}", field="--data")
         cols = [codes.index(c) for c in EXTENDED_CODES]
         for i, name in enumerate(n):
             if limit and len(names) >= limit:

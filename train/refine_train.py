@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from rtanim.compose import feather_mask
 from rtanim.errors import InputError
@@ -39,6 +38,11 @@ W_GRAD = 1.0
 W_ATT = 0.03
 W_ATT_FOCUS = 0.003
 W_ATT_TV = 0.02
+#: The colour is also supervised directly around the mouth and eyes, so it learns to paint before
+#: the attention has a reason to let it through (else the prior saturates A at 1 first and its
+#: sigmoid has no gradient left); the prior itself ramps in over the first steps.
+W_COLOR = 0.5
+PRIOR_RAMP_STEPS = 2000
 
 
 def to_batch(pairs: list[Pair]) -> dict[str, torch.Tensor]:
@@ -71,8 +75,10 @@ def gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
 
-def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Weighted L1 and gradient L1 of the composite against the target, plus the attention prior."""
+def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, step: int = PRIOR_RAMP_STEPS
+           ) -> dict[str, torch.Tensor]:
+    """Weighted L1 and gradient L1 of the composite against the target, the colour's own L1 around
+    mouth and eyes, and the attention prior (ramped in over the first ``PRIOR_RAMP_STEPS``)."""
     att, color = net(b["warped"], b["aus"], b["geometry"])
     out = compose_crop(b["warped"], att, color, region)
     w = b["weight"]
@@ -84,10 +90,13 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor) -> 
     ax, ay = gradients(att)
     focus = (w > 1.5).float()
     att_mean = (1 - att).mean()
-    att_prior = ((1 - att) * (1 - focus)).mean() * W_ATT + ((1 - att) * focus).mean() * W_ATT_FOCUS
+    ramp = min(1.0, step / PRIOR_RAMP_STEPS)
+    att_prior = ramp * (((1 - att) * (1 - focus)).mean() * W_ATT + ((1 - att) * focus).mean() * W_ATT_FOCUS)
     att_tv = ax.abs().mean() + ay.abs().mean()
-    total = rec + W_GRAD * grad + att_prior + W_ATT_TV * att_tv
-    return {"loss": total, "l1": rec, "grad": grad, "att": att_mean, "att_tv": att_tv, "out": out, "A": att}
+    col = (focus * (color - b["target"]).abs()).sum() / (focus.sum() * 3 + 1e-6)
+    total = rec + W_GRAD * grad + W_COLOR * col + att_prior + ramp * W_ATT_TV * att_tv
+    return {"loss": total, "l1": rec, "grad": grad, "color": col, "att": att_mean, "att_tv": att_tv, "out": out,
+            "A": att}
 
 
 # ----------------------------------------------------------------------------- state
@@ -242,14 +251,14 @@ def train(a: argparse.Namespace) -> int:
     net.train()
     with (run / "metrics.jsonl").open("a") as log:
         for b in loader:
-            out = losses(net, b, region)
+            out = losses(net, b, region, totals["steps"])
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()
             steps += 1
             totals["steps"] += 1
             totals["images"] += a.batch
-            vals = {k: float(out[k].detach()) for k in ("loss", "l1", "grad", "att", "att_tv")}
+            vals = {k: float(out[k].detach()) for k in ("loss", "l1", "grad", "color", "att", "att_tv")}
             ema = vals if ema is None else {k: 0.95 * ema[k] + 0.05 * v for k, v in vals.items()}
             now = time.time()
             if tb is not None and totals["steps"] % 10 == 0:
@@ -261,7 +270,8 @@ def train(a: argparse.Namespace) -> int:
                 eta = budget - el
                 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 print(f"step {totals['steps']} ({steps} this run) {rate:.2f} steps/s {rate * a.batch:.1f} img/s "
-                      f"loss {ema['loss']:.4f} l1 {ema['l1']:.4f} grad {ema['grad']:.4f} att {ema['att']:.4f} "
+                      f"loss {ema['loss']:.4f} l1 {ema['l1']:.4f} grad {ema['grad']:.4f} color {ema['color']:.4f} "
+                      f"att {ema['att']:.4f} "
                       f"ETA {max(eta, 0) / 60:.1f} min, peak RSS {rss:.0f} MB", flush=True)
                 log.write(json.dumps({"step": totals["steps"], "time": now, **ema}) + "\n")
                 log.flush()

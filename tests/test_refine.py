@@ -1,0 +1,233 @@
+"""The refine model: geometry maps, network, ONNX graph, checkpoints, training pairs, CPU training,
+the runtime generator and the self-reenactment test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rtanim.errors import InputError
+from rtanim.geometry import AUBasis
+from rtanim.refine import (
+    INNER_MOUTH,
+    RefineNet,
+    RefineSpec,
+    compose_crop,
+    geometry_maps,
+    is_refine_checkpoint,
+    load_refine,
+    polygon_mask,
+    save_refine,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def mean_face() -> np.ndarray:
+    """The AU basis's mean landmarks: a plausible face in crop pixels."""
+    return AUBasis.load().mean.astype(np.float64)
+
+
+def test_geometry_maps_mark_mouth_and_eyes(mean_face):
+    opened = mean_face.copy()
+    lower = [317, 14, 87, 178, 88, 95, 324, 318, 402]  # lower inner lip
+    opened[lower, 1] += 6.0  # open the mouth by 6 px
+    geo = geometry_maps(opened, mean_face, None)
+    assert geo.shape == (4, 128, 128) and geo.dtype == np.float32
+    assert geo[0].sum() > polygon_mask(mean_face, [INNER_MOUTH]).sum() + 30  # the target mouth is open
+    mouth_y = opened[list(INNER_MOUTH), 1].mean()
+    ys = np.nonzero(geo[0])[0]
+    assert abs(ys.mean() - mouth_y) < 4
+    eyes_y = np.nonzero(geo[1])[0].mean()
+    assert eyes_y < mouth_y - 20  # eyes above the mouth
+    hidden = geometry_maps(opened, mean_face, None, source_hidden=(True, False))
+    assert hidden[2].sum() == 0 and hidden[3].sum() == geo[3].sum()
+
+
+def test_network_starts_as_the_warp_and_has_the_contract_shapes():
+    net = RefineNet().eval()
+    image = torch.rand(2, 3, 128, 128) * 2 - 1
+    att, col = net(image, torch.rand(2, len(net.spec.au_codes)), torch.rand(2, 4, 128, 128))
+    assert att.shape == (2, 1, 128, 128) and col.shape == (2, 3, 128, 128)
+    assert float(att.min().detach()) >= 0 and float(att.max().detach()) <= 1
+    assert torch.allclose(compose_crop(image, att, col), image, atol=1e-6)  # residual colour head at 0
+
+
+def test_fixed_batch_is_learned():
+    """A few Adam steps on one batch must cut the loss: the losses and the network can learn."""
+    from train.refine_train import losses
+
+    torch.manual_seed(0)
+    net = RefineNet(RefineSpec(widths=(8, 16, 16), n_res=1))
+    target = torch.rand(2, 3, 128, 128) * 2 - 1
+    warped = target.clone()
+    warped[:, :, 70:90, 50:80] = 0.6  # a "stretched lip" patch the net must repaint
+    weight = torch.ones(2, 1, 128, 128)
+    weight[:, :, 66:94, 46:84] = 5.0
+    b = {"warped": warped, "target": target, "geometry": torch.zeros(2, 4, 128, 128),
+         "aus": torch.zeros(2, len(net.spec.au_codes)), "weight": weight}
+    region = torch.ones(1, 1, 128, 128)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    first = None
+    for _ in range(40):
+        out = losses(net, b, region)
+        first = float(out["l1"].detach()) if first is None else first
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    assert float(losses(net, b, region)["l1"]) < 0.8 * first
+
+
+def test_onnx_graph_inputs_outputs_and_parity(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from engines.refine_engine import INPUTS, OUTPUTS, RefineEngine, export_refine_onnx
+
+    torch.manual_seed(1)
+    net = RefineNet().eval()
+    for p in net.parameters():  # non-trivial weights (the head starts at zero)
+        p.data.normal_(0, 0.05)
+    path = export_refine_onnx(net, tmp_path / "refine.onnx")
+    proto = onnx.load(str(path))
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input}
+    assert list(dims) == list(INPUTS)
+    assert dims["image"] == ["N", 3, 128, 128] and dims["geometry"] == ["N", 4, 128, 128]
+    assert dims["aus"] == ["N", len(net.spec.au_codes)]
+    assert [o.name for o in proto.graph.output] == list(OUTPUTS)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["rtanim.model"] == "refine"
+    ops = {n.op_type for n in proto.graph.node}
+    assert ops <= {"Conv", "LeakyRelu", "Concat", "Resize", "Gemm", "Mul", "Add", "Split", "Unsqueeze", "Sigmoid",
+                   "Slice", "Clip", "DepthToSpace", "SpaceToDepth", "Reshape", "Transpose", "Constant", "Shape",
+                   "Gather", "Cast", "Div", "Sub", "Identity"}, ops  # plain ops TensorRT builds
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 3, 128, 128)).astype(np.float32)
+    a = np.random.default_rng(1).uniform(0, 1, (3, len(net.spec.au_codes))).astype(np.float32)
+    g = np.random.default_rng(2).uniform(0, 1, (3, 4, 128, 128)).astype(np.float32)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    att, col = sess.run(list(OUTPUTS), {"image": x, "aus": a, "geometry": g})
+    ref_att, ref_col = RefineEngine(net, "torch").run(x, a, g)
+    assert np.abs(att - ref_att).max() < 1e-4 and np.abs(col - ref_col).max() < 1e-4
+
+
+def test_checkpoint_roundtrip_and_bad_files(tmp_path):
+    net = RefineNet()
+    path = save_refine(net, tmp_path / "r.safetensors", extra={"training": {"steps": 7}})
+    assert is_refine_checkpoint(path)
+    back, extra = load_refine(path)
+    assert extra["training"]["steps"] == 7
+    for k, v in net.state_dict().items():
+        assert torch.allclose(back.state_dict()[k], v.half().float())
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    assert not is_refine_checkpoint(bad)
+    with pytest.raises(InputError):
+        load_refine(bad)
+
+
+# ----------------------------------------------------------------------------- with the shared data
+
+
+@pytest.fixture(scope="module")
+def clip_frames(shared_data: Path, tmp_path_factory) -> Path:
+    """Prepared frames of one short talking clip (every frame at 10 fps)."""
+    from train.prepare import PrepareOptions, prepare
+
+    out = tmp_path_factory.mktemp("refine") / "clip"
+    prepare([shared_data / "video" / "single_face.mp4"], out, PrepareOptions(fps=10, test_fraction=0.0, dedup=0.0),
+            progress=False)
+    return out
+
+
+def test_pairs_of_every_kind(clip_frames):
+    from train.refine_data import PairMaker, load_frames, region_weight
+
+    frames = load_frames([clip_frames])
+    assert len(frames) >= 10 and (frames.index >= 0).all()
+    maker = PairMaker(frames, seed=0)
+    s, t = 0, len(frames) - 1
+    video = maker.video_pair(s, t)
+    assert video.warped.shape == (128, 128, 3) and video.warped.dtype == np.uint8
+    assert np.array_equal(video.target, frames.images[t])
+    # the warp to the target's landmarks brings the source closer to the target than the source itself
+    w = region_weight(frames.landmarks[t]) > 0
+    assert np.abs(video.warped.astype(int) - video.target)[w].mean() <= \
+        np.abs(frames.images[s].astype(int) - video.target)[w].mean() + 0.5
+    ident = maker.identity_pair(3)
+    assert np.array_equal(ident.warped, ident.target)
+    frames.mouth_px[5] = 1000.0  # treat frame 5's mouth as open: the cycle pair must hide it
+    cyc = maker.cycle_pair(5)
+    assert cyc.geometry[2].sum() == 0 and cyc.geometry[0].sum() > 0
+    assert {maker().kind for _ in range(40)} == {"video", "cycle", "identity"}
+
+
+def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_path):
+    from train.refine_train import main
+    from train.trainer import training_totals  # noqa: F401 - the GAN trainer's totals reader is separate
+
+    run = tmp_path / "run"
+    args = ["--data", str(clip_frames), "--run", str(run), "--batch", "2", "--held-out", "0", "--workers", "0",
+            "--widths", "8", "16", "16"]
+    assert main([*args, "--steps", "3"]) == 0
+    _, extra = load_refine(run / "refine.safetensors")
+    assert extra["training"]["steps"] == 3 and extra["training"]["runs"] == 1
+    assert main([*args, "--steps", "2"]) == 0  # resumes from state.safetensors
+    _, extra = load_refine(run / "refine.safetensors")
+    assert extra["training"]["steps"] == 5 and extra["training"]["runs"] == 2
+    assert (run / "metrics.jsonl").read_text().count("\n") >= 2
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = subprocess.run([sys.executable, "-m", "train.refine_train", "--data", str(empty), "--run", str(tmp_path / "x")],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "aus.csv" in r.stderr, r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_refine_generator_keeps_the_background(shared_data, tmp_path):
+    from rtanim.compose import region_box
+    from rtanim.pipeline import FaceJob
+    from rtanim.runtime import load_generator
+    from rtanim.sources import load_rgb
+    from rtanim.tracking import FaceTracker
+
+    torch.manual_seed(0)
+    net = RefineNet()
+    for p in net.head.parameters():
+        p.data.normal_(0, 0.05)
+    weights = save_refine(net, tmp_path / "r.safetensors")
+    gen = load_generator(str(weights), "onnxruntime")
+    assert gen.name == "refine"
+    img = load_rgb(shared_data / "stills" / "single_face.jpg")
+    with FaceTracker(1, mode="image") as tr:
+        face = tr.track(img)[0]
+    from rtanim.align import crop
+    from rtanim.compose import compose
+
+    out = gen.generate([FaceJob(face, crop(img, face.transform), {"AU25": 1.0, "AU26": 0.8})])
+    assert out[0].flow is not None and out[0].attention.shape == (1, 128, 128)
+    result = compose(img, out, [face.transform])
+    x0, y0, x1, y1 = region_box(face.transform.matrix, 128, img.shape)
+    outside = np.ones(img.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(result[outside], img[outside])
+    assert np.abs(result.astype(int) - img)[~outside].mean() > 0.1
+
+
+def test_self_reenactment_rows(shared_data, tmp_path):
+    from rtanim.reenact import ReenactOptions, clip_paths, evaluate_reenact
+
+    clip = shared_data / "video" / "single_face.mp4"
+    r = evaluate_reenact("warp", clip, tmp_path / "rep", ReenactOptions(pairs_per_clip=2, max_frames=40))
+    assert list(r.rows) == ["copy", "warp"] and r.pairs >= 1
+    for row in r.rows.values():
+        assert 5 < row["mouth_psnr"] < 99 and 0 < row["mouth_ssim"] <= 1
+    assert (tmp_path / "rep" / "reenact.md").read_text().startswith("# Self-reenactment")
+    with pytest.raises(InputError):
+        clip_paths(tmp_path / "nothing.txt")
