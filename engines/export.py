@@ -50,7 +50,6 @@ class _Fp16Graph(nn.Module):
 
 def export_onnx(model: Generator, path: str | Path, *, precision: str = "fp32", opset: int = ONNX_OPSET) -> Path:
     """Write the contract's ONNX graph (dynamic batch) with metadata; atomic (temporary name, then rename)."""
-    import onnx
 
     if precision not in ("fp32", "fp16"):
         raise InputError(None, f"ONNX export is fp32 or fp16, not {precision}", field="--precision")
@@ -73,16 +72,22 @@ def export_onnx(model: Generator, path: str | Path, *, precision: str = "fp32", 
                 dynamic_axes={n: {0: "N"} for n in (*INPUTS, *names)}, opset_version=opset,
                 do_constant_folding=True,
             )
-        proto = onnx.load(str(tmp))
-        meta = {META_MODEL: spec.name, META_AUS: json.dumps(list(spec.au_codes)), META_SPEC: spec.to_json(),
-                META_DIGEST: digest, META_PRECISION: precision}
-        for key, value in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        proto.producer_name = "rtanim"
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
+        finish_onnx(tmp, {META_MODEL: spec.name, META_AUS: json.dumps(list(spec.au_codes)),
+                          META_SPEC: spec.to_json(), META_DIGEST: digest, META_PRECISION: precision})
     return path
+
+
+def finish_onnx(path: Path, meta: dict[str, str]) -> None:
+    """Stamp rtanim's metadata into an exported graph, check it and save it in place."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "rtanim"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
 
 
 def _detached_copy(model: Generator) -> Generator:

@@ -20,6 +20,7 @@ import torch
 
 from engines.base import log, physical_cores
 from engines.cache import CacheKey, EngineCache
+from engines.export import finish_onnx
 from rtanim.errors import InputError
 from rtanim.files import staged
 from rtanim.refine import RefineNet
@@ -41,8 +42,6 @@ def refine_digest(net: RefineNet) -> str:
 
 def export_refine_onnx(net: RefineNet, path: str | Path, *, opset: int = ONNX_OPSET) -> Path:
     """Write the refine graph (FP32, dynamic batch) with rtanim metadata; atomic."""
-    import onnx
-
     clone = RefineNet(net.spec)
     clone.load_state_dict(net.state_dict())
     clone.eval()
@@ -56,15 +55,9 @@ def export_refine_onnx(net: RefineNet, path: str | Path, *, opset: int = ONNX_OP
             torch.onnx.export(clone, dummy, str(tmp), dynamo=False, input_names=list(INPUTS),
                               output_names=list(OUTPUTS), dynamic_axes={n: {0: "N"} for n in (*INPUTS, *OUTPUTS)},
                               opset_version=opset, do_constant_folding=True)
-        proto = onnx.load(str(tmp))
-        for key, value in {"rtanim.model": "refine", "rtanim.au_codes": json.dumps(list(net.spec.au_codes)),
-                           "rtanim.inputs": json.dumps(list(INPUTS)), "rtanim.weights_sha256": refine_digest(net),
-                           "rtanim.precision": "fp32"}.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        proto.producer_name = "rtanim"
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
+        finish_onnx(tmp, {"rtanim.model": "refine", "rtanim.au_codes": json.dumps(list(net.spec.au_codes)),
+                          "rtanim.inputs": json.dumps(list(INPUTS)), "rtanim.weights_sha256": refine_digest(net),
+                          "rtanim.precision": "fp32"})
     return path
 
 
