@@ -109,11 +109,14 @@ def build_serialized(
                 layer.precision = trt.float32
                 layer.set_output_type(0, trt.float32)
         config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
-    s, k = spec.crop_size, spec.n_aus
     profile = builder.create_optimization_profile()
     opt = min(OPT_BATCH, max_batch)
-    profile.set_shape("image", (1, 3, s, s), (opt, 3, s, s), (max_batch, 3, s, s))
-    profile.set_shape("aus", (1, k), (opt, k), (max_batch, k))
+    # One range for the batch of every input the graph declares (image and aus for generators;
+    # image, aus and geometry for the refine model): the other dimensions are the graph's own.
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        rest = tuple(int(d) for d in tensor.shape)[1:]
+        profile.set_shape(tensor.name, (1, *rest), (opt, *rest), (max_batch, *rest))
     config.add_optimization_profile(profile)
     if precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
