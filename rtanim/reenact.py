@@ -42,6 +42,7 @@ EYES = ((33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 16
 RIGID = (168, 6, 197, 195, 5, 4, 33, 133, 362, 263, 234, 454, 10, 109, 338, 127, 356)
 READ_BACK = ("AU12", "AU25", "AU26", "AU45")
 PAD = 4  # crop px around the lips / eyes
+CLOSED_EYES = 0.6  # AU45 above which a target counts as closed-eyed (as in training's sampling)
 
 
 @dataclass
@@ -129,12 +130,14 @@ def expression_blendshapes(blendshapes: dict[str, float]) -> dict[str, float]:
 
 
 def track_clip(path: Path, max_frames: int) -> list[tuple[np.ndarray, Any]]:
-    """(frame, face) for every frame with one face, tracked as the product tracks video."""
+    """(frame, face) for every frame with one face, tracked as the product tracks video, but with
+    unsmoothed AUs: they are the measurements the target is re-expressed with (smoothing would
+    flatten blink peaks)."""
     from rtanim.sources import VideoFileSource
     from rtanim.tracking import FaceTracker
 
     out = []
-    with VideoFileSource(path, max_frames=max_frames) as src, FaceTracker(1, mode="video") as tracker:
+    with VideoFileSource(path, max_frames=max_frames) as src, FaceTracker(1, mode="video", au_smoothing=0.0) as tracker:
         for frame in src:
             faces = tracker.track(frame.image, frame.pts)
             if len(faces) == 1:
@@ -164,7 +167,7 @@ def choose_pairs(tracked: list[tuple[np.ndarray, Any]], n: int, o: ReenactOption
     if len(ok) == 0:
         return []
     chosen: list[tuple[int, int, str]] = []
-    used: set[int] = set()
+    used: set[int] = {src}  # no target within 5 frames of the source (a near copy of it)
 
     def take(order: np.ndarray, k: int, kind: str) -> None:
         for t in order:
@@ -176,7 +179,7 @@ def choose_pairs(tracked: list[tuple[np.ndarray, Any]], n: int, o: ReenactOption
                 used.add(int(t))
 
     take(ok[np.argsort(-opening[ok])], max(1, n // 2), "open_mouth")
-    closed = ok[blink[ok] > 0.5]
+    closed = ok[blink[ok] > CLOSED_EYES]
     take(closed[np.argsort(-blink[closed])], max(1, n // 4), "closed_eyes")
     take(rng.permutation(ok), n - len(chosen), "random")
     return chosen

@@ -30,8 +30,17 @@ import numpy as np
 from rtanim.align import CROP_SIZE
 from rtanim.aus import EXTENDED_CODES
 from rtanim.errors import InputError
-from rtanim.geometry import AUBasis, ThinPlate
-from rtanim.refine import EYE_A, EYE_B, INNER_MOUTH, OUTER_MOUTH, geometry_maps, polygon_mask, warp_image
+from rtanim.geometry import AUBasis, ThinPlate, WarpModel
+from rtanim.refine import (
+    EYE_A,
+    EYE_B,
+    INNER_MOUTH,
+    OUTER_MOUTH,
+    flow_maps,
+    geometry_maps,
+    polygon_mask,
+    warp_image,
+)
 from train.prepare import read_au_table
 
 #: Landmarks that do not move with expressions (nose bridge, eye corners, temples, forehead).
@@ -209,6 +218,7 @@ class PairMix:
     open_mouth: float = 0.4  # of targets: an open mouth
     closed_eyes: float = 0.25  # of targets: closed eyes (the rest uniform)
     max_rigid_px: float = 2.5  # video pairs: mean rigid-landmark misalignment, crop px
+    basis_warp: float = 0.5  # video pairs warped as at run time (AU basis, target AUs), not to the real landmarks
     hide_eyes: float = 0.25  # cycle pairs with open eyes: also fill the eye openings
 
 
@@ -242,13 +252,27 @@ def fill_regions(image: np.ndarray, landmarks: np.ndarray, mouth: bool, eyes: bo
     return cv2.inpaint(image, mask, 3, cv2.INPAINT_TELEA)
 
 
+def compose_flows(first: np.ndarray, then: np.ndarray) -> np.ndarray:
+    """One backward flow for warping by ``first`` and then by ``then``, so the image is resampled
+    once (two resamplings blur it more than the run time's single warp does)."""
+    size = first.shape[-1]
+    half = np.float32(size / 2.0)
+    tx, ty = flow_maps(then)
+    fx = cv2.remap(first[0], tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    fy = cv2.remap(first[1], tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return np.stack([then[0] + fx, then[1] + fy]).astype(np.float32)
+
+
 class PairMaker:
     """Draws random training pairs from :class:`Frames` (one per call, numpy, a few ms)."""
 
     def __init__(self, frames: Frames, basis: AUBasis | None = None, mix: PairMix = PairMix(), seed: int = 0) -> None:
         self.f, self.mix = frames, mix
         self.basis = AUBasis.load() if basis is None else basis
+        if tuple(self.basis.codes) != EXTENDED_CODES:  # frames' AU vectors are in EXTENDED_CODES order
+            raise ValueError(f"the AU basis has codes {self.basis.codes[:4]}..., expected EXTENDED_CODES")
         self.spline = ThinPlate(CROP_SIZE)
+        self.warp = WarpModel(self.basis)
         self.rng = np.random.default_rng(seed)
         self.open = np.flatnonzero(frames.open_mouth)
         self.closed = np.flatnonzero(frames.closed_eyes)
@@ -313,12 +337,23 @@ class PairMaker:
         field_px = self.spline.field(dst_pts, src_pts - dst_pts)
         return (field_px * (2.0 / CROP_SIZE)).transpose(2, 0, 1).astype(np.float32)
 
-    def video_pair(self, s: int, t: int) -> Pair:
+    def video_pair(self, s: int, t: int, basis: bool | None = None) -> Pair:
+        """Source frame s warped towards target frame t: through the control landmarks to t's real
+        landmarks (sharp supervision), or, as at run time, by the AU basis from s's AUs to t's (the
+        net then learns where real mouths and lids go for those AUs, not only where the basis puts them)."""
         f, ctrl = self.f, self.basis.controls
-        flow = self.tps_flow(f.landmarks[s, ctrl], f.landmarks[t, ctrl])
+        basis = self.rng.random() < self.mix.basis_warp if basis is None else basis
+        if basis:
+            src = f.landmarks[s].astype(np.float64)
+            flow = self.warp.flow(src, f.aus[s], f.aus[t])
+            target = src + self.warp.landmark_motion(f.aus[s], f.aus[t])[: len(src)]
+        else:
+            flow = self.tps_flow(f.landmarks[s, ctrl], f.landmarks[t, ctrl])
+            target = f.landmarks[t]
         warped = warp_image(f.images[s], flow)
-        geo = geometry_maps(f.landmarks[t], f.landmarks[s], flow)
-        return Pair(warped, geo, f.aus[t], f.images[t], region_weight(f.landmarks[t]), "video")
+        geo = geometry_maps(target, f.landmarks[s], flow)
+        weight = np.maximum(region_weight(f.landmarks[t]), region_weight(target))
+        return Pair(warped, geo, f.aus[t], f.images[t], weight, "video")
 
     def cycle_pair(self, i: int) -> Pair:
         f, ctrl, b = self.f, self.basis.controls, self.basis
@@ -333,9 +368,7 @@ class PairMaker:
         if hide_eyes:
             other[[codes.index("AU45L"), codes.index("AU45R")]] = 1.0
         lm_b = lm + b.displacement(b.vector(other) - b.vector(a))[: len(lm)]
-        there = warp_image(filled, self.tps_flow(lm[ctrl], lm_b[ctrl]))
-        back = self.tps_flow(lm_b[ctrl], lm[ctrl])
-        warped = warp_image(there, back)
+        warped = warp_image(filled, compose_flows(self.tps_flow(lm[ctrl], lm_b[ctrl]), self.tps_flow(lm_b[ctrl], lm[ctrl])))
         geo = geometry_maps(lm, lm, None, source_hidden=(hide_mouth, hide_eyes))
         return Pair(warped, geo, a, f.images[i], region_weight(lm), "cycle")
 
