@@ -255,8 +255,6 @@ def fill_regions(image: np.ndarray, landmarks: np.ndarray, mouth: bool, eyes: bo
 def compose_flows(first: np.ndarray, then: np.ndarray) -> np.ndarray:
     """One backward flow for warping by ``first`` and then by ``then``, so the image is resampled
     once (two resamplings blur it more than the run time's single warp does)."""
-    size = first.shape[-1]
-    half = np.float32(size / 2.0)
     tx, ty = flow_maps(then)
     fx = cv2.remap(first[0], tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     fy = cv2.remap(first[1], tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
