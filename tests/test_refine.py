@@ -231,3 +231,43 @@ def test_self_reenactment_rows(shared_data, tmp_path):
     assert (tmp_path / "rep" / "reenact.md").read_text().startswith("# Self-reenactment")
     with pytest.raises(InputError):
         clip_paths(tmp_path / "nothing.txt")
+
+
+def test_tensorrt_fp16_build_of_the_refine_graph(tmp_path):
+    """The refine ONNX graph through the existing TensorRT FP16 builder, run against PyTorch FP32
+    (GPU machines: calib/device_check.sh runs this file)."""
+    from engines.trt_engine import trt_available
+
+    why = trt_available()
+    if why is not None or not torch.cuda.is_available():
+        pytest.skip(why or "needs a CUDA device")
+    import tensorrt as trt
+
+    from engines.refine_engine import INPUTS, OUTPUTS, export_refine_onnx
+    from engines.trt_engine import build_serialized
+    from rtanim.models import spec_for
+
+    torch.manual_seed(2)
+    net = RefineNet().eval()
+    for p in net.parameters():
+        p.data.normal_(0, 0.05)
+    onnx_path = export_refine_onnx(net, tmp_path / "refine.onnx")
+    blob = build_serialized(onnx_path, spec_for("lite"), precision="fp16", max_batch=8)
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(blob)
+    ctx = engine.create_execution_context()
+    n, k = 3, len(net.spec.au_codes)
+    inputs = {"image": torch.rand(n, 3, 128, 128) * 2 - 1, "aus": torch.rand(n, k), "geometry": torch.rand(n, 4, 128, 128)}
+    dev = {name: t.cuda().contiguous() for name, t in inputs.items()}
+    outs = {"attention": torch.empty(n, 1, 128, 128, device="cuda"), "color": torch.empty(n, 3, 128, 128, device="cuda")}
+    for name in INPUTS:
+        ctx.set_input_shape(name, tuple(dev[name].shape))
+        ctx.set_tensor_address(name, dev[name].data_ptr())
+    for name in OUTPUTS:
+        ctx.set_tensor_address(name, outs[name].data_ptr())
+    stream = torch.cuda.Stream()
+    assert ctx.execute_async_v3(stream.cuda_stream)
+    stream.synchronize()
+    with torch.no_grad():
+        ref = net(inputs["image"], inputs["aus"], inputs["geometry"])
+    for got, want in zip((outs["attention"], outs["color"]), ref, strict=True):
+        assert (got.cpu() - want).abs().max() < 2e-2
