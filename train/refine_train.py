@@ -144,7 +144,7 @@ def load_state(path: Path, opt_lr: float) -> tuple[RefineNet, torch.optim.Optimi
 
 
 def empty_totals() -> dict:
-    return {"steps": 0, "images": 0, "seconds": 0.0, "runs": 0, "kinds": {}}
+    return {"steps": 0, "images": 0, "seconds": 0.0, "runs": 0}
 
 
 def sample_grid(path: Path, b: dict[str, torch.Tensor], out: torch.Tensor, att: torch.Tensor, n: int = 6) -> None:
