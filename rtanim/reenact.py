@@ -34,12 +34,11 @@ from rtanim.align import crop
 from rtanim.compose import compose
 from rtanim.errors import InputError
 from rtanim.files import write_bytes
+from rtanim.refine import EYE_A, EYE_B, RIGID
+from rtanim.refine import OUTER_MOUTH as OUTER_LIPS
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
-OUTER_LIPS = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146)
-EYES = ((33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7),
-        (263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249))
-RIGID = (168, 6, 197, 195, 5, 4, 33, 133, 362, 263, 234, 454, 10, 109, 338, 127, 356)
+EYES = (EYE_A, EYE_B)
 READ_BACK = ("AU12", "AU25", "AU26", "AU45")
 PAD = 4  # crop px around the lips / eyes
 CLOSED_EYES = 0.6  # AU45 above which a target counts as closed-eyed (as in training's sampling)

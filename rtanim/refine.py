@@ -39,6 +39,9 @@ INNER_MOUTH = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 
 OUTER_MOUTH = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146)
 EYE_A = (33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7)
 EYE_B = (263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249)
+#: Landmarks that do not move with expressions (nose bridge, eye corners, temples, forehead): how
+#: training pairs and the self-reenactment test match head poses.
+RIGID = (168, 6, 197, 195, 5, 4, 33, 133, 362, 263, 234, 454, 10, 109, 338, 127, 356)
 #: Geometry channels, in order.
 GEOMETRY_CHANNELS = ("target_mouth", "target_eyes", "source_mouth", "source_eyes")
 _SUBPIXEL = 4  # fillPoly fractional bits: polygons at 1/16 px

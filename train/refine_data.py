@@ -36,6 +36,7 @@ from rtanim.refine import (
     EYE_B,
     INNER_MOUTH,
     OUTER_MOUTH,
+    RIGID,
     flow_maps,
     geometry_maps,
     polygon_mask,
@@ -43,8 +44,6 @@ from rtanim.refine import (
 )
 from train.prepare import read_au_table
 
-#: Landmarks that do not move with expressions (nose bridge, eye corners, temples, forehead).
-RIGID = (168, 6, 197, 195, 5, 4, 33, 133, 362, 263, 234, 454, 10, 109, 338, 127, 356)
 #: A mouth counts as wide open when its inner-lip polygon covers this many crop pixels (128 px
 #: crop; about the top 13% of talking-head frames), as closed below CLOSED_MOUTH_PX.
 OPEN_MOUTH_PX = 300.0
