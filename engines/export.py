@@ -50,7 +50,6 @@ class _Fp16Graph(nn.Module):
 
 def export_onnx(model: Generator, path: str | Path, *, precision: str = "fp32", opset: int = ONNX_OPSET) -> Path:
     """Write the contract's ONNX graph (dynamic batch) with metadata; atomic (temporary name, then rename)."""
-
     if precision not in ("fp32", "fp16"):
         raise InputError(None, f"ONNX export is fp32 or fp16, not {precision}", field="--precision")
     spec = model.spec

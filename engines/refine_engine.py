@@ -10,7 +10,6 @@ machine) builds it like any ONNX file: plain convolutions, no custom ops.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -21,24 +20,20 @@ import torch
 
 from engines.base import log, physical_cores
 from engines.cache import CacheKey, EngineCache
-from engines.export import finish_onnx
+from engines.export import ONNX_OPSET, finish_onnx
 from rtanim.errors import InputError
 from rtanim.files import staged
+from rtanim.models import weights_digest
 from rtanim.refine import RefineNet
 
 INPUTS = ("image", "aus", "geometry")
 OUTPUTS = ("attention", "color")
-ONNX_OPSET = 17
 BACKENDS = ("onnxruntime", "torch")
 
 
 def refine_digest(net: RefineNet) -> str:
-    """sha256 over the architecture and FP32 weights: the cache identity of one refine model."""
-    h = hashlib.sha256(json.dumps(net.spec.__dict__, sort_keys=True, default=list).encode())
-    for k, v in sorted(net.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().float().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    """sha256 over the architecture and FP32 weights (the generators' digest): the cache identity."""
+    return weights_digest(net.state_dict(), net.spec)
 
 
 def export_refine_onnx(net: RefineNet, path: str | Path, *, opset: int = ONNX_OPSET) -> Path:

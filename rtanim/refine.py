@@ -98,6 +98,18 @@ def geometry_maps(
     return out
 
 
+def warp_inputs(warp, crop_rgb: np.ndarray, landmarks: np.ndarray, live_aus, target_aus,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the network sees when ``warp`` (a rtanim.geometry.WarpModel) takes a face from its live
+    AUs to the targets: (warped crop S x S x 3 uint8, geometry [4,S,S], flow [2,S,S], target
+    landmarks N x 2). The run
+    time and the training pairs warped as at run time both use it, so they cannot drift apart."""
+    src = np.asarray(landmarks, np.float64)[:, :2]
+    flow = warp.flow(src, live_aus, target_aus)
+    target = src + warp.landmark_motion(live_aus, target_aus)[: len(src)]
+    return warp_image(crop_rgb, flow), geometry_maps(target, src, flow), flow, target
+
+
 # ----------------------------------------------------------------------------- network
 
 
@@ -114,6 +126,20 @@ class RefineSpec:
     @property
     def in_channels(self) -> int:
         return 3 + self.n_geometry
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps({"widths": list(self.widths), "n_res": self.n_res, "au_codes": list(self.au_codes),
+                           "crop_size": self.crop_size, "n_geometry": self.n_geometry})
+
+    @classmethod
+    def from_json(cls, text: str) -> RefineSpec:
+        import json
+
+        s = json.loads(text)
+        return cls(widths=tuple(s["widths"]), n_res=int(s["n_res"]), au_codes=tuple(s["au_codes"]),
+                   crop_size=int(s["crop_size"]), n_geometry=int(s["n_geometry"]))
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -181,12 +207,6 @@ def compose_crop(warped: torch.Tensor, attention: torch.Tensor, color: torch.Ten
     return (1.0 - w) * warped + w * color
 
 
-def au_vector(aus: Mapping[str, float] | np.ndarray, codes: Sequence[str] = EXTENDED_CODES) -> np.ndarray:
-    from rtanim.aus import to_vector
-
-    return to_vector(aus, codes) if isinstance(aus, Mapping) else np.asarray(aus, np.float32)
-
-
 # ----------------------------------------------------------------------------- checkpoints
 
 REFINE_FORMAT = "rtanim.refine"
@@ -212,10 +232,7 @@ def save_refine(net: RefineNet, path: str | Path, *, precision: str = "fp16",
 
     dtype = torch.float16 if precision == "fp16" else torch.float32
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in net.state_dict().items()}
-    spec = net.spec
-    meta = {"format": REFINE_FORMAT, "precision": precision,
-            "spec": json.dumps({"widths": list(spec.widths), "n_res": spec.n_res, "au_codes": list(spec.au_codes),
-                                "crop_size": spec.crop_size, "n_geometry": spec.n_geometry})}
+    meta = {"format": REFINE_FORMAT, "precision": precision, "spec": net.spec.to_json()}
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -250,10 +267,7 @@ def load_refine(path: str | Path) -> tuple[RefineNet, dict[str, object]]:
         raise InputError(path, f"not a readable safetensors checkpoint ({e})") from None
     if meta.get("format") != REFINE_FORMAT:
         raise InputError(path, f"not a refine checkpoint (format {meta.get('format')!r})")
-    s = json.loads(meta["spec"])
-    spec = RefineSpec(widths=tuple(s["widths"]), n_res=int(s["n_res"]), au_codes=tuple(s["au_codes"]),
-                      crop_size=int(s["crop_size"]), n_geometry=int(s["n_geometry"]))
-    net = RefineNet(spec)
+    net = RefineNet(RefineSpec.from_json(meta["spec"]))
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise InputError(path, f"weights do not match the refine architecture (missing {missing[:3]}, "

@@ -72,15 +72,12 @@ class RefineGenerator:
         """(warped crop [3,S,S] in [-1,1], geometry [4,S,S], AUs [K], flow [2,S,S]) for one face."""
         from rtanim.aus import to_vector
         from rtanim.geometry import warp_face
-        from rtanim.refine import geometry_maps, warp_image
+        from rtanim.refine import warp_inputs
 
         wf = warp_face(job.face, job.target)
-        src = np.asarray(wf.landmarks, np.float64)[:, :2]
-        flow = self.warp.flow(src, wf.live_aus, wf.target_aus)
-        target = src + self.warp.landmark_motion(wf.live_aus, wf.target_aus)[: len(src)]
-        warped = warp_image(job.crop, flow)
+        warped, geometry, flow, _ = warp_inputs(self.warp, job.crop, wf.landmarks, wf.live_aus, wf.target_aus)
         image = warped.transpose(2, 0, 1).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
-        return image, geometry_maps(target, src, flow), to_vector(job.target, self.au_codes), flow
+        return image, geometry, to_vector(job.target, self.au_codes), flow
 
     def generate(self, jobs: Sequence[FaceJob]) -> list[FaceOutput]:
         if not jobs:
@@ -91,7 +88,7 @@ class RefineGenerator:
         return [FaceOutput(att[k], col[k], items[k][3]) for k in range(len(jobs))]
 
     def describe(self) -> str:
-        steps = self.extras.get("training", {}).get("steps", "?") if isinstance(self.extras, dict) else "?"
+        steps = self.extras.get("training", {}).get("steps", "?")
         return f"refine ({self.weights.name}, {steps} training steps) on {self.engine.describe()}"
 
 

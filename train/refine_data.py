@@ -41,6 +41,7 @@ from rtanim.refine import (
     geometry_maps,
     polygon_mask,
     warp_image,
+    warp_inputs,
 )
 from train.prepare import read_au_table
 
@@ -341,14 +342,11 @@ class PairMaker:
         f, ctrl = self.f, self.basis.controls
         basis = self.rng.random() < self.mix.basis_warp if basis is None else basis
         if basis:
-            src = f.landmarks[s].astype(np.float64)
-            flow = self.warp.flow(src, f.aus[s], f.aus[t])
-            target = src + self.warp.landmark_motion(f.aus[s], f.aus[t])[: len(src)]
+            warped, geo, _, target = warp_inputs(self.warp, f.images[s], f.landmarks[s], f.aus[s], f.aus[t])
         else:
             flow = self.tps_flow(f.landmarks[s, ctrl], f.landmarks[t, ctrl])
             target = f.landmarks[t]
-        warped = warp_image(f.images[s], flow)
-        geo = geometry_maps(target, f.landmarks[s], flow)
+            warped, geo = warp_image(f.images[s], flow), geometry_maps(target, f.landmarks[s], flow)
         weight = np.maximum(region_weight(f.landmarks[t]), region_weight(target))
         return Pair(warped, geo, f.aus[t], f.images[t], weight, "video")
 

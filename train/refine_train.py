@@ -21,7 +21,6 @@ import resource
 import signal
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +117,7 @@ def save_state(path: Path, net: RefineNet, opt: torch.optim.Optimizer, totals: d
             tensors[f"opt.{i}.exp_avg_sq"] = st["exp_avg_sq"].contiguous()
             steps[i] = float(st["step"])
     meta = {"format": "rtanim.refine-state", "totals": json.dumps(totals), "opt_steps": json.dumps(steps),
-            "spec": json.dumps(asdict(net.spec))}
+            "spec": net.spec.to_json()}
     with staged(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
@@ -129,10 +128,7 @@ def load_state(path: Path, opt_lr: float) -> tuple[RefineNet, torch.optim.Optimi
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    s = json.loads(meta["spec"])
-    spec = RefineSpec(widths=tuple(s["widths"]), n_res=s["n_res"], au_codes=tuple(s["au_codes"]),
-                      crop_size=s["crop_size"], n_geometry=s["n_geometry"])
-    net = RefineNet(spec)
+    net = RefineNet(RefineSpec.from_json(meta["spec"]))
     net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
     opt = torch.optim.Adam(net.parameters(), lr=opt_lr, betas=(0.9, 0.99))
     steps = {int(k): v for k, v in json.loads(meta["opt_steps"]).items()}
