@@ -337,7 +337,7 @@ def evaluate_reenact(model: str, clips: str | Path, out: str | Path, o: ReenactO
     if model != "warp":
         gen = load_generator(model, engine)
         gens[getattr(gen, "name", model)] = gen
-    out.mkdir(parents=True, exist_ok=True)
     report, strip = reenact(gens, paths, o, progress, Identity.create())
+    out.mkdir(parents=True, exist_ok=True)  # only once there is a report: a bad clip leaves no folder
     write_reenact(report, strip, out)
     return report
