@@ -548,7 +548,7 @@ def eval_cmd(
     source re-expressed with the target's AUs and compared with the real target (mouth / eye PSNR
     and SSIM, expression error, identity), for copy, warp and the model in one run.
 
-    Example: rtanim eval --model refine --data .data/default --reenact calib/reenact_clips.txt -o report
+    Example: rtanim eval --model train/init/refine.safetensors --reenact calib/reenact_clips.txt -o report
     """
     from rtanim.aus import parse_codes
     from rtanim.evaluate import EvalOptions, evaluate
