@@ -1,7 +1,7 @@
 """The ``refine`` network behind an engine: its ONNX graph, ONNX Runtime and PyTorch backends.
 
 The graph has the generator contract's outputs (``attention`` [N,1,S,S] in [0,1], ``color``
-[N,3,S,S] in [-1,1]) and one input more than GANimation's: ``image`` float32 [N,3,S,S] in
+[N,3,S,S] in [-1,1], and with a flow head ``flow`` [N,2,S,S], the residual flow) and one input more than GANimation's: ``image`` float32 [N,3,S,S] in
 [-1,1] is the *warped* crop, ``aus`` float32 [N,K] the target AUs and ``geometry`` float32
 [N,4,S,S] the maps of rtanim.refine.geometry_maps. Batch is dynamic; metadata names the model,
 the AU list and the inputs, so TensorRT (``trtexec --onnx``, or engines.trt_engine on a GPU
@@ -27,7 +27,7 @@ from rtanim.models import weights_digest
 from rtanim.refine import RefineNet
 
 INPUTS = ("image", "aus", "geometry")
-OUTPUTS = ("attention", "color")
+OUTPUTS = ("attention", "color")  # + ("flow",) for a net with a flow head: RefineSpec.outputs
 BACKENDS = ("onnxruntime", "torch")
 
 
@@ -49,7 +49,8 @@ def export_refine_onnx(net: RefineNet, path: str | Path, *, opset: int = ONNX_OP
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(clone, dummy, str(tmp), dynamo=False, input_names=list(INPUTS),
-                              output_names=list(OUTPUTS), dynamic_axes={n: {0: "N"} for n in (*INPUTS, *OUTPUTS)},
+                              output_names=list(net.spec.outputs),
+                              dynamic_axes={n: {0: "N"} for n in (*INPUTS, *net.spec.outputs)},
                               opset_version=opset, do_constant_folding=True)
         finish_onnx(tmp, {"rtanim.model": "refine", "rtanim.au_codes": json.dumps(list(net.spec.au_codes)),
                           "rtanim.inputs": json.dumps(list(INPUTS)), "rtanim.weights_sha256": refine_digest(net),
@@ -58,7 +59,8 @@ def export_refine_onnx(net: RefineNet, path: str | Path, *, opset: int = ONNX_OP
 
 
 class RefineEngine:
-    """Runs the refine network on numpy batches: ``run(image, aus, geometry) -> (attention, color)``."""
+    """Runs the refine network on numpy batches: ``run(image, aus, geometry) -> (attention, color,
+    flow or None)``."""
 
     def __init__(self, net: RefineNet, backend: str = "onnxruntime", *, threads: int | None = None,
                  cache: EngineCache | None = None) -> None:
@@ -84,16 +86,18 @@ class RefineEngine:
                                                 providers=["CPUExecutionProvider"])
             log.info("onnxruntime: refine %s", self.path.name)
 
-    def run(self, image: np.ndarray, aus: np.ndarray, geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, image: np.ndarray, aus: np.ndarray, geometry: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         image = np.ascontiguousarray(image, np.float32)
         aus = np.ascontiguousarray(aus, np.float32)
         geometry = np.ascontiguousarray(geometry, np.float32)
         if self.backend == "onnxruntime":
-            att, col = self.session.run(list(OUTPUTS), {"image": image, "aus": aus, "geometry": geometry})
-            return att, col
-        with torch.inference_mode():
-            att, col = self.net(torch.from_numpy(image), torch.from_numpy(aus), torch.from_numpy(geometry))
-        return att.numpy(), col.numpy()
+            outs = self.session.run(list(self.spec.outputs), {"image": image, "aus": aus, "geometry": geometry})
+        else:
+            with torch.inference_mode():
+                outs = [t.numpy() for t in self.net(torch.from_numpy(image), torch.from_numpy(aus),
+                                                    torch.from_numpy(geometry))]
+        return outs[0], outs[1], outs[2] if len(outs) > 2 else None
 
     def describe(self) -> str:
         return f"{self.backend} cpu fp32"

@@ -17,6 +17,11 @@ its thin-plate flow, rtanim/geometry.py); the network sees
 and returns GANimation's attention and colour; the composite is ``A * warp(I, F) + (1 - A) * C``
 with the warp's own flow F, so rtanim/compose.py applies it at full frame resolution unchanged
 and every pixel the network leaves alone (A = 1) is exactly ``warp``'s.
+
+With ``RefineSpec.flow`` the network also returns a small residual flow dF (at most
+:data:`FLOW_MAX`): the AU basis is linear and puts a real mouth's lips and jaw only roughly where
+they go, so the net may move the warped pixels a few more pixels before it paints. The run time
+composes F and dF into one flow (:func:`compose_flows`), so compose still resamples the frame once.
 """
 
 from __future__ import annotations
@@ -72,6 +77,15 @@ def warp_image(image: np.ndarray, flow: np.ndarray | None) -> np.ndarray:
     return cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def compose_flows(first: np.ndarray, then: np.ndarray) -> np.ndarray:
+    """One backward flow [2,S,S] for warping by ``first`` and then by ``then``, so the image is
+    resampled once (two resamplings blur it more than a single warp does)."""
+    tx, ty = flow_maps(then)
+    fx = cv2.remap(first[0], tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    fy = cv2.remap(first[1], tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return np.stack([then[0] + fx, then[1] + fy]).astype(np.float32)
+
+
 def geometry_maps(
     target_landmarks: np.ndarray,
     source_landmarks: np.ndarray,
@@ -122,16 +136,21 @@ class RefineSpec:
     au_codes: tuple[str, ...] = EXTENDED_CODES
     crop_size: int = CROP_SIZE
     n_geometry: int = len(GEOMETRY_CHANNELS)
+    flow: bool = False  # a residual flow head (outputs attention, color, flow)
 
     @property
     def in_channels(self) -> int:
         return 3 + self.n_geometry
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return ("attention", "color", "flow") if self.flow else ("attention", "color")
+
     def to_json(self) -> str:
         import json
 
         return json.dumps({"widths": list(self.widths), "n_res": self.n_res, "au_codes": list(self.au_codes),
-                           "crop_size": self.crop_size, "n_geometry": self.n_geometry})
+                           "crop_size": self.crop_size, "n_geometry": self.n_geometry, "flow": self.flow})
 
     @classmethod
     def from_json(cls, text: str) -> RefineSpec:
@@ -139,7 +158,7 @@ class RefineSpec:
 
         s = json.loads(text)
         return cls(widths=tuple(s["widths"]), n_res=int(s["n_res"]), au_codes=tuple(s["au_codes"]),
-                   crop_size=int(s["crop_size"]), n_geometry=int(s["n_geometry"]))
+                   crop_size=int(s["crop_size"]), n_geometry=int(s["n_geometry"]), flow=bool(s.get("flow", False)))
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -178,7 +197,7 @@ class RefineNet(nn.Module):
         self.res = nn.Sequential(*[_Res(w3) for _ in range(spec.n_res)])
         self.d2 = _conv(w3 + w2, w2)
         self.d1 = _conv(w2 + w1, w1)
-        self.head = nn.Conv2d(w1, 4 * 4, 3, 1, 1)
+        self.head = nn.Conv2d(w1, 4 * len(self._head_channels()), 3, 1, 1)
         nn.init.zeros_(self.film[-1].weight)
         nn.init.zeros_(self.film[-1].bias)
         nn.init.zeros_(self.head.weight)
@@ -186,7 +205,11 @@ class RefineNet(nn.Module):
         # whatever A is; A starts at 0.5, where its sigmoid still has gradient to learn from.
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, image: torch.Tensor, aus: torch.Tensor, geometry: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _head_channels(self) -> tuple[int, ...]:
+        """Output channels after depth-to-space: A, C (3) and, with a flow head, dF (2)."""
+        return tuple(range(6 if self.spec.flow else 4))
+
+    def forward(self, image: torch.Tensor, aus: torch.Tensor, geometry: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x1 = self.e1(F.pixel_unshuffle(torch.cat([image, geometry], 1), 2))
         x2 = self.e2(x1)
         x3 = self.e3(x2)
@@ -196,8 +219,42 @@ class RefineNet(nn.Module):
         y = self.d1(torch.cat([F.interpolate(y, scale_factor=2.0, mode="nearest"), x1], 1))
         out = F.pixel_shuffle(self.head(y), 2)
         # The colour head is residual on the warped input: painting nothing costs nothing.
-        color = torch.clamp(image + out[:, 1:], -1.0, 1.0)
+        color = torch.clamp(image + out[:, 1:4], -1.0, 1.0)
+        if self.spec.flow:
+            return torch.sigmoid(out[:, :1]), color, FLOW_MAX * torch.tanh(out[:, 4:6])
         return torch.sigmoid(out[:, :1]), color
+
+
+#: Largest residual flow, normalised (x S/2 px: 9.6 px on a 128 px crop).
+FLOW_MAX = 0.15
+
+
+def with_flow_head(net: RefineNet) -> RefineNet:
+    """The same network with a residual flow head that starts at zero (so it starts as ``net``):
+    depth-to-space reads output channel k from head channels 4k..4k+3, so the new ones are appended."""
+    if net.spec.flow:
+        return net
+    from dataclasses import replace
+
+    out = RefineNet(replace(net.spec, flow=True))
+    state = net.state_dict()
+    for k in ("head.weight", "head.bias"):
+        new = out.state_dict()[k].clone().zero_()
+        new[: state[k].shape[0]] = state[k]
+        state[k] = new
+    out.load_state_dict(state)
+    return out
+
+
+def shift(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """``image`` [N,C,S,S] resampled by a normalised backward flow [N,2,S,S], as compose does
+    (pixel centres, border replicated)."""
+    n, _, h, w = image.shape
+    ys = (torch.arange(h, dtype=image.dtype) * 2 + 1) / h - 1
+    xs = (torch.arange(w, dtype=image.dtype) * 2 + 1) / w - 1
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None]
+    grid = base + flow.permute(0, 2, 3, 1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def compose_crop(warped: torch.Tensor, attention: torch.Tensor, color: torch.Tensor,

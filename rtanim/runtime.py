@@ -52,7 +52,8 @@ class RefineGenerator:
 
     Per face: the warp model's flow and target landmarks for live -> target AUs, the crop
     resampled by that flow, the geometry maps (rtanim.refine.geometry_maps); one batched network
-    call gives A and C; the output keeps the warp's flow, so compose applies it at full resolution.
+    call gives A and C (and a residual flow, composed with the warp's); compose applies the flow at
+    full resolution.
     """
 
     name = "refine"
@@ -83,9 +84,12 @@ class RefineGenerator:
         if not jobs:
             return []
         items = [self.inputs(j) for j in jobs]
-        att, col = self.engine.run(np.stack([i[0] for i in items]), np.stack([i[2] for i in items]),
-                                   np.stack([i[1] for i in items]))
-        return [FaceOutput(att[k], col[k], items[k][3]) for k in range(len(jobs))]
+        from rtanim.refine import compose_flows
+
+        att, col, residual = self.engine.run(np.stack([i[0] for i in items]), np.stack([i[2] for i in items]),
+                                             np.stack([i[1] for i in items]))
+        flows = [i[3] if residual is None else compose_flows(i[3], residual[k]) for k, i in enumerate(items)]
+        return [FaceOutput(att[k], col[k], flows[k]) for k in range(len(jobs))]
 
     def describe(self) -> str:
         steps = self.extras.get("training", {}).get("steps", "?")

@@ -23,6 +23,9 @@ from rtanim.refine import (
     load_refine,
     polygon_mask,
     save_refine,
+    shift,
+    warp_image,
+    with_flow_head,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +62,27 @@ def test_network_starts_as_the_warp_and_has_the_contract_shapes():
     assert torch.allclose(compose_crop(image, att, col), image, atol=1e-6)  # residual colour head at 0
 
 
+def test_flow_head_starts_as_the_net_it_widens_and_shifts_as_compose_does():
+    torch.manual_seed(3)
+    net = RefineNet().eval()
+    for p in net.parameters():
+        p.data.normal_(0, 0.05)
+    wide = with_flow_head(net).eval()
+    assert wide.spec.flow and wide.spec.outputs == ("attention", "color", "flow")
+    x, a, g = torch.rand(2, 3, 128, 128) * 2 - 1, torch.rand(2, 30), torch.rand(2, 4, 128, 128)
+    with torch.no_grad():
+        att, col = net(x, a, g)
+        att2, col2, flow = wide(x, a, g)
+    assert torch.equal(att, att2) and torch.equal(col, col2) and not flow.any()
+    # the training-time shift (grid_sample) and the run time's cv2.remap agree on the convention
+    rng = np.random.default_rng(0)
+    f = ((rng.random((2, 128, 128)) - 0.5) * 0.05).astype(np.float32)
+    img = (rng.random((128, 128, 3)) * 255).astype(np.float32)
+    by_torch = shift(torch.from_numpy(img).permute(2, 0, 1)[None], torch.from_numpy(f)[None])[0].permute(1, 2, 0)
+    assert np.abs(by_torch.numpy() - warp_image(img, f))[4:-4, 4:-4].max() < 0.05
+    assert np.abs(img - warp_image(img, f)).mean() > 5  # the flow does move pixels
+
+
 def test_fixed_batch_is_learned():
     """A few Adam steps on one batch must cut the loss: the losses and the network can learn."""
     from train.refine_train import losses
@@ -84,14 +108,15 @@ def test_fixed_batch_is_learned():
     assert float(losses(net, b, region)["l1"].detach()) < 0.8 * first
 
 
-def test_onnx_graph_inputs_outputs_and_parity(tmp_path):
+@pytest.mark.parametrize("flow", [False, True])
+def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow):
     import onnx
     import onnxruntime as ort
 
     from engines.refine_engine import INPUTS, OUTPUTS, RefineEngine, export_refine_onnx
 
     torch.manual_seed(1)
-    net = RefineNet().eval()
+    net = RefineNet(RefineSpec(flow=flow)).eval()
     for p in net.parameters():  # non-trivial weights (the head starts at zero)
         p.data.normal_(0, 0.05)
     path = export_refine_onnx(net, tmp_path / "refine.onnx")
@@ -100,20 +125,22 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path):
     assert list(dims) == list(INPUTS)
     assert dims["image"] == ["N", 3, 128, 128] and dims["geometry"] == ["N", 4, 128, 128]
     assert dims["aus"] == ["N", len(net.spec.au_codes)]
-    assert [o.name for o in proto.graph.output] == list(OUTPUTS)
+    assert [o.name for o in proto.graph.output] == list(OUTPUTS) + (["flow"] if flow else [])
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["rtanim.model"] == "refine"
     ops = {n.op_type for n in proto.graph.node}
     assert ops <= {"Conv", "LeakyRelu", "Concat", "Resize", "Gemm", "Mul", "Add", "Split", "Unsqueeze", "Sigmoid",
                    "Slice", "Clip", "DepthToSpace", "SpaceToDepth", "Reshape", "Transpose", "Constant", "Shape",
-                   "Gather", "Cast", "Div", "Sub", "Identity"}, ops  # plain ops TensorRT builds
+                   "Gather", "Cast", "Div", "Sub", "Identity", "Tanh"}, ops  # plain ops TensorRT builds
     x = np.random.default_rng(0).uniform(-1, 1, (3, 3, 128, 128)).astype(np.float32)
     a = np.random.default_rng(1).uniform(0, 1, (3, len(net.spec.au_codes))).astype(np.float32)
     g = np.random.default_rng(2).uniform(0, 1, (3, 4, 128, 128)).astype(np.float32)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    att, col = sess.run(list(OUTPUTS), {"image": x, "aus": a, "geometry": g})
-    ref_att, ref_col = RefineEngine(net, "torch").run(x, a, g)
-    assert np.abs(att - ref_att).max() < 1e-4 and np.abs(col - ref_col).max() < 1e-4
+    got = sess.run(list(net.spec.outputs), {"image": x, "aus": a, "geometry": g})
+    want = RefineEngine(net, "torch").run(x, a, g)
+    assert (want[2] is not None) == flow
+    for have, ref in zip(got, want, strict=False):
+        assert np.abs(have - ref).max() < 1e-4
 
 
 def test_checkpoint_roundtrip_and_bad_files(tmp_path):
@@ -180,6 +207,10 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert main([*args, "--steps", "2"]) == 0  # resumes from state.safetensors
     _, extra = load_refine(run / "refine.safetensors")
     assert extra["training"]["steps"] == 5 and extra["training"]["runs"] == 2
+    assert main([*args, "--steps", "2", "--flow"]) == 0  # resumes and grows a residual flow head
+    net, extra = load_refine(run / "refine.safetensors")
+    assert net.spec.flow and extra["training"]["steps"] == 7 and extra["training"]["flow_from_step"] == 5
+    assert main([*args, "--steps", "1"]) == 0  # and resumes with it
     assert (run / "metrics.jsonl").read_text().count("\n") >= 2
 
     empty = tmp_path / "empty"
@@ -190,7 +221,8 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert not (tmp_path / "x").exists()
 
 
-def test_refine_generator_keeps_the_background(shared_data, tmp_path):
+@pytest.mark.parametrize("flow", [False, True])
+def test_refine_generator_keeps_the_background(shared_data, tmp_path, flow):
     from rtanim.compose import region_box
     from rtanim.pipeline import FaceJob
     from rtanim.runtime import load_generator
@@ -198,7 +230,7 @@ def test_refine_generator_keeps_the_background(shared_data, tmp_path):
     from rtanim.tracking import FaceTracker
 
     torch.manual_seed(0)
-    net = RefineNet()
+    net = RefineNet(RefineSpec(flow=flow))
     for p in net.head.parameters():
         p.data.normal_(0, 0.05)
     weights = save_refine(net, tmp_path / "r.safetensors")
@@ -210,8 +242,12 @@ def test_refine_generator_keeps_the_background(shared_data, tmp_path):
     from rtanim.align import crop
     from rtanim.compose import compose
 
-    out = gen.generate([FaceJob(face, crop(img, face.transform), {"AU25": 1.0, "AU26": 0.8})])
+    job = FaceJob(face, crop(img, face.transform), {"AU25": 1.0, "AU26": 0.8})
+    out = gen.generate([job])
     assert out[0].flow is not None and out[0].attention.shape == (1, 128, 128)
+    warp_flow = gen.inputs(job)[3]
+    # with a flow head the residual flow is composed into the warp's, else the warp's flow is kept
+    assert np.array_equal(out[0].flow, warp_flow) != flow
     result = compose(img, out, [face.transform])
     x0, y0, x1, y1 = region_box(face.transform.matrix, 128, img.shape)
     outside = np.ones(img.shape[:2], bool)
@@ -243,12 +279,12 @@ def test_tensorrt_fp16_build_of_the_refine_graph(tmp_path):
         pytest.skip(why or "needs a CUDA device")
     import tensorrt as trt
 
-    from engines.refine_engine import INPUTS, OUTPUTS, export_refine_onnx
+    from engines.refine_engine import INPUTS, export_refine_onnx
     from engines.trt_engine import build_serialized
     from rtanim.models import spec_for
 
     torch.manual_seed(2)
-    net = RefineNet().eval()
+    net = RefineNet(RefineSpec(flow=True)).eval()  # what ships: with the residual flow head
     for p in net.parameters():
         p.data.normal_(0, 0.05)
     onnx_path = export_refine_onnx(net, tmp_path / "refine.onnx")
@@ -258,16 +294,17 @@ def test_tensorrt_fp16_build_of_the_refine_graph(tmp_path):
     n, k = 3, len(net.spec.au_codes)
     inputs = {"image": torch.rand(n, 3, 128, 128) * 2 - 1, "aus": torch.rand(n, k), "geometry": torch.rand(n, 4, 128, 128)}
     dev = {name: t.cuda().contiguous() for name, t in inputs.items()}
-    outs = {"attention": torch.empty(n, 1, 128, 128, device="cuda"), "color": torch.empty(n, 3, 128, 128, device="cuda")}
+    outs = {"attention": torch.empty(n, 1, 128, 128, device="cuda"), "color": torch.empty(n, 3, 128, 128, device="cuda"),
+            "flow": torch.empty(n, 2, 128, 128, device="cuda")}
     for name in INPUTS:
         ctx.set_input_shape(name, tuple(dev[name].shape))
         ctx.set_tensor_address(name, dev[name].data_ptr())
-    for name in OUTPUTS:
+    for name in net.spec.outputs:
         ctx.set_tensor_address(name, outs[name].data_ptr())
     stream = torch.cuda.Stream()
     assert ctx.execute_async_v3(stream.cuda_stream)
     stream.synchronize()
     with torch.no_grad():
         ref = net(inputs["image"], inputs["aus"], inputs["geometry"])
-    for got, want in zip((outs["attention"], outs["color"]), ref, strict=True):
+    for got, want in zip((outs[n] for n in net.spec.outputs), ref, strict=True):
         assert (got.cpu() - want).abs().max() < 2e-2

@@ -37,7 +37,7 @@ from rtanim.refine import (
     INNER_MOUTH,
     OUTER_MOUTH,
     RIGID,
-    flow_maps,
+    compose_flows,
     geometry_maps,
     polygon_mask,
     warp_image,
@@ -250,15 +250,6 @@ def fill_regions(image: np.ndarray, landmarks: np.ndarray, mouth: bool, eyes: bo
     mask = (polygon_mask(landmarks, loops) > 0.05).astype(np.uint8)
     mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
     return cv2.inpaint(image, mask, 3, cv2.INPAINT_TELEA)
-
-
-def compose_flows(first: np.ndarray, then: np.ndarray) -> np.ndarray:
-    """One backward flow for warping by ``first`` and then by ``then``, so the image is resampled
-    once (two resamplings blur it more than the run time's single warp does)."""
-    tx, ty = flow_maps(then)
-    fx = cv2.remap(first[0], tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    fy = cv2.remap(first[1], tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return np.stack([then[0] + fx, then[1] + fy]).astype(np.float32)
 
 
 class PairMaker:

@@ -28,7 +28,7 @@ import torch
 
 from rtanim.compose import feather_mask
 from rtanim.errors import InputError
-from rtanim.refine import RefineNet, RefineSpec, compose_crop, load_refine, save_refine
+from rtanim.refine import RefineNet, RefineSpec, compose_crop, load_refine, save_refine, shift, with_flow_head
 from train.refine_data import Frames, Pair, PairMaker, PairMix, load_frames, mix_report, split_people
 
 #: Loss weights. The attention prior pulls A to 1 (keep the full-resolution warp) away from the
@@ -42,6 +42,10 @@ W_ATT_TV = 0.02
 #: sigmoid has no gradient left); the prior itself ramps in over the first steps.
 W_COLOR = 0.5
 PRIOR_RAMP_STEPS = 2000
+#: The residual flow (flow head only): smooth (total variation, in crop px) and small where it is not
+#: needed, so it moves lips and lids as wholes instead of tearing texture.
+W_FLOW_TV = 0.05
+W_FLOW_MAG = 0.002
 
 
 def to_batch(pairs: list[Pair]) -> dict[str, torch.Tensor]:
@@ -78,8 +82,9 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, ste
            ) -> dict[str, torch.Tensor]:
     """Weighted L1 and gradient L1 of the composite against the target, the colour's own L1 around
     mouth and eyes, and the attention prior (ramped in over the first ``PRIOR_RAMP_STEPS``)."""
-    att, color = net(b["warped"], b["aus"], b["geometry"])
-    out = compose_crop(b["warped"], att, color, region)
+    att, color, *flow = net(b["warped"], b["aus"], b["geometry"])
+    moved = shift(b["warped"], flow[0]) if flow else b["warped"]
+    out = compose_crop(moved, att, color, region)
     w = b["weight"]
     norm = w.sum() * 3 + 1e-6
     rec = (w * (out - b["target"]).abs()).sum() / norm
@@ -94,8 +99,14 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, ste
     att_tv = ax.abs().mean() + ay.abs().mean()
     col = (focus * (color - b["target"]).abs()).sum() / (focus.sum() * 3 + 1e-6)
     total = rec + W_GRAD * grad + W_COLOR * col + att_prior + ramp * W_ATT_TV * att_tv
-    return {"loss": total, "l1": rec, "grad": grad, "color": col, "att": att_mean, "att_tv": att_tv, "out": out,
-            "A": att}
+    flow_px = torch.zeros(())
+    if flow:
+        px = flow[0] * (net.spec.crop_size / 2.0)
+        fx, fy = gradients(px)
+        flow_px = px.abs().mean()
+        total = total + W_FLOW_TV * (fx.abs().mean() + fy.abs().mean()) + W_FLOW_MAG * (px ** 2).mean()
+    return {"loss": total, "l1": rec, "grad": grad, "color": col, "att": att_mean, "att_tv": att_tv,
+            "flow_px": flow_px, "out": out, "A": att}
 
 
 # ----------------------------------------------------------------------------- state
@@ -176,6 +187,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     p.add_argument("--limit", type=int, default=0, help="load at most this many frames (tests)")
     p.add_argument("--widths", type=int, nargs=3, default=list(RefineSpec.widths))
+    p.add_argument("--basis-warp", type=float, default=PairMix.basis_warp,
+                   help="share of video pairs warped by the AU basis as at run time (the rest: to the real landmarks)")
+    p.add_argument("--flow", action="store_true", help="add a residual flow head (zero at first) if the net lacks one")
     return p.parse_args(argv)
 
 
@@ -199,7 +213,7 @@ def train(a: argparse.Namespace) -> int:
         raise InputError(", ".join(a.data), "fewer than 2 training frames after the held-out split", field="--data")
     run = Path(a.run)
     run.mkdir(parents=True, exist_ok=True)
-    mix = PairMix()
+    mix = PairMix(basis_warp=a.basis_warp)
     state_path, export_path = run / "state.safetensors", run / "refine.safetensors"
     if state_path.is_file():
         net, opt, totals = load_state(state_path, a.lr)
@@ -213,6 +227,15 @@ def train(a: argparse.Namespace) -> int:
         else:
             net = RefineNet(RefineSpec(widths=tuple(a.widths)))
         opt = torch.optim.Adam(net.parameters(), lr=a.lr, betas=(0.9, 0.99))
+    if a.flow and not net.spec.flow:
+        old = {n: opt.state.get(p) for n, p in net.named_parameters()}
+        net = with_flow_head(net)
+        opt = torch.optim.Adam(net.parameters(), lr=a.lr, betas=(0.9, 0.99))
+        for n, p in net.named_parameters():  # keep Adam's moments; the widened head starts afresh
+            if old.get(n) and old[n]["exp_avg"].shape == p.shape:
+                opt.state[p] = old[n]
+        totals["flow_from_step"] = totals["steps"]
+        print(f"added a residual flow head at step {totals['steps']}", flush=True)
     for g in opt.param_groups:
         g["lr"] = a.lr
     held_people = sorted(set(np.array(frames.persons)[held]))
@@ -254,7 +277,7 @@ def train(a: argparse.Namespace) -> int:
             steps += 1
             totals["steps"] += 1
             totals["images"] += a.batch
-            vals = {k: float(out[k].detach()) for k in ("loss", "l1", "grad", "color", "att", "att_tv")}
+            vals = {k: float(out[k].detach()) for k in ("loss", "l1", "grad", "color", "att", "att_tv", "flow_px")}
             ema = vals if ema is None else {k: 0.95 * ema[k] + 0.05 * v for k, v in vals.items()}
             now = time.time()
             if tb is not None and totals["steps"] % 10 == 0:
@@ -267,7 +290,7 @@ def train(a: argparse.Namespace) -> int:
                 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 print(f"step {totals['steps']} ({steps} this run) {rate:.2f} steps/s {rate * a.batch:.1f} img/s "
                       f"loss {ema['loss']:.4f} l1 {ema['l1']:.4f} grad {ema['grad']:.4f} color {ema['color']:.4f} "
-                      f"att {ema['att']:.4f} "
+                      f"att {ema['att']:.4f} flow {ema['flow_px']:.2f}px "
                       f"ETA {max(eta, 0) / 60:.1f} min, peak RSS {rss:.0f} MB", flush=True)
                 log.write(json.dumps({"step": totals["steps"], "time": now, **ema}) + "\n")
                 log.flush()
