@@ -161,7 +161,7 @@ def export_cmd(
 
     `--format safetensors` converts an original GANimation `.pth` into rtanim's checkpoint format.
     """
-    from engines.export import export_model
+    from engines.convert import export_model
 
     with guard():
         if not out.parent.is_dir():

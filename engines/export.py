@@ -1,40 +1,37 @@
-"""Export a generator: ONNX (the I/O contract), TensorRT engines, and our safetensors format.
+"""ONNX export of a generator: the I/O contract every engine and other tool runs.
 
 The ONNX graph is what other tools (and our TensorRT / ONNX Runtime backends)
 run: inputs ``image`` float32 [N,3,S,S] in [-1,1] and ``aus`` float32 [N,K];
 outputs ``attention`` [N,1,S,S], ``color`` [N,3,S,S] and, for flow models,
 ``flow`` [N,2,S,S]; the batch is dynamic. Its metadata carries the AU list, the
 model name and the full :class:`ModelSpec`, so a bare ``.onnx`` is self-describing.
+
+This module is the bottom of the engine line: export <- trt_engine (builds from the cached ONNX)
+<- convert (``rtanim export``, every format). It imports no engine, so nothing loops back.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from engines.base import log
 from engines.cache import CacheKey, EngineCache
 from rtanim.errors import InputError
 from rtanim.files import staged
 from rtanim.models import (
     Generator,
     ModelSpec,
-    load_checkpoint_any,
-    load_model,
     model_digest,
-    save_checkpoint,
 )
 
 ONNX_OPSET = 17  # InstanceNormalization, Einsum, dynamic Range: well supported by ORT and TensorRT 8.6+
 INPUTS = ("image", "aus")
 META_MODEL, META_AUS, META_SPEC, META_DIGEST, META_PRECISION = (
     "rtanim.model", "rtanim.au_codes", "rtanim.spec", "rtanim.weights_sha256", "rtanim.precision")
-FORMATS = ("onnx", "tensorrt", "safetensors")
 
 
 class _Fp16Graph(nn.Module):
@@ -123,57 +120,3 @@ def cached_onnx(model: Generator, cache: EngineCache | None = None, *, precision
     key = CacheKey("onnx", model.spec.name, model_digest(model), precision,
                    backend_version=f"torch-{torch.__version__.split('+')[0]}", extra=f"opset{ONNX_OPSET}")
     return cache.get_or_build(key, lambda tmp: export_onnx(model, tmp, precision=precision), suffix=".onnx").path
-
-
-@dataclass
-class ExportResult:
-    path: Path
-    format: str
-    precision: str
-    spec: ModelSpec
-    note: str = ""
-
-
-def export_model(
-    model: str | Path,
-    fmt: str,
-    out: str | Path,
-    *,
-    precision: str | None = None,
-    calib: str | Path | None = None,
-    max_batch: int = 32,
-) -> ExportResult:
-    """What ``rtanim export`` does: load ``model`` (name, .safetensors or imported .pth) and write ``out``."""
-    if fmt not in FORMATS:
-        raise InputError(None, f"unknown format {fmt!r} (choose {', '.join(FORMATS)})", field="--format")
-    out = Path(out)
-    if out.exists() and out.is_dir():
-        raise InputError(out, "is a directory; give a file name", field="-o")
-    if calib is not None and fmt != "tensorrt":
-        raise InputError(None, "--calib only applies to --format tensorrt --precision int8", field="--calib")
-    if fmt == "safetensors":
-        precision = precision or "fp32"
-        if precision not in ("fp32", "fp16"):
-            raise InputError(None, f"safetensors stores fp32 or fp16, not {precision}", field="--precision")
-        path = Path(model)
-        ckpt = load_checkpoint_any(path) if path.suffix in (".pth", ".pt", ".safetensors") and path.exists() else None
-        if ckpt is None:  # a registry name: save what load_model gives
-            m = load_model(str(model))
-            save_checkpoint(m, out, precision=precision)
-            return ExportResult(out, fmt, precision, m.spec)
-        save_checkpoint(ckpt, out, precision=precision)
-        return ExportResult(out, fmt, precision, ckpt.spec, ckpt.extra.get("source", ""))
-    m = load_model(model)
-    if fmt == "onnx":
-        precision = precision or "fp32"
-        export_onnx(m, out, precision=precision)
-        return ExportResult(out, fmt, precision, m.spec)
-    from engines.trt_engine import build_engine_file  # imports tensorrt lazily, fails with a clear InputError
-
-    precision = precision or "fp16"
-    if precision == "int8" and calib is None:
-        raise InputError(None, "INT8 needs calibration data: --calib DIR (face crops) or a .cache file",
-                         field="--calib")
-    note = build_engine_file(m, out, precision=precision, max_batch=max_batch, calib=calib)
-    log.info("wrote %s", out)
-    return ExportResult(out, fmt, precision, m.spec, note)
