@@ -9,7 +9,9 @@ whatever AU list that model was trained with.
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -85,6 +87,34 @@ def base_code(code: str) -> str:
     return code[:-1] if code[-1:] in SIDES else code
 
 
+_CODE = re.compile(r"^\s*AU\s*0*(\d{1,3})\s*([LR]?)\s*$", re.IGNORECASE)
+#: Farthest AU number :func:`suggest_code` offers (AU43 -> AU45, but AU99 gets no guess).
+SUGGEST_WITHIN = 3
+
+
+def suggest_code(text: str) -> str | None:
+    """The AU code someone most likely meant by an unknown one, or None.
+
+    The same number written differently (``au12``, ``AU6``, ``AU12l``) wins; else the nearest AU
+    number, the lower one on a tie. By spelling, AU13 is as close to AU23 as to AU12, but FACS
+    numbers a face region's AUs together, so the neighbouring number is what people mean.
+    """
+    m = _CODE.match(text)
+    if m is None:
+        hint = difflib.get_close_matches(text.upper(), sorted(ALL_CODES), n=1)
+        return hint[0] if hint else None
+    n, side = int(m.group(1)), m.group(2).upper()
+    pool = [c for c in AU_CODES if not side or c in SIDED]
+    best = min(pool, key=lambda c: (abs(int(c[2:]) - n), int(c[2:])))
+    return best + side if abs(int(best[2:]) - n) <= SUGGEST_WITHIN else None
+
+
+def unknown_code(code: object) -> str:
+    """The reason for an unknown AU code: the code, and the likely intent or where to look."""
+    hint = suggest_code(str(code))
+    return f"unknown AU {code!r}; " + (f"did you mean {hint}?" if hint else "run `rtanim aus` for the list")
+
+
 def expand_code(code: str) -> tuple[str, ...]:
     """The codes of the extended vector that ``code`` stands for: a sided AU's two sides, else itself."""
     return tuple(f"{code}{s}" for s in SIDES) if code in SIDED else (code,)
@@ -99,7 +129,7 @@ def parse_codes(text: str | None, option: str = "--aus") -> tuple[str, ...]:
     codes = tuple(c.strip().upper() for c in text.split(",") if c.strip())
     for c in codes:
         if c not in ALL_CODES:
-            raise InputError(option, f"unknown AU {c!r}; run `rtanim aus` for the list")
+            raise InputError(option, unknown_code(c))
     if not codes:
         raise InputError(option, "expected AU codes, e.g. AU01,AU12,AU26, or 'all'")
     return codes

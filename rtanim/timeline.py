@@ -35,6 +35,7 @@ from rtanim.aus import (
     expand_code,
     preset_aus,
     resolve,
+    unknown_code,
 )
 from rtanim.errors import InputError
 from rtanim.files import staged
@@ -203,9 +204,7 @@ def _check_keys(ctx: _Ctx, path: str, obj: Mapping[str, Any], allowed: set[str])
 
 def _au_code(ctx: _Ctx, path: str, code: Any) -> str:
     if not isinstance(code, str) or code not in ALL_CODES:
-        hint = difflib.get_close_matches(str(code), sorted(ALL_CODES), n=1)
-        more = f"; did you mean {hint[0]}?" if hint else "; run `rtanim aus` for the list"
-        raise ctx.fail(path, f"unknown AU {code!r}{more}")
+        raise ctx.fail(path, unknown_code(code))
     return code
 
 

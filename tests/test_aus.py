@@ -101,3 +101,30 @@ def test_blendshape_map_fixed_input():
     doubled = aus.blendshapes_to_aus(bs, {**gains, "AU26": 2.0})
     assert doubled["AU26"] == pytest.approx(0.6)
     assert aus.blendshapes_to_aus({"jawOpen": 0.9}, {**gains, "AU26": 2.0})["AU26"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "typed, meant",
+    [
+        ("AU13", "AU12"),  # nearest number; AU12 and AU14 tie, the lower wins (spelling alone says AU23)
+        ("au12", "AU12"),  # same AU, other spelling
+        ("AU6", "AU06"),
+        ("AU12l", "AU12L"),
+        ("AU13R", "AU12R"),
+        ("AU01L", "AU02L"),  # AU01 has no sides: the nearest AU that has
+        ("AU43", "AU45"),
+        ("AU99", None),  # nothing near
+        ("smiel", None),
+    ],
+)
+def test_suggest_code_prefers_the_nearest_au_number(typed, meant):
+    assert aus.suggest_code(typed) == meant
+
+
+def test_unknown_code_reason_names_the_guess_or_the_list():
+    assert aus.unknown_code("AU13") == "unknown AU 'AU13'; did you mean AU12?"
+    assert aus.unknown_code("AU99").endswith("run `rtanim aus` for the list")
+    from rtanim.errors import InputError
+
+    with pytest.raises(InputError, match="did you mean AU12"):
+        aus.parse_codes("AU01,AU13", "--grid")
