@@ -214,7 +214,7 @@ def bench_cmd(
         if engines == (input_clip is not None):
             raise InputError("bench", "choose one mode: --engines or --input CLIP")
         if input_clip is not None:
-            from rtanim.runs import bench_pipeline, bench_table
+            from rtanim.benchrun import bench_pipeline, bench_table
 
             results, desc = bench_pipeline(input_clip, model=model, engine=engine, device=device, frames=frames,
                                            size=size, err_console=err_console)

@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default=None)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
+    from rtanim.benchrun import bench_pipeline
     from rtanim.errors import InputError
-    from rtanim.runs import bench_pipeline
 
     quiet = Console(stderr=True, quiet=True)
     runs: dict[str, list[dict]] = {m: [] for m in a.models}

@@ -1,5 +1,8 @@
 """Files: writes that never leave a half-written file under its final name (DESIGN.md, "Conventions"),
-and image reads that need nothing beyond OpenCV (training machines have no PyAV or MediaPipe)."""
+and image reads that need nothing beyond OpenCV (training machines have no PyAV or MediaPipe).
+
+Standard library at import (numpy and OpenCV load on the first image read), so the command line
+can validate timelines and paths before any heavy module loads."""
 
 from __future__ import annotations
 
@@ -7,9 +10,13 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
+#: Still-image formats rtanim reads and writes (OpenCV codecs).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @contextlib.contextmanager
@@ -43,6 +50,9 @@ def load_rgb(path: str | Path) -> np.ndarray | None:
 
     np.fromfile + imdecode rather than imread: it also works with non-ASCII paths on Windows.
     """
+    import cv2
+    import numpy as np
+
     data = np.fromfile(str(path), dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

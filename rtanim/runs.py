@@ -1,8 +1,9 @@
-"""Runs behind ``rtanim video``, ``rtanim webcam`` and ``rtanim bench --input``, so cli.py holds no logic.
+"""Runs behind ``rtanim video`` and ``rtanim webcam``, so cli.py holds no logic.
 
 Each run checks every input first, cheapest first (arguments, timeline, input, output, model),
 so bad input fails with one :class:`~rtanim.errors.InputError` line before any frame is
-processed and without leaving an output. Everything opened lives on one ExitStack: on success
+processed and without leaving an output. Importing this module loads no heavy module (torch,
+MediaPipe, PyAV, OpenCV): they load inside the runs, after the cheap checks. Everything opened lives on one ExitStack: on success
 and on Ctrl-C / SIGTERM the sinks finalise (a playable file with every frame done so far and
 its audio), on a failure they are discarded.
 
@@ -25,25 +26,24 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import cv2
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from rtanim import checks
 from rtanim.errors import InputError
-from rtanim.pipeline import STAGES, Controls, FrameJob, Pipeline, Stats
-from rtanim.sources import Frame, VideoFileSource, _LiveSource, open_source
 from rtanim.timeline import WEBCAM_PASSTHROUGH, Timeline, load_openface_csv, load_timeline_json, parse_aus_arg
+
+if TYPE_CHECKING:
+    from rtanim.pipeline import Controls, FrameJob, Stats
 
 #: Faces tracked per frame; ``--faces largest`` keeps the biggest of them.
 MAX_FACES = 4
 FACE_CHOICES = ("largest", "all")
 TIMELINE_HINT = "give exactly one of --aus FILE|PRESET or --timeline FILE|CSV|VIDEO"
-#: Target AUs of ``bench --input`` (any change works; the warp model skips faces with none).
-BENCH_AUS = "smile"
 
 
 # ------------------------------------------------------------------ signals
@@ -110,6 +110,8 @@ def resolve_target(aus: str | None, timeline: str | Path | None) -> Timeline | D
         return load_timeline_json(path)
     if suffix == ".csv":
         return load_openface_csv(path)
+    from rtanim.sources import VideoFileSource
+
     try:
         VideoFileSource(path).close()
     except InputError as e:
@@ -121,6 +123,7 @@ def resolve_target(aus: str | None, timeline: str | Path | None) -> Timeline | D
 def analyse_driving(video: DrivingVideo, console: Console) -> Timeline:
     """The driving video's first face, as a timeline (rich progress: it tracks every frame)."""
     from rtanim.analysis import analyze_video, timeline_from_analysis
+    from rtanim.sources import VideoFileSource
 
     with VideoFileSource(video.path) as probe:
         total = probe.frame_count
@@ -159,13 +162,6 @@ def parse_size(value: str | None) -> tuple[int, int] | None:
     if not sep or not w.isdigit() or not h.isdigit() or int(w) < 16 or int(h) < 16:
         raise InputError("--size", f"expected WIDTHxHEIGHT like 1280x720, got {value!r}")
     return int(w), int(h)
-
-
-def _check_not_input(out: Path, inputs: Sequence[Path]) -> None:
-    for p in inputs:
-        with contextlib.suppress(OSError):
-            if out.resolve() == p.resolve():
-                raise InputError(out, f"would overwrite the input {p}; choose another output name", field="-o")
 
 
 # ------------------------------------------------------------------ display
@@ -219,6 +215,8 @@ def live_line(stats: Stats, controls: Controls) -> Text:
 
 def summary_table(stats: Stats, title: str) -> Group:
     """Per-stage medians and the run's totals, as printed at the end of every run."""
+    from rtanim.pipeline import STAGES
+
     s = stats.summary()
     table = Table(title=title, title_justify="left")
     table.add_column("stage")
@@ -268,9 +266,6 @@ def run_video(
     Raises InputError before any work for bad input; KeyboardInterrupt (Ctrl-C, SIGTERM) after
     finalising ``out`` with every frame written so far.
     """
-    from rtanim.runtime import load_generator
-    from rtanim.sinks import VideoFileSink
-
     console = console or Console()
     err_console = err_console or Console(stderr=True)
     check_faces(faces)
@@ -278,11 +273,18 @@ def run_video(
         raise InputError("--batch", "must be >= 1")
     if max_frames is not None and max_frames < 1:
         raise InputError("--frames", "must be >= 1")
+    checks.engine(engine)
+    checks.model(model)
+    checks.input_path(inp)
     target = resolve_target(aus, timeline)
-    out = Path(out)
-    _check_not_input(out, [Path(inp)] + ([Path(timeline)] if timeline is not None else []))
-    if stats_json is not None and not Path(stats_json).parent.is_dir():
-        raise InputError(stats_json, "folder does not exist", field="--stats-json")
+    out = checks.output_file(out, "-o", inputs=[inp, timeline])
+    if stats_json is not None:
+        checks.output_file(stats_json, "--stats-json", inputs=[inp, timeline, out])
+    from rtanim.pipeline import Pipeline
+    from rtanim.runtime import load_generator
+    from rtanim.sinks import VideoFileSink
+    from rtanim.sources import VideoFileSource
+
     with sigterm_as_interrupt(), contextlib.ExitStack() as stack:  # handlers stay while the sinks finalise
         source = stack.enter_context(VideoFileSource(inp, max_frames=max_frames))
         sink = stack.enter_context(VideoFileSink(out, source.size, source.fps, time_base=source.time_base,
@@ -372,22 +374,25 @@ def run_webcam(
     frames are processed and discarded (useful to measure). Stops at the end of a file, on the
     preview's q / Esc / window close, or on Ctrl-C / SIGTERM (KeyboardInterrupt, after finalising).
     """
-    from rtanim.runtime import load_generator
-    from rtanim.sinks import OverlayStats, open_sinks
-
     console = console or Console()
     err_console = err_console or Console(stderr=True)
     check_faces(faces)
     req_size = parse_size(size)
     if fps is not None and fps <= 0:
         raise InputError("--fps", "must be > 0")
+    checks.engine(engine)
+    checks.model(model)
     target = resolve_target(aus, timeline)
-    if stats_json is not None and not Path(stats_json).parent.is_dir():
-        raise InputError(stats_json, "folder does not exist", field="--stats-json")
-    for o in out:
-        _check_not_input(Path(o), [Path(camera)] + ([Path(timeline)] if timeline is not None else []))
+    files = [checks.output_file(o, "--out", inputs=[camera, timeline]) for o in out if "://" not in str(o)]
+    if stats_json is not None:
+        checks.output_file(stats_json, "--stats-json", inputs=[camera, timeline, *files])
     tl = None if isinstance(target, DrivingVideo) else webcam_passthrough(target, passthrough)
     pass_codes = (tl or webcam_passthrough(parse_aus_arg("neutral"), passthrough)).passthrough  # checks the option early
+    from rtanim.pipeline import Controls, Pipeline
+    from rtanim.runtime import load_generator
+    from rtanim.sinks import OverlayStats, open_sinks
+    from rtanim.sources import open_source
+
     want_preview = _has_display() if preview is None else preview
     controls = Controls()
     with sigterm_as_interrupt(), contextlib.ExitStack() as stack:
@@ -444,128 +449,3 @@ def run_webcam(
                 stats.write_json(stats_json, {"command": "webcam", "input": str(camera), "model": _describe(generator),
                                               "interrupted": interrupted})
     return stats
-
-
-# ------------------------------------------------------------------ rtanim bench --input
-
-
-class MemorySource:
-    """Preloaded frames as a file-like source: every frame, in order, stamped when handed out."""
-
-    live = False
-
-    def __init__(self, frames: Sequence[Frame], fps: float) -> None:
-        self.frames, self.fps = list(frames), fps
-
-    def __iter__(self) -> Iterator[Frame]:
-        for f in self.frames:
-            yield dataclasses.replace(f, wall=time.perf_counter())
-
-
-class PacedMemorySource(_LiveSource):
-    """Preloaded frames published in real time like a camera (newest only; ``dropped`` counts the rest)."""
-
-    def __init__(self, frames: Sequence[Frame], fps: float) -> None:
-        super().__init__()
-        self.frames, self.fps = list(frames), fps
-
-    def _produce(self) -> None:
-        t0 = time.perf_counter()
-        for i, f in enumerate(self.frames):
-            due = t0 + i / self.fps
-            while not self._stop.is_set() and (wait := due - time.perf_counter()) > 0:
-                self._stop.wait(min(wait, 0.05))
-            if self._stop.is_set():
-                return
-            self._slot.put(Frame(f.image, i / self.fps, i, time.perf_counter()))
-
-
-@dataclass
-class BenchResult:
-    mode: str
-    stats: Stats
-
-
-def load_frames(clip: str | Path, frames: int, size: tuple[int, int] | None) -> tuple[list[Frame], float]:
-    """Decode (and resize) the first ``frames`` frames of ``clip`` into memory."""
-    with VideoFileSource(clip, max_frames=frames) as source:
-        fps = source.fps or 30.0
-        out = []
-        for f in source:
-            image = f.image
-            if size is not None and (image.shape[1], image.shape[0]) != size:
-                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if size[0] < image.shape[1]
-                                   else cv2.INTER_LINEAR)
-            out.append(dataclasses.replace(f, image=image))
-    if not out:
-        raise InputError(clip, "has no frames", field="--input")
-    return out, fps
-
-
-def bench_pipeline(
-    clip: str | Path,
-    *,
-    model: str = "warp",
-    engine: str = "auto",
-    device: str | None = None,
-    frames: int = 120,
-    size: str | None = None,
-    faces: str = "largest",
-    batch: int = 8,
-    modes: Sequence[str] = ("offline", "live"),
-    err_console: Console | None = None,
-) -> tuple[list[BenchResult], str]:
-    """End-to-end fps, latency and stage medians of ``clip`` in offline and paced-live modes.
-
-    Frames are decoded and resized into memory first (decode is not timed, so a file and a
-    camera compare), and the output goes to a null sink (encoding is not timed either). Each
-    mode runs a fresh tracker after a warm-up pass. Returns the results and a description.
-    """
-    from rtanim.runtime import load_generator
-    from rtanim.timeline import parse_aus_arg
-    from rtanim.tracking import FaceTracker
-
-    err_console = err_console or Console(stderr=True)
-    check_faces(faces)
-    if frames < 2:
-        raise InputError("--frames", "must be >= 2")
-    wh = parse_size(size)
-    loaded, fps = load_frames(clip, frames, wh)
-    generator = load_generator(model, engine, device=device, batch=batch)
-    timeline = parse_aus_arg(BENCH_AUS)
-    results = []
-    with FaceTracker(MAX_FACES, mode="video", fps=fps) as tracker:  # warm-up: engine sessions, caches, threads
-        Pipeline(tracker, generator, timeline, "offline", faces, batch).run(MemorySource(loaded[:10], fps),
-                                                                           lambda f, im: None)
-    for mode in modes:
-        err_console.print(f"bench: {mode} over {len(loaded)} frames ...", highlight=False)
-        with FaceTracker(MAX_FACES, mode="video", fps=fps) as tracker:
-            src = MemorySource(loaded, fps) if mode == "offline" else PacedMemorySource(loaded, fps)
-            p = Pipeline(tracker, generator, timeline, "offline" if mode == "offline" else "live", faces, batch)
-            try:
-                p.run(src, lambda f, im: None)
-            finally:
-                if isinstance(src, _LiveSource):
-                    src.close()
-            results.append(BenchResult(mode, p.stats))
-    h, w = loaded[0].image.shape[:2]
-    desc = (f"{Path(clip).name} at {w}x{h}, {len(loaded)} frames ({fps:.2f} fps source), {_describe(generator)}; "
-            f"frames preloaded (decode not timed), null sink (encode not timed)")
-    return results, desc
-
-
-def bench_table(results: Sequence[BenchResult], desc: str) -> Table:
-    """One column per mode: fps, latency (capture to sink done), drops and per-stage medians."""
-    table = Table(title="End-to-end pipeline", title_justify="left", caption=desc, caption_justify="left")
-    table.add_column("")
-    sums = [r.stats.summary() for r in results]
-    for r in results:
-        table.add_column("offline (every frame)" if r.mode == "offline" else "live (paced, newest)", justify="right")
-    rows = [("frames", lambda s: str(s["frames"])), ("fps", lambda s: f"{s['fps'] or 0:.1f}"),
-            ("latency p50 ms", lambda s: _ms(s["latency_ms"]["p50"])),
-            ("latency p95 ms", lambda s: _ms(s["latency_ms"]["p95"])),
-            ("dropped", lambda s: f"{s['dropped']} ({100 * s['drop_rate']:.0f}%)")]
-    rows += [(f"{st} ms (median)", lambda s, st=st: _ms(s["stage_median_ms"][st])) for st in STAGES]
-    for name, cell in rows:
-        table.add_row(name, *[cell(s) for s in sums])
-    return table

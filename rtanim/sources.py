@@ -30,9 +30,8 @@ import cv2
 import numpy as np
 
 from rtanim.errors import InputError, RunError
-from rtanim.files import load_rgb
+from rtanim.files import IMAGE_EXTENSIONS, load_rgb
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 

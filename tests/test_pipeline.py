@@ -18,12 +18,11 @@ import numpy as np
 import pytest
 
 from rtanim import pipeline, sinks
+from rtanim.benchrun import MemorySource, PacedMemorySource
 from rtanim.compose import FaceOutput
 from rtanim.errors import InputError, RunError
 from rtanim.pipeline import Controls, Pipeline, StageError, select_faces
 from rtanim.runs import (
-    MemorySource,
-    PacedMemorySource,
     resolve_target,
     sigterm_as_interrupt,
     webcam_passthrough,

@@ -1,0 +1,116 @@
+"""Cheap checks of command-line input, run before any heavy module loads.
+
+Standard library only (no numpy, torch, MediaPipe, ONNX Runtime or OpenCV), so a bad output
+path, a missing input or an unknown name is refused in a fraction of a second with one
+:class:`~rtanim.errors.InputError` line (exit 2), before any work and with nothing written.
+
+An output *file* needs an existing folder: a mistyped path should fail, not leave new folders
+behind. An output *folder* may not exist yet (commands create it), so its nearest existing
+ancestor must be a folder we can write in.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from rtanim.errors import InputError
+
+#: Less free space than this in the output's folder is refused: every output is bigger than a probe.
+MIN_FREE_BYTES = 16 * 2**20
+#: Generator names ``--model`` takes besides a checkpoint path. NETWORKS mirrors
+#: rtanim.models.REGISTRY, which imports torch (tests/test_checks.py pins that they agree).
+NAMED_MODELS = ("default", "warp", "refine")
+NETWORKS = ("lite", "ganimation", "lite+flow", "ganimation+flow")
+#: ``--engine`` choices; engines.select.CHOICES is the same tuple behind torch (pinned by a test).
+ENGINES = ("auto", "tensorrt", "torch", "onnxruntime")
+
+
+def _writable(folder: Path, path: Path, option: str) -> None:
+    """Create and remove a probe file in ``folder``: the only test that holds for root, read-only
+    mounts and pseudo file systems alike (os.access says yes to root for /proc)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rtanim-probe-", dir=folder)
+    except OSError as e:
+        raise InputError(path, f"cannot write in {folder} ({e.strerror or e})", field=option) from None
+    os.close(fd)
+    os.unlink(probe)
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise InputError(path, f"only {free // 2**20} MiB free in {folder}", field=option)
+
+
+def _existing_ancestor(path: Path, option: str) -> Path:
+    """The nearest existing ancestor of ``path``; InputError if it is a file."""
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(path, f"{folder} is a file, not a folder", field=option)
+    return folder
+
+
+def output_file(
+    path: str | Path, option: str = "-o", *, suffixes: Sequence[str] | None = None, inputs: Iterable[str | Path] = ()
+) -> Path:
+    """An output file the command can write: a known suffix, not a folder, not an input, in a
+    writable existing folder with room."""
+    path = Path(path)
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise InputError(path, f"unsupported extension {path.suffix or '(none)'}; use one of {', '.join(suffixes)}",
+                         field=option)
+    if path.is_dir():
+        raise InputError(path, "is a folder, not a file name", field=option)
+    folder = _existing_ancestor(path, option)
+    if folder != path.absolute().parent:
+        raise InputError(path, f"folder {path.parent} does not exist", field=option)
+    for src in inputs:
+        if src is not None and path.exists() and Path(src).exists() and path.samefile(src):
+            raise InputError(path, f"would overwrite the input {src}; choose another output name", field=option)
+    _writable(folder, path, option)
+    return path
+
+
+def output_folder(path: str | Path, option: str = "-o") -> Path:
+    """An output folder: an existing folder, or one that can be created, with room."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(path, "exists and is not a folder", field=option)
+    _writable(path if path.is_dir() else _existing_ancestor(path, option), path, option)
+    return path
+
+
+def input_path(path: str | Path, option: str | None = None, *, folder_ok: bool = False) -> Path:
+    """An input that exists (a file; or a folder when ``folder_ok``)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file" + (" or folder" if folder_ok else ""), field=option)
+    if not folder_ok and not path.is_file():
+        raise InputError(path, "is a folder, not a file", field=option)
+    return path
+
+
+def choice(value: str, choices: Sequence[str], option: str, what: str = "value") -> str:
+    if value not in choices:
+        raise InputError(option, f"unknown {what} {value!r} (choose {', '.join(choices)})")
+    return value
+
+
+def model(name: str) -> str:
+    """``--model``: a known name or an existing checkpoint path (its contents are checked when loaded)."""
+    if name not in NAMED_MODELS + NETWORKS and not Path(name).exists():
+        raise InputError(name, f"no such file or model name (names: {', '.join(NAMED_MODELS + NETWORKS)})",
+                         field="--model")
+    return name
+
+
+def engine(name: str) -> str:
+    return choice(name, ENGINES, "--engine", "engine")
+
+
+def positive(value: float | None, option: str) -> None:
+    if value is not None and value <= 0:
+        raise InputError(option, f"must be positive, got {value:g}")
