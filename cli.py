@@ -1,8 +1,14 @@
-"""The `rtanim` command: parses and validates arguments, then calls rtanim/. No logic of its own."""
+"""The `rtanim` command: parses and validates arguments, then calls rtanim/. No logic of its own.
+
+Bad input is refused before any heavy module loads: every command runs its cheap checks
+(rtanim.checks: paths, names, AU codes) first and imports torch, MediaPipe, PyAV and OpenCV
+only after them, so a mistake costs a fraction of a second and writes nothing.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,27 +16,94 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 import rtanim
+from rtanim import checks
 from rtanim.errors import InputError, RunError
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
+#: Option types shown as plain metavars when an option names none ("N", not "<int range>").
+_TYPE_METAVARS = {"int": "N", "float": "NUM", "path": "PATH", "Path": "PATH", "str": "TEXT"}
+
+
+def _reflow(text: str) -> str:
+    """Join the lines of each paragraph so the terminal wraps it; a paragraph with indented lines
+    (worked examples) keeps its lines, flush left like every other paragraph."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    joiner = {True: "\n", False: " "}
+    return "\n\n".join(joiner[any(ln.startswith(" ") for ln in p.splitlines()[1:])].join(
+        ln.strip() for ln in p.splitlines()) for p in paragraphs)
+
+
+class _TeachingHelp:
+    """Help that reads like the README: flags show no type, other options a plain metavar
+    (N, PATH, or the option's own), and paragraphs wrap at the terminal's width."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = _reflow(self.help or "")
+
+    def format_help(self, ctx, formatter) -> None:  # noqa: ANN001 - click's types
+        for p in self.get_params(ctx):
+            if isinstance(p, TyperArgument):  # its name is its metavar: no type column
+                p.metavar = p.metavar or p.name.upper()
+                p.display_type_rich = lambda ctx: None
+            elif p.metavar is not None:
+                continue
+            elif getattr(p, "is_flag", False):
+                p.metavar = ""
+            else:
+                label = p.display_type(ctx).strip("<>").removeprefix("list[").rstrip("]").split()[0]
+                p.metavar = _TYPE_METAVARS.get(label, label.upper())
+        super().format_help(ctx, formatter)
+
+
+class Command(_TeachingHelp, TyperCommand):
+    def collect_usage_pieces(self, ctx) -> list[str]:  # noqa: ANN001
+        """``rtanim image [OPTIONS] IN``: arguments by name, [optional], ... when repeated (no ``{src}``)."""
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for p in self.get_params(ctx):
+            if isinstance(p, TyperArgument):
+                name = (p.metavar or p.name).upper()
+                pieces.append((name if p.required else f"[{name}]") + ("..." if p.nargs != 1 else ""))
+            else:
+                pieces.extend(p.get_usage_pieces(ctx))
+        return pieces
+
+
+class Group(_TeachingHelp, TyperGroup):
+    pass
+
+
 app = typer.Typer(
     name="rtanim",
+    cls=Group,
     help=(
         "Real-time facial re-expression from Action Units (AUs).\n\n"
         "An AU is one facial muscle movement from the Facial Action Coding System (FACS): AU12 pulls the lip "
         "corners up (a smile), AU45 closes the eyes. rtanim changes the AUs of every face in a still, a video "
-        "or a webcam feed. Run `rtanim aus` to see every AU and preset in plain words."
+        "or a webcam feed. Run `rtanim aus` to see every AU and preset in plain words, and `rtanim COMMAND "
+        "--help` for a command's options and examples.\n\n"
+        "Examples:\n"
+        "  rtanim demo -o rtanim-demo\n"
+        "  rtanim image photo.jpg -o smile.png --aus smile:0.8\n"
+        "  rtanim webcam --aus smile --vcam"
     ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-timeline_app = typer.Typer(help="Check and plot AU timelines (JSON keyframes or OpenFace CSV).", no_args_is_help=True)
+timeline_app = typer.Typer(
+    cls=Group,
+    help="Check and plot AU timelines (JSON keyframes or OpenFace CSV).\n\n"
+    "Examples:\n  rtanim timeline check examples/wink_and_smile.json\n"
+    "  rtanim timeline plot examples/wink_and_smile.json -o curves.png",
+    no_args_is_help=True,
+)
 app.add_typer(timeline_app, name="timeline")
 
 
@@ -65,15 +138,28 @@ def _root(
     """Real-time facial re-expression from Action Units (AUs)."""
 
 
+MODEL_HELP = (
+    "warp (moves the face geometry, no network), default (the shipped trained model; warp if none ships), "
+    "lite, ganimation, lite+flow, ganimation+flow, or a checkpoint path (.safetensors or GANimation .pth)."
+)
+ENGINE_HELP = "auto (TensorRT > PyTorch CUDA > ONNX Runtime CPU), tensorrt, torch or onnxruntime."
+MODEL_MV, ENGINE_MV = "NAME|PATH", "auto|tensorrt|torch|onnxruntime"
+AUS_MV = "PRESET|AU=V,...|FILE"
+
+
 # ------------------------------------------------------------------ aus
 
 
-@app.command("aus")
+@app.command("aus", cls=Command)
 def aus_cmd() -> None:
     """List the Action Units a model understands, their one-sided variants, and the named presets.
 
     Intensities are 0 (at rest) to 1 (strongest). Use the codes in `--aus` files and timelines, e.g.
     `{"aus": {"AU12": 1.0, "AU06": 0.6}}`, or a preset name: `--aus smile`.
+
+    Examples:
+      rtanim aus
+      rtanim image photo.jpg -o out.png --aus AU12=1,AU06=0.6
     """
     from rtanim.aus import AUS, PRESETS, SIDED, describe
 
@@ -94,12 +180,17 @@ def aus_cmd() -> None:
 
 # ------------------------------------------------------------- timeline
 
+TIMELINE_ARG_HELP = "Timeline JSON, static AU file or OpenFace CSV."
 
-@timeline_app.command("check")
-def timeline_check(
-    file: Path = typer.Argument(..., help="Timeline JSON, static AU file or OpenFace CSV."),
-) -> None:
-    """Validate a timeline and summarise it. Errors name the file, the JSON path and the reason (exit code 2)."""
+
+@timeline_app.command("check", cls=Command)
+def timeline_check(file: Path = typer.Argument(..., metavar="FILE", help=TIMELINE_ARG_HELP)) -> None:
+    """Validate a timeline and summarise it. Errors name the file, the JSON path and the reason (exit code 2).
+
+    Examples:
+      rtanim timeline check examples/wink_and_smile.json
+      rtanim timeline check aus.csv
+    """
     from rtanim.timeline import load_timeline
 
     with guard():
@@ -115,57 +206,79 @@ def timeline_check(
         console.print(f"passthrough (follow the live face): {', '.join(tl.passthrough)}", highlight=False)
 
 
-@timeline_app.command("plot")
+@timeline_app.command("plot", cls=Command)
 def timeline_plot(
-    file: Path = typer.Argument(..., help="Timeline JSON, static AU file or OpenFace CSV."),
-    out: Path = typer.Option(..., "-o", "--out", help="PNG to write."),
-    duration: float = typer.Option(None, help="Seconds to draw (default: the timeline, twice if it loops)."),
+    file: Path = typer.Argument(..., metavar="FILE", help=TIMELINE_ARG_HELP),
+    out: Path = typer.Option(..., "-o", "--out", metavar="OUT.png", help="Figure to write (.png, .svg or .pdf)."),
+    duration: float = typer.Option(None, metavar="SECONDS",
+                                   help="Seconds to draw (default: the timeline, twice if it loops)."),
 ) -> None:
-    """Draw every AU's curve over time to a PNG, to see a timeline before running it."""
-    from rtanim.plots import plot_timeline
-    from rtanim.timeline import load_timeline
+    """Draw every AU's curve over time to a PNG, to see a timeline before running it.
 
+    Examples:
+      rtanim timeline plot examples/wink_and_smile.json -o curves.png
+      rtanim timeline plot examples/smile.json -o smile.png --duration 4
+    """
     with guard():
+        checks.output_file(out, suffixes=(".png", ".svg", ".pdf"), inputs=[file])
+        checks.positive(duration, "--duration")
+        from rtanim.timeline import load_timeline
+
         tl = load_timeline(file)
-        if not out.parent.is_dir():
-            raise InputError(out, "output folder does not exist")
-        if duration is not None and duration <= 0:
-            raise InputError("--duration", "must be positive")
+        from rtanim.plots import plot_timeline
+
         plot_timeline(tl, out, duration)
     console.print(f"wrote {out}")
 
 
 # --------------------------------------------------------------- export
 
+EXPORT_FORMATS = ("onnx", "tensorrt", "safetensors")
+PRECISIONS = ("fp32", "fp16", "int8")
 
-@app.command("export")
+
+@app.command("export", cls=Command)
 def export_cmd(
     model: str = typer.Option(
         "default",
         "--model",
         "-m",
+        metavar=MODEL_MV,
         help="default | lite | ganimation | lite+flow | ganimation+flow, a .safetensors file, or an original "
         "GANimation / ganimation_replicate generator .pth (imported without running any pickled code).",
     ),
-    fmt: str = typer.Option(..., "--format", "-f", help="onnx | tensorrt | safetensors."),
-    out: Path = typer.Option(..., "-o", "--out", help="File to write."),
+    fmt: str = typer.Option(..., "--format", "-f", metavar="|".join(EXPORT_FORMATS),
+                            help="onnx | tensorrt | safetensors."),
+    out: Path = typer.Option(..., "-o", "--out", metavar="FILE", help="File to write."),
     precision: str = typer.Option(
-        None, "--precision", help="fp32 | fp16 | int8 (int8: tensorrt with --calib). Default fp32; fp16 for tensorrt."
+        None, "--precision", metavar="|".join(PRECISIONS),
+        help="fp32 | fp16 | int8 (int8: tensorrt with --calib). Default fp32; fp16 for tensorrt.",
     ),
     calib: Path = typer.Option(
-        None, "--calib", help="INT8 calibration: a folder of 128x128 face crops, or a .cache file from an earlier run."
+        None, "--calib", metavar="DIR|FILE",
+        help="INT8 calibration: a folder of 128x128 face crops, or a .cache file from an earlier run.",
     ),
-    max_batch: int = typer.Option(32, "--max-batch", min=1, help="Largest batch a TensorRT engine accepts."),
+    max_batch: int = typer.Option(32, "--max-batch", min=1, metavar="N", help="Largest batch a TensorRT engine accepts."),
 ) -> None:
     """Export a generator: ONNX (the engine I/O contract), a TensorRT engine, or an rtanim safetensors checkpoint.
 
     `--format safetensors` converts an original GANimation `.pth` into rtanim's checkpoint format.
-    """
-    from engines.convert import export_model
 
+    Examples:
+      rtanim export --model lite --format onnx -o lite.onnx
+      rtanim export --model ganimation --format tensorrt --precision fp16 -o ganimation.plan
+      rtanim export --model 30000_net_G.pth --format safetensors -o imported.safetensors
+    """
     with guard():
-        if not out.parent.is_dir():
-            raise InputError(out, "output folder does not exist", field="-o")
+        checks.choice(fmt, EXPORT_FORMATS, "--format", "format")
+        if precision is not None:
+            checks.choice(precision, PRECISIONS, "--precision", "precision")
+        checks.model(model)
+        if calib is not None:
+            checks.input_path(calib, "--calib", folder_ok=True)
+        checks.output_file(out, inputs=[model])
+        from engines.convert import export_model
+
         result = export_model(model, fmt, out, precision=precision, calib=calib, max_batch=max_batch)
     note = f"; {result.note}" if result.note else ""
     console.print(
@@ -189,31 +302,48 @@ def _csv(value: str | None, option: str, cast=str) -> list | None:
     return items
 
 
-@app.command("bench")
+@app.command("bench", cls=Command)
 def bench_cmd(
     engines: bool = typer.Option(False, "--engines", help="Time each available engine x model x batch size."),
     models: str = typer.Option(
-        None, "--models", help="Comma-separated models (default: lite, lite+flow, ganimation, ganimation+flow)."
+        None, "--models", metavar="NAME,...",
+        help="Comma-separated models (default: lite, lite+flow, ganimation, ganimation+flow).",
     ),
-    backends: str = typer.Option(None, "--backends", help="Comma-separated subset of tensorrt,torch,onnxruntime."),
-    batches: str = typer.Option(None, "--batches", help="Comma-separated batch sizes (default 1,8,32; 1,8 --quick)."),
-    iters: int = typer.Option(None, "--iters", min=1, help="Timed calls per measurement (default 10; 3 --quick)."),
+    backends: str = typer.Option(None, "--backends", metavar="NAME,...",
+                                 help="Comma-separated subset of tensorrt,torch,onnxruntime."),
+    batches: str = typer.Option(None, "--batches", metavar="N,...",
+                                help="Comma-separated batch sizes (default 1,8,32; 1,8 --quick)."),
+    iters: int = typer.Option(None, "--iters", min=1, metavar="N",
+                              help="Timed calls per measurement (default 10; 3 --quick)."),
     quick: bool = typer.Option(False, "--quick", help="Few iterations, batches 1 and 8: a rough table in a minute."),
-    device: str = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: the best available)."),
-    input_clip: Path = typer.Option(None, "--input", help="End-to-end pipeline on this clip (offline and paced live)."),
-    model: str = typer.Option("warp", "--model", help="--input: the model to run (see `rtanim video --help`)."),
-    engine: str = typer.Option("auto", "--engine", help="--input: auto, tensorrt, torch or onnxruntime."),
-    frames: int = typer.Option(120, "--frames", help="--input: frames of the clip to use."),
-    size: str = typer.Option(None, "--size", help="--input: resize frames to WxH first, e.g. 1280x720."),
+    device: str = typer.Option(None, "--device", metavar="cpu|cuda|cuda:N",
+                               help="cpu, cuda or cuda:N (default: the best available)."),
+    input_clip: Path = typer.Option(None, "--input", metavar="CLIP",
+                                    help="End-to-end pipeline on this clip (offline and paced live)."),
+    model: str = typer.Option("warp", "--model", metavar=MODEL_MV,
+                              help="--input: the model to run (see `rtanim video --help`)."),
+    engine: str = typer.Option("auto", "--engine", metavar=ENGINE_MV, help="--input: " + ENGINE_HELP),
+    frames: int = typer.Option(120, "--frames", metavar="N", help="--input: frames of the clip to use."),
+    size: str = typer.Option(None, "--size", metavar="WxH", help="--input: resize frames to WxH first, e.g. 1280x720."),
 ) -> None:
-    """Benchmark. `--engines`: median ms per batch and crops/s of each available backend and model,
-    with the speed-up over PyTorch measured in the same run. `--input CLIP`: end-to-end fps, latency
-    and per-stage times of the whole pipeline, offline and paced live (frames preloaded, null sink).
+    """Benchmark: engines alone, or the whole pipeline on a clip; medians, with ratios from the same run.
+
+    `--engines`: median ms per batch and crops/s of each available backend and model, with the
+    speed-up over PyTorch measured in the same run. `--input CLIP`: end-to-end fps, latency and
+    per-stage times of the whole pipeline, offline and paced live (frames preloaded, null sink).
+
+    Examples:
+      rtanim bench --engines --quick
+      rtanim bench --engines --backends torch,onnxruntime --batches 1,8 --device cpu
+      rtanim bench --input talk.mp4 --model warp --size 1280x720
     """
     with guard():
         if engines == (input_clip is not None):
             raise InputError("bench", "choose one mode: --engines or --input CLIP")
         if input_clip is not None:
+            checks.input_path(input_clip, "--input")
+            checks.model(model)
+            checks.engine(engine)
             from rtanim.benchrun import bench_pipeline, bench_table
 
             results, desc = bench_pipeline(input_clip, model=model, engine=engine, device=device, frames=frames,
@@ -224,11 +354,6 @@ def bench_cmd(
 
 
 def _bench_engines(models, backends, batches, iters, quick, device) -> None:
-    from rich.progress import Progress
-
-    from engines.bench import MODELS, BenchConfig, bench_engines
-    from engines.select import BACKENDS
-
     kw: dict = {"device": device}
     for key, value in (
         ("models", _csv(models, "--models")),
@@ -238,11 +363,15 @@ def _bench_engines(models, backends, batches, iters, quick, device) -> None:
     ):
         if value is not None:
             kw[key] = tuple(value) if isinstance(value, list) else value
-    bad = [b for b in kw.get("backends", ()) if b not in BACKENDS]
-    if bad:
-        raise InputError("--backends", f"unknown backend {bad[0]!r} (choose {', '.join(BACKENDS)})")
+    for b in kw.get("backends", ()):
+        checks.choice(b, checks.ENGINES[1:], "--backends", "backend")
     if any(b < 1 for b in kw.get("batches", ())):
         raise InputError("--batches", "batch sizes must be positive")
+    from rich.progress import Progress
+
+    from engines.bench import MODELS, BenchConfig, bench_engines
+    from engines.select import BACKENDS
+
     config = BenchConfig.quick(**kw) if quick else BenchConfig(**kw)
     total = len(config.models or MODELS) * len(config.backends or BACKENDS) * len(config.batches)
     with Progress(console=err_console, transient=True) as progress:
@@ -268,44 +397,55 @@ def _bench_engines(models, backends, batches, iters, quick, device) -> None:
 
 # ------------------------------------------------------------- image / analyze
 
-MODEL_HELP = (
-    "warp (moves the face geometry, no network), default (the shipped trained model; warp if none ships), "
-    "lite, ganimation, lite+flow, ganimation+flow, or a checkpoint path (.safetensors or GANimation .pth)."
-)
-ENGINE_HELP = "auto (TensorRT > PyTorch CUDA > ONNX Runtime CPU), tensorrt, torch or onnxruntime."
+STILL_FACES = 8
+MAX_FACES_HELP = ("Most faces to follow in each frame (video costs time per face and frame; a still has no "
+                  f"frame budget, so `image` takes up to {STILL_FACES}).")
 
 
-@app.command("image")
+@app.command("image", cls=Command)
 def image_cmd(
-    src: Path = typer.Argument(..., help="Input image (PNG, JPEG, BMP, TIFF, WebP)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output image; or, with --grid, the grid figure."),
+    src: Path = typer.Argument(..., metavar="IN", help="Input image (PNG, JPEG, BMP, TIFF, WebP)."),
+    out: Path = typer.Option(..., "-o", "--out", metavar="OUT", help="Output image; or, with --grid, the grid figure."),
     aus: str = typer.Option(
-        None, "--aus", help="Target AUs: a preset (smile, surprise:0.7), inline (AU12=1,AU06=0.6) or an AU file."
+        None, "--aus", metavar=AUS_MV,
+        help="Target AUs: a preset (smile, surprise:0.7), inline (AU12=1,AU06=0.6) or an AU file.",
     ),
-    model: str = typer.Option("default", "--model", help=MODEL_HELP),
-    engine: str = typer.Option("auto", "--engine", help=ENGINE_HELP),
+    model: str = typer.Option("default", "--model", metavar=MODEL_MV, help=MODEL_HELP),
+    engine: str = typer.Option("auto", "--engine", metavar=ENGINE_MV, help=ENGINE_HELP),
     grid: str = typer.Option(
-        None, "--grid", help="Write the AU grid instead: e.g. AU01,AU12,AU26 or 'all', at 0, 0.33, 0.66, 1."
+        None, "--grid", metavar="AU,...|all",
+        help="Write the AU grid instead: each AU at 0, 0.33, 0.66 and 1, then what the model did (motion; "
+        "attention and colour for models that repaint).",
     ),
-    max_faces: int = typer.Option(8, "--max-faces", min=1, help="Most faces to re-express."),
+    max_faces: int = typer.Option(STILL_FACES, "--max-faces", min=1, metavar="N", help="Most faces to re-express."),
 ) -> None:
     """Re-express every face in a still image.
 
-    Examples: `rtanim image me.jpg -o smile.png --aus smile`;
-    `rtanim image me.jpg -o grid.png --grid AU01,AU12,AU26,AU45 --model warp`.
+    Examples:
+      rtanim image me.jpg -o smile.png --aus smile
+      rtanim image me.jpg -o wink.png --aus AU45L=1,AU12=0.5
+      rtanim image me.jpg -o grid.png --grid AU01,AU12,AU26,AU45 --model warp
     """
-    from rtanim import stills
-    from rtanim.aus import parse_codes
-    from rtanim.runtime import load_generator
-    from rtanim.timeline import parse_aus_arg
-
     with guard():
         if (aus is None) == (grid is None):
             raise InputError("--aus", "give target AUs with --aus, or AU codes with --grid (one of the two)")
-        image = stills.read_image(src)
-        stills.check_output_image(out, src)
+        checks.input_path(src)
+        from rtanim.files import IMAGE_EXTENSIONS
+
+        checks.output_file(out, suffixes=IMAGE_EXTENSIONS, inputs=[src])
+        checks.model(model)
+        checks.engine(engine)
+        from rtanim.aus import parse_codes
+        from rtanim.timeline import parse_aus_arg
+
         timeline = parse_aus_arg(aus) if aus is not None else None
         codes = parse_codes(grid, "--grid") if grid is not None else None
+        from rtanim.files import read_image
+
+        image = read_image(src)
+        from rtanim import stills
+        from rtanim.runtime import load_generator
+
         gen = load_generator(model, engine)
         if codes is not None:
             faces = stills.track_still(image, 1)
@@ -324,27 +464,30 @@ def image_cmd(
         console.print(f"wrote {out}: {len(result.faces)} face(s) re-expressed ({gen.describe()})", highlight=False)
 
 
-@app.command("analyze")
+@app.command("analyze", cls=Command)
 def analyze_cmd(
-    src: Path = typer.Argument(..., help="Input video."),
-    out: Path = typer.Option(..., "-o", "--out", help="CSV to write (OpenFace-compatible AUxx_r columns, 0-5)."),
-    max_faces: int = typer.Option(4, "--max-faces", min=1, help="Most faces to follow."),
+    src: Path = typer.Argument(..., metavar="IN", help="Input video."),
+    out: Path = typer.Option(..., "-o", "--out", metavar="OUT.csv",
+                             help="CSV to write (OpenFace-compatible AUxx_r columns, 0-5)."),
+    max_faces: int = typer.Option(4, "--max-faces", min=1, metavar="N", help=MAX_FACES_HELP),
 ) -> None:
     """Measure every face's live AUs in each frame of a video, per face id.
 
     The CSV is a timeline too: `rtanim video other.mp4 -o out.mp4 --timeline aus.csv` transfers
     this video's expressions to another.
+
+    Examples:
+      rtanim analyze talk.mp4 -o aus.csv
+      rtanim timeline plot aus.csv -o aus.png
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from rtanim.analysis import analyze_video, write_analysis_csv
-    from rtanim.sources import VideoFileSource
-
     with guard():
-        if out.suffix.lower() != ".csv":
-            raise InputError(out, "the output must be a .csv file")
-        if not out.parent.is_dir():
-            raise InputError(out, "output folder does not exist")
+        checks.input_path(src)
+        checks.output_file(out, suffixes=(".csv",), inputs=[src])
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from rtanim.analysis import analyze_video, write_analysis_csv
+        from rtanim.sources import VideoFileSource
+
         with VideoFileSource(src) as probe:
             total = probe.frame_count
         columns = [
@@ -368,102 +511,133 @@ def analyze_cmd(
 
 TIMELINE_OPT_HELP = "Target AUs over time: a timeline JSON, an OpenFace CSV, or another video whose face drives this one."
 AUS_OPT_HELP = "Target AUs: a preset (smile, surprise:0.7), inline (AU12=1,AU06=0.6) or an AU / timeline file."
-FACES_HELP = "largest: only the biggest face; all: every face found (up to 4)."
+FACES_HELP = "largest: only the biggest face; all: every face found (up to --max-faces)."
 
 
-@app.command("video")
+@app.command("video", cls=Command)
 def video_cmd(
-    src: Path = typer.Argument(..., help="Input video (any container / codec FFmpeg reads). Never modified."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output video (.mp4, .mkv, .mov, .webm ...); audio is copied."),
-    aus: str = typer.Option(None, "--aus", help=AUS_OPT_HELP),
-    timeline: Path = typer.Option(None, "--timeline", help=TIMELINE_OPT_HELP),
-    model: str = typer.Option("default", "--model", help=MODEL_HELP),
-    engine: str = typer.Option("auto", "--engine", help=ENGINE_HELP),
-    faces: str = typer.Option("all", "--faces", help=FACES_HELP),
-    batch: int = typer.Option(8, "--batch", help="Faces per engine call (several frames batched together)."),
-    stats_json: Path = typer.Option(None, "--stats-json", help="Write fps, latency and per-stage times as JSON."),
-    codec: str = typer.Option(None, "--codec", help="Video encoder (default libx264; libvpx-vp9 for .webm)."),
-    crf: int = typer.Option(18, "--crf", help="Quality for x264/x265/VP9/AV1: 0 lossless, 18 default, higher smaller."),
-    frames: int = typer.Option(None, "--frames", help="Only the first N frames (a quick look); audio is cut to match."),
+    src: Path = typer.Argument(..., metavar="IN", help="Input video (any container / codec FFmpeg reads). Never modified."),
+    out: Path = typer.Option(..., "-o", "--out", metavar="OUT",
+                             help="Output video (.mp4, .mkv, .mov, .webm ...); audio is copied."),
+    aus: str = typer.Option(None, "--aus", metavar=AUS_MV, help=AUS_OPT_HELP),
+    timeline: Path = typer.Option(None, "--timeline", metavar="FILE|CSV|VIDEO", help=TIMELINE_OPT_HELP),
+    model: str = typer.Option("default", "--model", metavar=MODEL_MV, help=MODEL_HELP),
+    engine: str = typer.Option("auto", "--engine", metavar=ENGINE_MV, help=ENGINE_HELP),
+    faces: str = typer.Option("all", "--faces", metavar="largest|all", help=FACES_HELP),
+    max_faces: int = typer.Option(4, "--max-faces", min=1, metavar="N", help=MAX_FACES_HELP),
+    batch: int = typer.Option(8, "--batch", metavar="N", help="Faces per engine call (several frames batched together)."),
+    stats_json: Path = typer.Option(None, "--stats-json", metavar="FILE",
+                                    help="Write fps, latency and per-stage times as JSON."),
+    codec: str = typer.Option(None, "--codec", metavar="NAME", help="Video encoder (default libx264; libvpx-vp9 for .webm)."),
+    crf: int = typer.Option(18, "--crf", metavar="Q",
+                            help="Quality for x264/x265/VP9/AV1: 0 lossless, 18 default, higher smaller."),
+    frames: int = typer.Option(None, "--frames", metavar="N",
+                               help="Only the first N frames (a quick look); audio is cut to match."),
 ) -> None:
     """Re-express every face in every frame of a video, in order, keeping the audio.
 
-    Examples: `rtanim video in.mp4 -o out.mp4 --aus smile`; `rtanim video in.mp4 -o out.mp4 --timeline other.mp4`
-    (expression transfer). Ctrl-C keeps a playable file with every frame done so far (exit code 130).
+    Ctrl-C keeps a playable file with every frame done so far (exit code 130).
+
+    Examples:
+      rtanim video in.mp4 -o out.mp4 --aus smile
+      rtanim video in.mp4 -o out.mp4 --timeline examples/wink_and_smile.json --frames 150
+      rtanim video in.mp4 -o out.mp4 --timeline other.mp4   # expression transfer
     """
     from rtanim.runs import run_video
 
     with guard():
-        run_video(src, out, aus=aus, timeline=timeline, model=model, engine=engine, faces=faces, batch=batch,
-                  stats_json=stats_json, codec=codec, crf=crf, max_frames=frames, console=console,
+        run_video(src, out, aus=aus, timeline=timeline, model=model, engine=engine, faces=faces, max_faces=max_faces,
+                  batch=batch, stats_json=stats_json, codec=codec, crf=crf, max_frames=frames, console=console,
                   err_console=err_console)
     console.print(f"wrote {out}", highlight=False)
 
 
-@app.command("webcam")
+@app.command("webcam", cls=Command)
 def webcam_cmd(
-    camera: str = typer.Option("0", "--camera", help="Camera index, /dev/videoN, or a video file played like a camera."),
-    aus: str = typer.Option(None, "--aus", help=AUS_OPT_HELP),
-    timeline: Path = typer.Option(None, "--timeline", help=TIMELINE_OPT_HELP),
-    model: str = typer.Option("default", "--model", help=MODEL_HELP),
-    engine: str = typer.Option("auto", "--engine", help=ENGINE_HELP),
+    camera: str = typer.Option("0", "--camera", metavar="INDEX|DEVICE|FILE",
+                               help="Camera index, /dev/videoN, or a video file played like a camera."),
+    aus: str = typer.Option(None, "--aus", metavar=AUS_MV, help=AUS_OPT_HELP),
+    timeline: Path = typer.Option(None, "--timeline", metavar="FILE|CSV|VIDEO", help=TIMELINE_OPT_HELP),
+    model: str = typer.Option("default", "--model", metavar=MODEL_MV, help=MODEL_HELP),
+    engine: str = typer.Option("auto", "--engine", metavar=ENGINE_MV, help=ENGINE_HELP),
     vcam: bool = typer.Option(False, "--vcam", help="Send the result to a virtual camera video-call apps can pick."),
     preview: bool = typer.Option(
         None, "--preview/--no-preview", help="Preview window with hotkeys (default: when a display is available)."
     ),
-    out: list[str] = typer.Option([], "--out", "-o", help="Also write a file, or stream to udp:// srt:// rtmp:// ..."),
-    faces: str = typer.Option("largest", "--faces", help=FACES_HELP),
-    size: str = typer.Option(None, "--size", help="Requested camera mode, e.g. 1280x720."),
-    fps: float = typer.Option(None, "--fps", help="Requested camera frame rate."),
+    out: list[str] = typer.Option([], "--out", "-o", metavar="FILE|URL",
+                                  help="Also write a file, or stream to udp:// srt:// rtmp:// ... (repeatable)."),
+    faces: str = typer.Option("largest", "--faces", metavar="largest|all", help=FACES_HELP),
+    max_faces: int = typer.Option(4, "--max-faces", min=1, metavar="N", help=MAX_FACES_HELP),
+    size: str = typer.Option(None, "--size", metavar="WxH", help="Requested camera mode, e.g. 1280x720."),
+    fps: float = typer.Option(None, "--fps", metavar="FPS", help="Requested camera frame rate."),
     paced: bool = typer.Option(True, "--paced/--no-paced", help="A file as --camera: real time (default) or flat out."),
     passthrough: str = typer.Option(
-        None, "--passthrough", help="AUs that follow your face (default AU25,AU26 so you can talk, or the file's "
-        "own list); 'none' for none."
+        None, "--passthrough", metavar="AU,...|none",
+        help="AUs that follow your face (default AU25,AU26 so you can talk, or the file's own list); 'none' for none.",
     ),
-    stats_json: Path = typer.Option(None, "--stats-json", help="Write fps, latency and per-stage times as JSON."),
+    stats_json: Path = typer.Option(None, "--stats-json", metavar="FILE",
+                                    help="Write fps, latency and per-stage times as JSON."),
 ) -> None:
     """Re-express your face live: newest frame only, so latency stays bounded.
 
     Preview keys: q quit, space effect on/off, p pause the timeline, 1-9 presets (again: back), o overlay.
-    Try it without a camera: `rtanim webcam --camera clip.mp4 --aus smile --model warp`.
+
+    Examples:
+      rtanim webcam --aus smile --vcam
+      rtanim webcam --timeline examples/wink_and_smile.json -o take.mp4
+      rtanim webcam --camera clip.mp4 --aus smile --model warp   # no camera needed
     """
     from rtanim.runs import run_webcam
 
     with guard():
         run_webcam(camera, aus=aus, timeline=timeline, model=model, engine=engine, vcam=vcam, preview=preview,
-                   out=out, faces=faces, size=size, fps=fps, paced=paced, passthrough=passthrough,
-                   stats_json=stats_json, console=console, err_console=err_console)
+                   out=out, faces=faces, max_faces=max_faces, size=size, fps=fps, paced=paced,
+                   passthrough=passthrough, stats_json=stats_json, console=console, err_console=err_console)
 
 
 # ------------------------------------------------------------- prepare / train / eval
 
 
-@app.command("prepare")
+@app.command("prepare", cls=Command)
 def prepare_cmd(
-    src: list[Path] = typer.Argument(..., help="Image folders (searched recursively), images and videos."),
-    out: Path = typer.Option(..., "-o", "--out", help="Dataset folder to write (run again to resume)."),
-    fps: float = typer.Option(5.0, "--fps", help="Video frames sampled per second."),
-    min_face: int = typer.Option(48, "--min-face", help="Smallest face kept, in frame pixels."),
-    max_yaw: float = typer.Option(35.0, "--max-yaw", help="Largest head yaw kept, in degrees."),
-    min_sharpness: float = typer.Option(15.0, "--min-sharpness", help="Blur filter: Laplacian variance of the crop."),
-    max_faces: int = typer.Option(4, "--max-faces", min=1, help="Most faces per image or frame."),
+    src: list[Path] = typer.Argument(..., metavar="SRC", help="Image folders (searched recursively), images and videos."),
+    out: Path = typer.Option(..., "-o", "--out", metavar="DATASET", help="Dataset folder to write (run again to resume)."),
+    fps: float = typer.Option(5.0, "--fps", metavar="FPS", help="Video frames sampled per second."),
+    min_face: int = typer.Option(48, "--min-face", metavar="PX", help="Smallest face kept, in frame pixels."),
+    max_yaw: float = typer.Option(35.0, "--max-yaw", metavar="DEG", help="Largest head yaw kept, in degrees."),
+    min_sharpness: float = typer.Option(15.0, "--min-sharpness", metavar="VAR",
+                                        help="Blur filter: Laplacian variance of the crop."),
+    max_faces: int = typer.Option(4, "--max-faces", min=1, metavar="N", help="Most faces per image or frame."),
     tiles: bool = typer.Option(False, "--tiles", help="Also search image tiles for small faces (slower)."),
-    test_fraction: float = typer.Option(0.1, "--test-fraction", help="Held out: whole videos, whole identities."),
-    min_age: int = typer.Option(0, "--min-age", min=0, help="Skip UTKFace images (AGE_... names) of younger people."),
-    limit: int = typer.Option(0, "--limit", min=0, help="Stop after this many crops (0: all)."),
-    shard: Path = typer.Option(None, "--shard", help="Also pack everything into one .safetensors file."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the held-out split."),
+    test_fraction: float = typer.Option(0.1, "--test-fraction", metavar="F",
+                                        help="Held out: whole videos, whole identities."),
+    min_age: int = typer.Option(0, "--min-age", min=0, metavar="YEARS",
+                                help="Skip UTKFace images (AGE_... names) of younger people."),
+    limit: int = typer.Option(0, "--limit", min=0, metavar="N", help="Stop after this many crops (0: all)."),
+    shard: Path = typer.Option(None, "--shard", metavar="FILE.safetensors",
+                               help="Also pack everything into one .safetensors file."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the held-out split."),
 ) -> None:
     """Make a training set: track, align and AU-label every face of SRC (images, folders, videos).
 
     Writes imgs/, aus.csv, landmarks.npy, meta.json and the original GANimation files (aus_openface.pkl,
     train_ids.csv, test_ids.csv). Unreadable inputs are skipped and listed.
-    """
-    from train.prepare import PrepareOptions, prepare
 
+    Examples:
+      rtanim prepare ../shared/data/faces -o data/faces
+      rtanim prepare talk1.mp4 talk2.mp4 -o data/talk --fps 2 --shard data/talk.safetensors
+    """
     with guard():
-        if shard is not None and shard.suffix != ".safetensors":
-            raise InputError(shard, "the shard must be a .safetensors file", field="--shard")
+        for s in src:
+            checks.input_path(s, "SRC", folder_ok=True)
+        checks.output_folder(out)
+        if shard is not None:
+            checks.output_file(shard, "--shard", suffixes=(".safetensors",))
+        checks.positive(fps, "--fps")
+        if not 0 <= test_fraction < 1:
+            raise InputError("--test-fraction", f"must be in [0, 1), got {test_fraction:g}")
+        from train.prepare import PrepareOptions, prepare
+
         options = PrepareOptions(fps=fps, min_face=min_face, max_yaw=max_yaw, min_sharpness=min_sharpness,
                                  max_faces=max_faces, tiles=tiles, test_fraction=test_fraction, seed=seed, limit=limit,
                                  min_age=min_age)
@@ -475,18 +649,22 @@ def prepare_cmd(
                   f"skipped: {skipped}; {result.per_second:.1f} inputs/s", highlight=False)
 
 
-@app.command("train")
+@app.command("train", cls=Command)
 def train_cmd(
-    data: Path = typer.Option(None, "--data", help="Dataset: a prepare folder, a GANimation folder or a shard."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder: config.json, checkpoints/, logs, samples/."),
-    arch: str = typer.Option(None, "--arch", help="lite (default), ganimation, or refine (the supervised CPU model)."),
-    minutes: float = typer.Option(None, "--minutes", min=0.1, help="refine: time budget of this run (default 60)."),
+    data: Path = typer.Option(None, "--data", metavar="DATASET",
+                              help="Dataset: a prepare folder, a GANimation folder or a shard."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="RUN", help="Run folder: config.json, checkpoints/, logs, samples/."),
+    arch: str = typer.Option(None, "--arch", metavar="lite|ganimation|refine",
+                             help="lite (default), ganimation, or refine (the supervised CPU model)."),
+    minutes: float = typer.Option(None, "--minutes", min=0.1, metavar="M",
+                                  help="refine: time budget of this run (default 60)."),
     flow: bool = typer.Option(False, "--flow", help="Add the flow head (supervised by the AU basis)."),
-    steps: int = typer.Option(None, "--steps", min=1, help="Batches to train (critic updates; G every 5th)."),
-    batch: int = typer.Option(None, "--batch", min=1, help="Images per batch (per process)."),
-    device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
-    config: Path = typer.Option(None, "--config", help="JSON file of settings to start from."),
-    sets: list[str] = typer.Option([], "--set", help="Any setting, KEY=VALUE (repeatable): lambda_cyc=10 ..."),
+    steps: int = typer.Option(None, "--steps", min=1, metavar="N", help="Batches to train (critic updates; G every 5th)."),
+    batch: int = typer.Option(None, "--batch", min=1, metavar="N", help="Images per batch (per process)."),
+    device: str = typer.Option(None, "--device", metavar="auto|cpu|cuda|cuda:N", help="auto, cpu, cuda or cuda:N."),
+    config: Path = typer.Option(None, "--config", metavar="FILE", help="JSON file of settings to start from."),
+    sets: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+                                   help="Any setting, KEY=VALUE (repeatable): lambda_cyc=10 ..."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
 ) -> None:
     """Train a generator (single process). Several GPUs: `torchrun --nproc_per_node K -m train ...` (same options).
@@ -496,51 +674,64 @@ def train_cmd(
     `--set init=shipped` or `--set init=PATH` starts from existing weights.
 
     `--arch refine` trains the refine model supervised on the CPU from prepared video frames (a
-    prepare folder, or a folder of them), resuming the run in --out when it has one:
-    rtanim train --arch refine --data .data/talk --out runs/refine --minutes 150
+    prepare folder, or a folder of them), resuming the run in --out when it has one.
+
+    Examples:
+      rtanim train --data data/faces --out runs/lite --set stage=flow --flow --steps 2000
+      rtanim train --data data/faces --out runs/lite --resume --steps 20000
+      rtanim train --arch refine --data data/talk --out runs/refine --minutes 150
     """
-    if arch == "refine":
-        from train.refine_train import main as refine_main
-
-        if data is None:
-            err_console.print("error: --data: give the prepared frames (a prepare folder or a folder of them)")
-            raise typer.Exit(2)
-        argv = ["--data", str(data), "--run", str(out), "--minutes", str(minutes or 60.0)]
-        argv += ["--steps", str(steps)] if steps else []
-        argv += ["--batch", str(batch)] if batch else []
-        for kv in sets:
-            key, _, value = kv.partition("=")
-            if key != "init" or not value:
-                err_console.print(f"error: --set {kv}: refine takes only --set init=PATH")
-                raise typer.Exit(2)
-            argv += ["--init", value]
-        raise typer.Exit(refine_main(argv))
-    from train.config import build_config
-    from train.trainer import train
-
     with guard():
+        checks.output_folder(out)
+        if data is not None:
+            checks.input_path(data, "--data", folder_ok=True,
+                              missing="no such dataset (run `rtanim prepare SRC... -o DATASET` first)")
+        if config is not None:
+            checks.input_path(config, "--config")
+        if arch == "refine":
+            if data is None:
+                raise InputError("--data", "give the prepared frames (a prepare folder or a folder of them)")
+            argv = ["--data", str(data), "--run", str(out), "--minutes", str(minutes or 60.0)]
+            argv += ["--steps", str(steps)] if steps else []
+            argv += ["--batch", str(batch)] if batch else []
+            for kv in sets:
+                key, _, value = kv.partition("=")
+                if key != "init" or not value:
+                    raise InputError(f"--set {kv}", "refine takes only --set init=PATH")
+                argv += ["--init", value]
+            from train.refine_train import main as refine_main
+
+            raise typer.Exit(refine_main(argv))
+        from train.config import build_config
+
         cfg = build_config(data, out, arch=arch, flow=flow or None, steps=steps, batch=batch, device=device,
                            config_file=config, sets=sets, resume=resume)
+        from train.trainer import train
+
         result = train(cfg, resume=resume, progress=True)
     console.print(f"step {result.step}: {result.images_per_s:.2f} images/s; wrote {result.checkpoint}",
                   highlight=False)
 
 
-@app.command("eval")
+@app.command("eval", cls=Command)
 def eval_cmd(
-    model: str = typer.Option(..., "--model", help=MODEL_HELP),
-    data: Path = typer.Option(None, "--data", help="A dataset folder (held-out split), an image folder or a video."),
-    out: Path = typer.Option(..., "-o", "--out", help="Report folder: report.md, report.json, au_grid.png."),
-    reenact: Path = typer.Option(None, "--reenact", help="Self-reenactment test on held-out clips: a clip, a folder "
-                                 "or a .txt list (rows copy, warp and --model; reenact.md)."),
-    pairs: int = typer.Option(6, "--pairs", min=1, help="Self-reenactment: frame pairs per clip."),
-    faces: int = typer.Option(8, "--faces", min=1, help="Faces to re-express."),
-    aus: str = typer.Option(None, "--aus", help="AUs to command, e.g. AU12,AU26 (default: all 17)."),
-    frames: int = typer.Option(90, "--frames", min=2, help="Frames of the flicker clip."),
-    clip: Path = typer.Option(None, "--clip", help="Flicker clip (default: --data when it is a video)."),
-    flicker_aus: str = typer.Option("smile", "--flicker-aus", help="Preset held constant over the clip."),
-    engine: str = typer.Option("auto", "--engine", help=ENGINE_HELP),
-    basis: Path = typer.Option(None, "--basis", help="AU basis .npz for the warp model (default: the shipped one)."),
+    model: str = typer.Option(..., "--model", metavar=MODEL_MV, help=MODEL_HELP),
+    data: Path = typer.Option(None, "--data", metavar="DIR|VIDEO",
+                              help="A dataset folder (held-out split), an image folder or a video."),
+    out: Path = typer.Option(..., "-o", "--out", metavar="REPORT_DIR",
+                             help="Report folder: report.md, report.json, au_grid.png."),
+    reenact: Path = typer.Option(None, "--reenact", metavar="CLIP|DIR|LIST.txt",
+                                 help="Self-reenactment test on held-out clips: a clip, a folder or a .txt list "
+                                 "(rows copy, warp and --model; reenact.md)."),
+    pairs: int = typer.Option(6, "--pairs", min=1, metavar="N", help="Self-reenactment: frame pairs per clip."),
+    faces: int = typer.Option(8, "--faces", min=1, metavar="N", help="Faces to re-express."),
+    aus: str = typer.Option(None, "--aus", metavar="AU,...", help="AUs to command, e.g. AU12,AU26 (default: all 17)."),
+    frames: int = typer.Option(90, "--frames", min=2, metavar="N", help="Frames of the flicker clip."),
+    clip: Path = typer.Option(None, "--clip", metavar="VIDEO", help="Flicker clip (default: --data when it is a video)."),
+    flicker_aus: str = typer.Option("smile", "--flicker-aus", metavar="PRESET", help="Preset held constant over the clip."),
+    engine: str = typer.Option("auto", "--engine", metavar=ENGINE_MV, help=ENGINE_HELP),
+    basis: Path = typer.Option(None, "--basis", metavar="FILE.npz",
+                               help="AU basis .npz for the warp model (default: the shipped one)."),
 ) -> None:
     """Measure a model: AU fidelity (MAE, Spearman), identity, background and temporal flicker.
 
@@ -548,16 +739,26 @@ def eval_cmd(
     source re-expressed with the target's AUs and compared with the real target (mouth / eye PSNR
     and SSIM, expression error, identity), for copy, warp and the model in one run.
 
-    Example: rtanim eval --model train/init/refine.safetensors --reenact calib/reenact_clips.txt -o report
+    Examples:
+      rtanim eval --model warp --data ../shared/data/faces/expressive -o report
+      rtanim eval --model train/init/refine.safetensors --reenact calib/reenact_clips.txt -o report
     """
-    from rtanim.aus import parse_codes
-    from rtanim.evaluate import EvalOptions, evaluate
-
     with guard():
         if data is None and reenact is None:
             raise InputError("eval", "give --data (still-image eval), --reenact (self-reenactment) or both")
+        checks.model(model)
+        checks.engine(engine)
+        for path, option in ((data, "--data"), (reenact, "--reenact"), (clip, "--clip"), (basis, "--basis")):
+            if path is not None:
+                checks.input_path(path, option, folder_ok=option in ("--data", "--reenact"))
+        checks.output_folder(out)
+        from rtanim.aus import parse_codes
+
+        codes = parse_codes(aus)
         if data is not None:
-            options = EvalOptions(faces=faces, aus=parse_codes(aus), frames=frames, flicker_target=flicker_aus,
+            from rtanim.evaluate import EvalOptions, evaluate
+
+            options = EvalOptions(faces=faces, aus=codes, frames=frames, flicker_target=flicker_aus,
                                   engine=engine, clip=None if clip is None else str(clip),
                                   basis=None if basis is None else str(basis))
             report = evaluate(model, data, out, options, progress=True)
@@ -572,21 +773,28 @@ def eval_cmd(
             console.print(f"wrote {out}/reenact.md: {r.pairs} pairs; mouth PSNR {best}", highlight=False)
 
 
-@app.command("demo")
+@app.command("demo", cls=Command)
 def demo_cmd(
-    out: Path = typer.Option(Path("rtanim-demo"), "-o", "--out", help="Folder for the results (created)."),
-    model: str = typer.Option("default", "--model", help=MODEL_HELP),
-    engine: str = typer.Option("auto", "--engine", help=ENGINE_HELP),
+    out: Path = typer.Option(Path("rtanim-demo"), "-o", "--out", metavar="DIR", help="Folder for the results (created)."),
+    model: str = typer.Option("default", "--model", metavar=MODEL_MV, help=MODEL_HELP),
+    engine: str = typer.Option("auto", "--engine", metavar=ENGINE_MV, help=ENGINE_HELP),
 ) -> None:
     """Run rtanim offline on the bundled portrait: no camera, data or download needed.
 
     Writes expressions.png (the face with smile, surprise, a wink and closed eyes), input.mp4 (a
     short clip made from the portrait, with a tone as audio), timeline.json and demo.mp4 (the clip
     re-expressed along the timeline, audio kept).
-    """
-    from rtanim.demo import run_demo
 
+    Examples:
+      rtanim demo -o rtanim-demo
+      rtanim demo -o demo-warp --model warp
+    """
     with guard():
+        checks.model(model)
+        checks.engine(engine)
+        checks.output_folder(out)
+        from rtanim.demo import run_demo
+
         paths = run_demo(out, model, engine, console=console, err_console=err_console)
     for p in paths:
         console.print(f"wrote {p}", highlight=False)

@@ -35,7 +35,7 @@ def _writable(folder: Path, path: Path, option: str) -> None:
     try:
         fd, probe = tempfile.mkstemp(prefix=".rtanim-probe-", dir=folder)
     except OSError as e:
-        raise InputError(path, f"cannot write in {folder} ({e.strerror or e})", field=option) from None
+        raise InputError(path, f"folder {folder} is not writable ({e.strerror or e})", field=option) from None
     os.close(fd)
     os.unlink(probe)
     free = shutil.disk_usage(folder).free
@@ -59,11 +59,11 @@ def output_file(
     """An output file the command can write: a known suffix, not a folder, not an input, in a
     writable existing folder with room."""
     path = Path(path)
-    if suffixes is not None and path.suffix.lower() not in suffixes:
-        raise InputError(path, f"unsupported extension {path.suffix or '(none)'}; use one of {', '.join(suffixes)}",
-                         field=option)
     if path.is_dir():
         raise InputError(path, "is a folder, not a file name", field=option)
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise InputError(path, f"unsupported output format {path.suffix or '(none)'}; use one of {', '.join(suffixes)}",
+                         field=option)
     folder = _existing_ancestor(path, option)
     if folder != path.absolute().parent:
         raise InputError(path, f"folder {path.parent} does not exist", field=option)
@@ -83,11 +83,11 @@ def output_folder(path: str | Path, option: str = "-o") -> Path:
     return path
 
 
-def input_path(path: str | Path, option: str | None = None, *, folder_ok: bool = False) -> Path:
-    """An input that exists (a file; or a folder when ``folder_ok``)."""
+def input_path(path: str | Path, option: str | None = None, *, folder_ok: bool = False, missing: str = "") -> Path:
+    """An input that exists (a file; or a folder when ``folder_ok``); ``missing`` says what to do if not."""
     path = Path(path)
     if not path.exists():
-        raise InputError(path, "no such file" + (" or folder" if folder_ok else ""), field=option)
+        raise InputError(path, missing or "no such file" + (" or folder" if folder_ok else ""), field=option)
     if not folder_ok and not path.is_file():
         raise InputError(path, "is a folder, not a file", field=option)
     return path

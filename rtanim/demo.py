@@ -120,20 +120,17 @@ def run_demo(
     """The README's offline job: an expression strip and a re-expressed clip with its audio."""
     import json
 
-    from rtanim.errors import InputError
+    from rtanim.checks import output_folder
+    from rtanim.files import write_text
     from rtanim.runs import run_video
     from rtanim.runtime import load_generator
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(out_dir, "exists and is not a folder")
-    if not out_dir.parent.is_dir():
-        raise InputError(out_dir, "parent folder does not exist")
-    out_dir.mkdir(exist_ok=True)
+    out_dir = output_folder(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     strip = demo_still(out_dir, load_generator(model, engine))
     clip = make_sample_clip(out_dir / "input.mp4")
     timeline = out_dir / "timeline.json"
-    timeline.write_text(json.dumps(DEMO_TIMELINE, indent=2) + "\n")
+    write_text(timeline, json.dumps(DEMO_TIMELINE, indent=2) + "\n")
     result = run_video(
         clip,
         out_dir / "demo.mp4",

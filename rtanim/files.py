@@ -56,3 +56,18 @@ def load_rgb(path: str | Path) -> np.ndarray | None:
     data = np.fromfile(str(path), dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An RGB uint8 image, or one clear InputError (missing, unreadable, not an image)."""
+    from rtanim.errors import InputError
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if not path.is_file():
+        raise InputError(path, "is a folder, not a file")
+    image = load_rgb(path)
+    if image is None:
+        raise InputError(path, f"not a readable image (supported: {', '.join(IMAGE_EXTENSIONS)})")
+    return image

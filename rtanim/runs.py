@@ -40,7 +40,8 @@ from rtanim.timeline import WEBCAM_PASSTHROUGH, Timeline, load_openface_csv, loa
 if TYPE_CHECKING:
     from rtanim.pipeline import Controls, FrameJob, Stats
 
-#: Faces tracked per frame; ``--faces largest`` keeps the biggest of them.
+#: Faces tracked per frame by default (``--max-faces``); ``--faces largest`` keeps the biggest of them.
+#: Each tracked face costs track and generate time in every frame, so video keeps fewer than stills.
 MAX_FACES = 4
 FACE_CHOICES = ("largest", "all")
 TIMELINE_HINT = "give exactly one of --aus FILE|PRESET or --timeline FILE|CSV|VIDEO"
@@ -253,6 +254,7 @@ def run_video(
     model: str = "default",
     engine: str = "auto",
     faces: str = "all",
+    max_faces: int = MAX_FACES,
     batch: int = 8,
     stats_json: str | Path | None = None,
     codec: str | None = None,
@@ -269,6 +271,8 @@ def run_video(
     console = console or Console()
     err_console = err_console or Console(stderr=True)
     check_faces(faces)
+    if max_faces < 1:
+        raise InputError("--max-faces", "must be >= 1")
     if batch < 1:
         raise InputError("--batch", "must be >= 1")
     if max_frames is not None and max_frames < 1:
@@ -293,7 +297,7 @@ def run_video(
         tl = analyse_driving(target, err_console) if isinstance(target, DrivingVideo) else target
         from rtanim.tracking import FaceTracker
 
-        tracker = stack.enter_context(FaceTracker(MAX_FACES, mode="video", fps=source.fps or 30.0))
+        tracker = stack.enter_context(FaceTracker(max_faces, mode="video", fps=source.fps or 30.0))
         pipeline = Pipeline(tracker, generator, tl, policy="offline", faces=faces, batch=batch)
         total = source.frame_count
         if total is not None and max_frames is not None:
@@ -360,6 +364,7 @@ def run_webcam(
     preview: bool | None = None,
     out: Sequence[str] = (),
     faces: str = "largest",
+    max_faces: int = MAX_FACES,
     size: str | None = None,
     fps: float | None = None,
     paced: bool = True,
@@ -377,6 +382,8 @@ def run_webcam(
     console = console or Console()
     err_console = err_console or Console(stderr=True)
     check_faces(faces)
+    if max_faces < 1:
+        raise InputError("--max-faces", "must be >= 1")
     req_size = parse_size(size)
     if fps is not None and fps <= 0:
         raise InputError("--fps", "must be > 0")
@@ -412,7 +419,7 @@ def run_webcam(
             tl = webcam_passthrough(analyse_driving(target, err_console), passthrough)
         from rtanim.tracking import FaceTracker
 
-        tracker = stack.enter_context(FaceTracker(MAX_FACES, mode="video", fps=source.fps or 30.0))
+        tracker = stack.enter_context(FaceTracker(max_faces, mode="video", fps=source.fps or 30.0))
         pipeline = Pipeline(tracker, generator, tl, policy="live", faces=faces, controls=controls)
         where = [str(o) for o in out] + (["virtual camera"] if vcam else []) + (["preview"] if want_preview else [])
         err_console.print(

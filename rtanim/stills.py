@@ -14,44 +14,15 @@ from rtanim.align import crop
 from rtanim.aus import expand_code
 from rtanim.compose import FaceOutput, compose
 from rtanim.errors import InputError
+from rtanim.files import read_image as read_image  # re-exported: callers read stills here
 from rtanim.files import write_bytes
 from rtanim.pipeline import FaceJob, Generator
-from rtanim.sources import IMAGE_EXTENSIONS, load_rgb
 from rtanim.timeline import Timeline
 from rtanim.tracking import Face, FaceTracker
 
 log = logging.getLogger("rtanim")
 
 GRID_LEVELS: tuple[float, ...] = (0.0, 0.33, 0.66, 1.0)
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """An RGB uint8 image, or one clear InputError (missing, unreadable, not an image)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if not path.is_file():
-        raise InputError(path, "not a file")
-    image = load_rgb(path)
-    if image is None:
-        raise InputError(path, f"not a readable image (supported: {', '.join(IMAGE_EXTENSIONS)})")
-    return image
-
-
-def check_output_image(path: str | Path, source: str | Path | None = None) -> Path:
-    """Validate an output image path before any work (folder exists, known extension, not the input)."""
-    path = Path(path)
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise InputError(
-            path, f"unsupported output format {path.suffix or '(none)'}; use one of {', '.join(IMAGE_EXTENSIONS)}"
-        )
-    if not path.parent.is_dir():
-        raise InputError(path, "output folder does not exist")
-    if path.is_dir():
-        raise InputError(path, "is a folder")
-    if source is not None and path.resolve() == Path(source).resolve():
-        raise InputError(path, "output would overwrite the input")
-    return path
 
 
 def write_image(path: str | Path, rgb: np.ndarray) -> Path:

@@ -82,7 +82,7 @@ def test_no_face_is_a_warning_and_a_pass_through(tmp_path):
 @pytest.mark.parametrize(
     ("make", "args", "needle"),
     [
-        (None, ["--aus", "smile"], "file not found"),
+        (None, ["--aus", "smile"], "no such file"),
         ("text", ["--aus", "smile"], "not a readable image"),
         ("ok", ["--aus", "grin"], "neither a file nor a preset"),
         ("ok", ["--aus", "smile", "--model", "nope"], "no such file or model name"),
