@@ -77,34 +77,52 @@ def _to_rgb8(x: np.ndarray) -> np.ndarray:
     return np.clip((x.transpose(1, 2, 0) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _flow_rgb8(flow: np.ndarray | None, size: int) -> np.ndarray:
-    """Flow as colour (hue = direction, brightness = magnitude, 2 px full scale)."""
+def flow_px(flow: np.ndarray) -> np.ndarray:
+    """How far each crop pixel moves, in crop pixels, from a normalised [2,S,S] backward flow."""
+    s = flow.shape[-1]
+    return np.hypot(flow[0], flow[1]) * (s / 2.0)
+
+
+def _motion_rgb8(crop_rgb: np.ndarray, flow: np.ndarray | None) -> np.ndarray:
+    """Flow magnitude as a heat map over the dimmed grey face: where the model moves pixels, and how
+    far (brightest = the most any pixel moves, written in the corner)."""
+    grey = cv2.cvtColor(cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB).astype(np.float32) * 0.6
     if flow is None:
-        return np.zeros((size, size, 3), np.uint8)
-    fx, fy = flow[0] * size / 2.0, flow[1] * size / 2.0
-    mag, ang = cv2.cartToPolar(fx.astype(np.float32), fy.astype(np.float32), angleInDegrees=True)
-    hsv = np.zeros((size, size, 3), np.uint8)
-    hsv[..., 0] = (ang / 2).astype(np.uint8)
-    hsv[..., 1] = 255
-    hsv[..., 2] = np.clip(mag / 2.0 * 255.0, 0, 255).astype(np.uint8)
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        return grey.astype(np.uint8)
+    px = flow_px(flow)
+    level = np.clip(px / max(float(px.max()), 0.5), 0.0, 1.0)  # under half a pixel stays dark
+    heat = cv2.cvtColor(cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+    alpha = np.sqrt(level)[..., None]
+    cell = (grey * (1 - alpha) + heat.astype(np.float32) * alpha + 0.5).astype(np.uint8)
+    cv2.putText(cell, f"{px.max():.1f} px", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    return cell
+
+
+def _text_strip(lines: Sequence[str], width: int) -> np.ndarray:
+    strip = np.full((8 + 18 * len(lines), width, 3), 255, np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(strip, line, (6, 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    return strip
 
 
 def au_grid(
     image: np.ndarray, face: Face, codes: Sequence[str], gen: Generator, levels: Sequence[float] = GRID_LEVELS
 ) -> np.ndarray:
-    """GANimation's figure: one row per AU at each level, then A, C and F at the last level.
+    """GANimation's figure: one row per AU at each level, then what the model did at the last level.
 
     Each AU is commanded alone on top of the face's own live AUs, so a row shows what that AU
     does to this face. Cells are the composed full-resolution result, re-cropped for display.
+    The last columns show only what the model really outputs: attention and colour when it
+    repaints (A < 1 somewhere), motion (flow magnitude as a heat map) when it moves pixels. A
+    model that only moves pixels (``warp``) gets no attention or colour column, and the caption
+    says so rather than showing a blank and a flat grey square.
     """
     s = face.transform.size
     label_w, head_h = 64, 22
-    heads = ["input", *[f"{v:g}" for v in levels], "attention", "colour", "flow"]
-    rows = []
+    rows: list[list[np.ndarray]] = []
+    lasts: list[FaceOutput] = []
     for code in codes:
         cells = [crop(image, face.transform)]
-        last: FaceOutput | None = None
         for v in levels:
             target = dict(face.aus)
             for c in expand_code(code):  # sided entries win over bilateral ones: set the sides
@@ -112,14 +130,36 @@ def au_grid(
             target[code] = v
             res = reexpress(image, [face], [target], gen)
             cells.append(crop(res.image, face.transform))
-            last = res.outputs[0]
-        assert last is not None
-        cells += [_to_rgb8(last.attention), _to_rgb8(last.color), _flow_rgb8(last.flow, s)]
-        row = np.concatenate(cells, axis=1)
+        rows.append(cells)
+        lasts.append(res.outputs[0])
+    repaints = any(float(o.attention.min()) < 0.99 for o in lasts)
+    moves = any(o.flow is not None for o in lasts)
+    heads = ["input", *[f"{v:g}" for v in levels]]
+    heads += ["attention", "colour"] if repaints else []
+    heads += ["motion"] if moves else []
+    picture = []
+    for code, cells, last in zip(codes, rows, lasts, strict=True):
+        if repaints:
+            cells += [_to_rgb8(last.attention), _to_rgb8(last.color)]
+        if moves:
+            cells.append(_motion_rgb8(cells[0], last.flow))
         label = np.full((s, label_w, 3), 255, np.uint8)
         cv2.putText(label, code, (6, s // 2 + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-        rows.append(np.concatenate([label, row], axis=1))
-    header = np.full((head_h, label_w + s * len(heads), 3), 255, np.uint8)
+        picture.append(np.concatenate([label, *cells], axis=1))
+    width = label_w + s * len(heads)
+    header = np.full((head_h, width, 3), 255, np.uint8)
     for i, h in enumerate(heads):
         cv2.putText(header, h, (label_w + i * s + 6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([header, *rows], axis=0)
+    return np.concatenate([header, *picture, _text_strip(grid_caption(repaints, moves, levels[-1], s), width)])
+
+
+def grid_caption(repaints: bool, moves: bool, level: float, size: int) -> list[str]:
+    """The AU grid's legend: what its last columns show, and why some are left out."""
+    lines = []
+    if repaints:
+        lines.append(f"attention, colour at {level:g}: dark attention = repainted, with the colour shown")
+    else:
+        lines.append("no attention or colour: this model repaints nothing, it only moves pixels")
+    if moves:
+        lines.append(f"motion at {level:g}: how far pixels move (brightest: the px in the corner, of the {size} px crop)")
+    return lines

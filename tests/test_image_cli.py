@@ -1,5 +1,7 @@
 """`rtanim image` and `rtanim analyze` end to end, on the shared stills and clips."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -9,6 +11,7 @@ from rtanim.stills import read_image, track_still
 from rtanim.timeline import load_timeline
 
 runner = CliRunner()
+ASSET_FACE = Path(__file__).resolve().parents[1] / "rtanim" / "assets" / "astronaut.jpg"
 
 
 def run(*args):
@@ -63,8 +66,41 @@ def test_grid_figure(astronaut, tmp_path):
     res = run("image", astronaut, "-o", out, "--grid", "AU12,AU26", "--model", "warp")
     assert res.exit_code == 0, res.output
     grid = read_image(out)
-    assert grid.shape[0] > 2 * 128 and grid.shape[1] >= 8 * 128
+    assert grid.shape[0] > 2 * 128 and grid.shape[1] == 64 + 6 * 128  # input, 4 levels, motion
     assert grid.std() > 20
+
+
+class Repainter:
+    """A generator that repaints the face grey (attention 0.5) and moves nothing (no flow)."""
+
+    name = "repainter"
+
+    def generate(self, jobs):
+        from rtanim.compose import FaceOutput
+
+        s = 128
+        a = np.full((1, s, s), 1.0, np.float32)
+        a[:, 40:90, 30:100] = 0.5
+        return [FaceOutput(a, np.zeros((3, s, s), np.float32), None) for _ in jobs]
+
+
+def test_grid_columns_show_what_the_model_outputs():
+    """warp only moves pixels: a motion column, no blank attention or flat colour; a model that
+    repaints without flow: attention and colour, no motion."""
+    from rtanim.runtime import WarpGenerator
+    from rtanim.stills import au_grid, grid_caption
+
+    image = read_image(ASSET_FACE)
+    face = track_still(image, 1)[0]
+    warp = au_grid(image, face, ["AU26"], WarpGenerator())
+    paint = au_grid(image, face, ["AU26"], Repainter())
+    assert warp.shape[1] == 64 + 6 * 128 and paint.shape[1] == 64 + 7 * 128
+    motion = warp[22:22 + 128, 64 + 5 * 128:]
+    assert motion.std() > 15  # a heat map, not a flat square
+    attention = paint[22:22 + 128, 64 + 5 * 128:64 + 6 * 128]
+    assert attention.min() < 140 and attention.max() > 240  # the repainted patch and the kept rest
+    assert "repaints nothing" in grid_caption(False, True, 1.0, 128)[0]
+    assert len(grid_caption(True, False, 1.0, 128)) == 1
 
 
 def test_no_face_is_a_warning_and_a_pass_through(tmp_path):
