@@ -1,13 +1,14 @@
-"""Shared fixtures: the read-only data set beside the project, skipped when absent."""
+"""Shared fixtures: the read-only data set beside the project (or at $RTANIM_SHARED_DATA), skipped when absent."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("RTANIM_SHARED_DATA") or ROOT.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")
