@@ -344,6 +344,11 @@ def bench_cmd(
             checks.input_path(input_clip, "--input")
             checks.model(model)
             checks.engine(engine)
+            from rtanim.runs import parse_size
+
+            parse_size(size)
+            if frames < 2:
+                raise InputError("--frames", "must be >= 2")
             from rtanim.benchrun import bench_pipeline, bench_table
 
             results, desc = bench_pipeline(input_clip, model=model, engine=engine, device=device, frames=frames,
