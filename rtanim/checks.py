@@ -11,10 +11,11 @@ ancestor must be a folder we can write in.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from rtanim.errors import InputError
@@ -43,6 +44,15 @@ def _writable(folder: Path, path: Path, option: str) -> None:
         raise InputError(path, f"only {free // 2**20} MiB free in {folder}", field=option)
 
 
+@contextlib.contextmanager
+def _os_errors(path: Path, option: str) -> Iterator[None]:
+    """A folder we may not even look into (EACCES on stat) is a bad path too, not a traceback."""
+    try:
+        yield
+    except OSError as e:
+        raise InputError(path, f"cannot check this path ({e.strerror or e})", field=option) from None
+
+
 def _existing_ancestor(path: Path, option: str) -> Path:
     """The nearest existing ancestor of ``path``; InputError if it is a file."""
     folder = path.absolute().parent
@@ -59,6 +69,11 @@ def output_file(
     """An output file the command can write: a known suffix, not a folder, not an input, in a
     writable existing folder with room."""
     path = Path(path)
+    with _os_errors(path, option):
+        return _output_file(path, option, suffixes, inputs)
+
+
+def _output_file(path: Path, option: str, suffixes: Sequence[str] | None, inputs: Iterable[str | Path]) -> Path:
     if path.is_dir():
         raise InputError(path, "is a folder, not a file name", field=option)
     if suffixes is not None and path.suffix.lower() not in suffixes:
@@ -77,9 +92,10 @@ def output_file(
 def output_folder(path: str | Path, option: str = "-o") -> Path:
     """An output folder: an existing folder, or one that can be created, with room."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise InputError(path, "exists and is not a folder", field=option)
-    _writable(path if path.is_dir() else _existing_ancestor(path, option), path, option)
+    with _os_errors(path, option):
+        if path.exists() and not path.is_dir():
+            raise InputError(path, "exists and is not a folder", field=option)
+        _writable(path if path.is_dir() else _existing_ancestor(path, option), path, option)
     return path
 
 

@@ -172,3 +172,11 @@ def test_bad_input_is_rejected_before_any_heavy_module_loads(tmp_path):
         assert r["code"] == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r
     assert report["heavy"] == []
     assert tree(tmp_path) == before
+
+
+def test_a_path_the_system_refuses_to_look_at_is_one_line(tmp_path):
+    too_long = tmp_path / ("x" * 300) / "out.png"  # stat fails with ENAMETOOLONG, as with EACCES
+    with pytest.raises(InputError, match="cannot check this path"):
+        checks.output_file(too_long)
+    with pytest.raises(InputError, match="cannot check this path"):
+        checks.output_folder(too_long)
