@@ -186,6 +186,20 @@ def test_pairs_of_every_kind(clip_frames):
     w = region_weight(frames.landmarks[t]) > 0
     assert np.abs(video.warped.astype(int) - video.target)[w].mean() <= \
         np.abs(frames.images[s].astype(int) - video.target)[w].mean() + 0.5
+    assert maker.video_pair(s, t, basis=False).flow is None  # warped to the real landmarks already
+    basis = maker.video_pair(s, t, basis=True)
+    assert basis.flow.shape == (2, 128, 128) and basis.flow.dtype == np.float32
+    # the residual flow's convention: at a real target control landmark it points back to where
+    # the AU basis put that landmark (what the flow head must learn to undo)
+    from rtanim.refine import warp_inputs
+
+    _, _, _, moved = warp_inputs(maker.warp, frames.images[s], frames.landmarks[s], frames.aus[s], frames.aus[t])
+    ctrl = maker.basis.controls
+    real = frames.landmarks[t, ctrl]
+    inside = np.all((real > 2) & (real < 125), axis=1)
+    xi, yi = np.round(real[inside]).astype(int).T
+    back = real[inside] + basis.flow[:, yi, xi].T * 64.0
+    assert np.abs(back - moved[ctrl][inside]).mean() < 0.6 * np.abs(real[inside] - moved[ctrl][inside]).mean() + 0.3
     ident = maker.identity_pair(3)
     assert np.array_equal(ident.warped, ident.target)
     frames.mouth_px[5] = 1000.0  # treat frame 5's mouth as open: the cycle pair must hide it

@@ -230,6 +230,9 @@ class Pair:
     target: np.ndarray  # S x S x 3 uint8
     weight: np.ndarray  # S x S float32: where the reconstruction counts (face, x4 mouth and eyes)
     kind: str
+    #: 2 x S x S float32: the residual flow that would carry the input's geometry to the target's
+    #: real landmarks (zero where the input is already warped to them); supervises a flow head.
+    flow: np.ndarray | None = None
 
 
 def region_weight(landmarks: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
@@ -332,14 +335,17 @@ class PairMaker:
         net then learns where real mouths and lids go for those AUs, not only where the basis puts them)."""
         f, ctrl = self.f, self.basis.controls
         basis = self.rng.random() < self.mix.basis_warp if basis is None else basis
+        residual = None
         if basis:
             warped, geo, _, target = warp_inputs(self.warp, f.images[s], f.landmarks[s], f.aus[s], f.aus[t])
+            # where the basis put the control landmarks -> where the real ones are
+            residual = self.tps_flow(target[ctrl], f.landmarks[t, ctrl])
         else:
             flow = self.tps_flow(f.landmarks[s, ctrl], f.landmarks[t, ctrl])
             target = f.landmarks[t]
             warped, geo = warp_image(f.images[s], flow), geometry_maps(target, f.landmarks[s], flow)
         weight = np.maximum(region_weight(f.landmarks[t]), region_weight(target))
-        return Pair(warped, geo, f.aus[t], f.images[t], weight, "video")
+        return Pair(warped, geo, f.aus[t], f.images[t], weight, "video", residual)
 
     def cycle_pair(self, i: int) -> Pair:
         f, ctrl, b = self.f, self.basis.controls, self.basis

@@ -28,7 +28,16 @@ import torch
 
 from rtanim.compose import feather_mask
 from rtanim.errors import InputError
-from rtanim.refine import RefineNet, RefineSpec, compose_crop, load_refine, save_refine, shift, with_flow_head
+from rtanim.refine import (
+    FLOW_MAX,
+    RefineNet,
+    RefineSpec,
+    compose_crop,
+    load_refine,
+    save_refine,
+    shift,
+    with_flow_head,
+)
 from train.refine_data import Frames, Pair, PairMaker, PairMix, load_frames, mix_report, split_people
 
 #: Loss weights. The attention prior pulls A to 1 (keep the full-resolution warp) away from the
@@ -42,10 +51,17 @@ W_ATT_TV = 0.02
 #: sigmoid has no gradient left); the prior itself ramps in over the first steps.
 W_COLOR = 0.5
 PRIOR_RAMP_STEPS = 2000
-#: The residual flow (flow head only): smooth (total variation, in crop px) and small where it is not
-#: needed, so it moves lips and lids as wholes instead of tearing texture.
-W_FLOW_TV = 0.05
-W_FLOW_MAG = 0.002
+#: The residual flow (flow head only): smooth (squared differences of neighbours, in crop px) and
+#: small where it is not needed, so it moves lips and lids as wholes instead of tearing texture.
+#: Squared, not L1: an L1 penalty's constant pull at zero outweighs the image's gradient for a flow
+#: that starts at zero, and the head never leaves it (measured: 1e-4 weights after 550 steps).
+W_FLOW_TV = 0.01
+W_FLOW_MAG = 0.001
+#: ... and supervised (L1, crop px, x5 around mouth and eyes) by the flow that carries the AU
+#: basis's landmarks to the target's real ones in video pairs warped as at run time (zero in the
+#: others): photometric gradients alone barely move a flow that starts at zero (measured: the
+#: head's weights stayed at 3e-4 over 600 steps), landmarks tell it where lips and lids really go.
+W_FLOW_SUP = 0.05
 
 
 def to_batch(pairs: list[Pair]) -> dict[str, torch.Tensor]:
@@ -58,6 +74,8 @@ def to_batch(pairs: list[Pair]) -> dict[str, torch.Tensor]:
         "geometry": torch.from_numpy(np.stack([p.geometry for p in pairs])),
         "aus": torch.from_numpy(np.stack([p.aus for p in pairs]).astype(np.float32)),
         "weight": torch.from_numpy(np.stack([p.weight for p in pairs]))[:, None],
+        "flow": torch.from_numpy(np.stack([np.zeros((2, *p.weight.shape), np.float32) if p.flow is None else p.flow
+                                           for p in pairs])),
     }
 
 
@@ -72,6 +90,14 @@ class PairStream(torch.utils.data.IterableDataset):
         maker = PairMaker(self.frames, mix=self.mix, seed=self.seed * 1000 + (info.id if info else 0))
         while True:
             yield to_batch([maker() for _ in range(self.batch)])
+
+
+def _loader_worker_init(_worker_id: int) -> None:
+    """Loader workers leave Ctrl-C and SIGTERM to the trainer, which stops, saves and then shuts them
+    down (a terminal's Ctrl-C and ``pkill`` reach the workers too; one that dies of it first makes
+    the loader raise before the trainer could save)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,14 +125,17 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, ste
     att_tv = ax.abs().mean() + ay.abs().mean()
     col = (focus * (color - b["target"]).abs()).sum() / (focus.sum() * 3 + 1e-6)
     total = rec + W_GRAD * grad + W_COLOR * col + att_prior + ramp * W_ATT_TV * att_tv
-    flow_px = torch.zeros(())
+    flow_px = flow_err = torch.zeros(())
     if flow:
         px = flow[0] * (net.spec.crop_size / 2.0)
         fx, fy = gradients(px)
         flow_px = px.abs().mean()
-        total = total + W_FLOW_TV * (fx.abs().mean() + fy.abs().mean()) + W_FLOW_MAG * (px ** 2).mean()
+        want = b["flow"].clamp(-FLOW_MAX, FLOW_MAX) * (net.spec.crop_size / 2.0)
+        sup = flow_err = (w * (px - want).abs()).sum() / (w.sum() * 2 + 1e-6)
+        total = (total + W_FLOW_SUP * sup + W_FLOW_TV * ((fx ** 2).mean() + (fy ** 2).mean())
+                 + W_FLOW_MAG * (px ** 2).mean())
     return {"loss": total, "l1": rec, "grad": grad, "color": col, "att": att_mean, "att_tv": att_tv,
-            "flow_px": flow_px, "out": out, "A": att}
+            "flow_px": flow_px, "flow_err": flow_err, "out": out, "A": att}
 
 
 # ----------------------------------------------------------------------------- state
@@ -256,6 +285,7 @@ def train(a: argparse.Namespace) -> int:
 
     loader = torch.utils.data.DataLoader(PairStream(train_frames, a.batch, mix, a.seed + totals["runs"]),
                                          batch_size=None, num_workers=a.workers,
+                                         worker_init_fn=_loader_worker_init if a.workers else None,
                                          persistent_workers=a.workers > 0, prefetch_factor=4 if a.workers else None)
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -277,7 +307,7 @@ def train(a: argparse.Namespace) -> int:
             steps += 1
             totals["steps"] += 1
             totals["images"] += a.batch
-            vals = {k: float(out[k].detach()) for k in ("loss", "l1", "grad", "color", "att", "att_tv", "flow_px")}
+            vals = {k: float(out[k].detach()) for k in ("loss", "l1", "grad", "color", "att", "att_tv", "flow_px", "flow_err")}
             ema = vals if ema is None else {k: 0.95 * ema[k] + 0.05 * v for k, v in vals.items()}
             now = time.time()
             if tb is not None and totals["steps"] % 10 == 0:
@@ -290,7 +320,7 @@ def train(a: argparse.Namespace) -> int:
                 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 print(f"step {totals['steps']} ({steps} this run) {rate:.2f} steps/s {rate * a.batch:.1f} img/s "
                       f"loss {ema['loss']:.4f} l1 {ema['l1']:.4f} grad {ema['grad']:.4f} color {ema['color']:.4f} "
-                      f"att {ema['att']:.4f} flow {ema['flow_px']:.2f}px "
+                      f"att {ema['att']:.4f} flow {ema['flow_px']:.2f}px (err {ema['flow_err']:.2f}) "
                       f"ETA {max(eta, 0) / 60:.1f} min, peak RSS {rss:.0f} MB", flush=True)
                 log.write(json.dumps({"step": totals["steps"], "time": now, **ema}) + "\n")
                 log.flush()

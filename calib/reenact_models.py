@@ -1,0 +1,52 @@
+"""The self-reenactment test for several models in one run (rows copy, warp, then each model).
+
+    python calib/reenact_models.py -o runs/eval/reenact \\
+        refine-new=runs/refine/refine.safetensors refine-8899=train/init/refine.safetensors
+
+``rtanim eval --reenact`` compares one model with ``copy`` and ``warp``; this puts two checkpoints
+of the same model (which share the name ``refine``) beside each other on the same pairs, which is
+how MODELS.md decides whether new weights are better than the last ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("models", nargs="+", help="LABEL=MODEL (a model name or a checkpoint path)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="report folder (reenact.md, .json, .png)")
+    p.add_argument("--clips", default=str(ROOT / "calib" / "reenact_clips.txt"), help="clip, folder or .txt list")
+    p.add_argument("--pairs", type=int, default=6, help="frame pairs per clip")
+    p.add_argument("--engine", default="auto")
+    a = p.parse_args(argv)
+
+    from rtanim.errors import InputError
+    from rtanim.evaluate import Identity, load_generator
+    from rtanim.reenact import ReenactOptions, clip_paths, reenact, write_reenact
+
+    try:
+        specs = [m.split("=", 1) if "=" in m else [m, m] for m in a.models]
+        gens = {"warp": load_generator("warp", a.engine)}
+        for label, model in specs:
+            if label in gens:
+                raise InputError(label, "a label used twice (labels name the rows)", field="models")
+            gens[label] = load_generator(model, a.engine)
+        report, strip = reenact(gens, clip_paths(a.clips), ReenactOptions(pairs_per_clip=a.pairs),
+                                identity=Identity.create())
+    except InputError as e:
+        print(f"error: {e.line()}", file=sys.stderr)
+        return 2
+    a.out.mkdir(parents=True, exist_ok=True)
+    write_reenact(report, strip, a.out)
+    print((a.out / "reenact.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
