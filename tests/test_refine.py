@@ -322,3 +322,27 @@ def test_tensorrt_fp16_build_of_the_refine_graph(tmp_path):
         ref = net(inputs["image"], inputs["aus"], inputs["geometry"])
     for got, want in zip((outs[n] for n in net.spec.outputs), ref, strict=True):
         assert (got.cpu() - want).abs().max() < 2e-2
+
+
+def test_held_out_people_do_not_change_when_stills_are_added(mean_face):
+    """Stills train always, and adding them must not move the self-reenactment test's people."""
+    from train.refine_data import Frames, split_people
+
+    def frames(n_stills: int) -> Frames:
+        clips = [f"talk/M{p:03d}_take{k}.mp4" for p in range(8) for k in range(2)] + [f"utk/{i}.jpg" for i in range(n_stills)]
+        clip = np.array([c for c in range(16) for _ in range(5)] + list(range(16, 16 + n_stills)))
+        n = len(clip)
+        f = Frames([f"x{i}" for i in range(n)], clip, clips, np.where(clip < 16, np.arange(n), -1),
+                   np.zeros((n, 30), np.float32), np.repeat(mean_face[None, :, :2], n, 0).astype(np.float32),
+                   np.zeros((n, 128, 128, 3), np.uint8))
+        f.mouth_px[:] = np.where(np.arange(n) % 3 == 0, 500.0, 50.0)  # every third frame open
+        return f
+
+    plain, mixed = frames(0), frames(12)
+    held_plain, held_mixed = split_people(plain, 0.25, seed=0), split_people(mixed, 0.25, seed=0)
+    assert 0 < held_plain.sum() < len(plain)
+    assert np.array_equal(held_mixed[: len(plain)], held_plain)
+    assert not held_mixed[len(plain):].any()
+    people = {plain.persons[i] for i in np.flatnonzero(held_plain)}
+    assert all(plain.persons[i] in people for i in range(len(plain)) if held_plain[i])
+    assert not any(plain.persons[i] in people for i in range(len(plain)) if not held_plain[i])  # whole people

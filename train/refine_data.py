@@ -188,13 +188,16 @@ def person_of(source: str) -> str:
 
 
 def split_people(frames: Frames, fraction: float = 0.15, seed: int = 0) -> np.ndarray:
-    """Held-out mask: whole people, drawn until ``fraction`` of the open-mouth frames are held out
-    (so the test has mouths to open), seeded."""
+    """Held-out mask: whole people of the video clips, drawn until ``fraction`` of the clips'
+    open-mouth frames are held out (so the test has mouths to open), seeded. Stills (no frame
+    number) always train: the self-reenactment test needs clips, and adding stills must not change
+    which people it holds out."""
+    video = frames.index >= 0
     persons = np.array(frames.persons)
-    order = sorted(set(persons))
+    order = sorted(set(persons[video]))
     rng = np.random.default_rng(seed)
     rng.shuffle(order)
-    open_ = frames.open_mouth
+    open_ = frames.open_mouth & video
     want = fraction * max(int(open_.sum()), 1)
     held: set[str] = set()
     have = 0
@@ -203,7 +206,7 @@ def split_people(frames: Frames, fraction: float = 0.15, seed: int = 0) -> np.nd
             break
         held.add(p)
         have += int(open_[persons == p].sum())
-    return np.isin(persons, sorted(held))
+    return np.isin(persons, sorted(held)) & video
 
 
 # ----------------------------------------------------------------------------- pairs
