@@ -346,3 +346,18 @@ def test_held_out_people_do_not_change_when_stills_are_added(mean_face):
     people = {plain.persons[i] for i in np.flatnonzero(held_plain)}
     assert all(plain.persons[i] in people for i in range(len(plain)) if held_plain[i])
     assert not any(plain.persons[i] in people for i in range(len(plain)) if not held_plain[i])  # whole people
+
+
+def test_recolour_changes_input_and_target_alike():
+    from train.refine_data import Pair, PairMix, recolour
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    pair = Pair(img.copy(), np.zeros((4, 128, 128), np.float32), np.zeros(30, np.float32), img.copy(),
+                np.ones((128, 128), np.float32), "identity")
+    grey = recolour(pair, rng, PairMix(grey=1.0, jitter=0.0))
+    assert np.array_equal(grey.warped, grey.target)
+    assert np.array_equal(grey.target[..., 0], grey.target[..., 2]) and not np.array_equal(img[..., 0], img[..., 2])
+    jit = recolour(pair, rng, PairMix(grey=0.0, jitter=1.0))
+    assert np.array_equal(jit.warped, jit.target) and not np.array_equal(jit.target, img)
+    assert recolour(pair, rng, PairMix(grey=0.0, jitter=0.0)) is pair

@@ -223,6 +223,8 @@ class PairMix:
     max_rigid_px: float = 2.5  # video pairs: mean rigid-landmark misalignment, crop px
     basis_warp: float = 0.5  # video pairs warped as at run time (AU basis, target AUs), not to the real landmarks
     hide_eyes: float = 0.25  # cycle pairs with open eyes: also fill the eye openings
+    grey: float = 0.1  # pairs turned to greyscale (old photos, webcams in low light)
+    jitter: float = 0.5  # pairs with random per-channel gain and brightness
 
 
 @dataclass
@@ -315,6 +317,9 @@ class PairMaker:
         return best
 
     def __call__(self) -> Pair:
+        return recolour(self._draw(), self.rng, self.mix)
+
+    def _draw(self) -> Pair:
         r = self.rng.random()
         if r < self.mix.video and self.video_ok.any():
             for _ in range(8):
@@ -371,6 +376,25 @@ class PairMaker:
         f = self.f
         geo = geometry_maps(f.landmarks[i], f.landmarks[i], None)
         return Pair(f.images[i], geo, f.aus[i], f.images[i], region_weight(f.landmarks[i]), "identity")
+
+
+def recolour(pair: Pair, rng: np.random.Generator, mix: PairMix) -> Pair:
+    """The same random colour change on input and target: greyscale (``mix.grey``) or per-channel
+    gains and a brightness shift (``mix.jitter``). The talking-head clips are all colour and evenly
+    lit; without this the net painted pink lips and lids onto greyscale photos."""
+    r = rng.random()
+    if r < mix.grey:
+        def change(x: np.ndarray) -> np.ndarray:
+            return np.repeat(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[..., None], 3, -1)
+    elif r < mix.grey + mix.jitter:
+        gain = rng.uniform(0.8, 1.2) * rng.uniform(0.9, 1.1, 3)
+        bias = rng.uniform(-20, 20)
+
+        def change(x: np.ndarray) -> np.ndarray:
+            return np.clip(x.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
+    else:
+        return pair
+    return Pair(change(pair.warped), pair.geometry, pair.aus, change(pair.target), pair.weight, pair.kind, pair.flow)
 
 
 def mix_report(frames: Frames, maker: PairMaker, n: int = 2000) -> dict[str, float]:
