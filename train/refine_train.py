@@ -209,6 +209,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=0, help="stop after this many steps of this run (0: time only)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr-end", type=float, default=0.0,
+                   help="anneal the learning rate geometrically to this over the time budget (0: keep --lr); "
+                        "a session's last run anneals, so the weights it commits are settled")
     p.add_argument("--held-out", type=float, default=0.15, help="fraction of open-mouth frames held out, whole people")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=float, default=300.0, help="seconds between checkpoints")
@@ -270,7 +273,7 @@ def train(a: argparse.Namespace) -> int:
     held_people = sorted(set(np.array(frames.persons)[held]))
     report = mix_report(train_frames, PairMaker(train_frames, mix=mix, seed=a.seed + 7), n=400)
     info = {"data": [str(d) for d in a.data], "frames": len(frames), "train_frames": len(train_frames),
-            "held_out_people": held_people, "mix": report, "batch": a.batch, "lr": a.lr}
+            "held_out_people": held_people, "mix": report, "batch": a.batch, "lr": a.lr, "lr_end": a.lr_end}
     (run / "data.json").write_text(json.dumps(info, indent=1))
     print(f"{len(train_frames)} training frames, {int(held.sum())} held out ({len(held_people)} people); "
           f"mix {json.dumps({k: round(v, 3) for k, v in report.items()})}", flush=True)
@@ -300,6 +303,10 @@ def train(a: argparse.Namespace) -> int:
     net.train()
     with (run / "metrics.jsonl").open("a") as log:
         for b in loader:
+            if a.lr_end > 0:
+                lr = a.lr * (a.lr_end / a.lr) ** min(1.0, (time.time() - t0) / budget)
+                for g in opt.param_groups:
+                    g["lr"] = lr
             out = losses(net, b, region, totals["steps"])
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
@@ -320,9 +327,9 @@ def train(a: argparse.Namespace) -> int:
                 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 print(f"step {totals['steps']} ({steps} this run) {rate:.2f} steps/s {rate * a.batch:.1f} img/s "
                       f"loss {ema['loss']:.4f} l1 {ema['l1']:.4f} grad {ema['grad']:.4f} color {ema['color']:.4f} "
-                      f"att {ema['att']:.4f} flow {ema['flow_px']:.2f}px (err {ema['flow_err']:.2f}) "
+                      f"att {ema['att']:.4f} lr {opt.param_groups[0]['lr']:.1e} flow {ema['flow_px']:.2f}px (err {ema['flow_err']:.2f}) "
                       f"ETA {max(eta, 0) / 60:.1f} min, peak RSS {rss:.0f} MB", flush=True)
-                log.write(json.dumps({"step": totals["steps"], "time": now, **ema}) + "\n")
+                log.write(json.dumps({"step": totals["steps"], "time": now, "lr": opt.param_groups[0]["lr"], **ema}) + "\n")
                 log.flush()
                 last_log = now
             if totals["steps"] % 500 == 0:
