@@ -1,8 +1,8 @@
 """The ``refine`` network behind an engine: its ONNX graph, ONNX Runtime and PyTorch backends.
 
 The graph has the generator contract's outputs (``attention`` [N,1,S,S] in [0,1], ``color``
-[N,3,S,S] in [-1,1], and with a flow head ``flow`` [N,2,S,S], the residual flow) and one input more than GANimation's: ``image`` float32 [N,3,S,S] in
-[-1,1] is the *warped* crop, ``aus`` float32 [N,K] the target AUs and ``geometry`` float32
+[N,3,S,S] in [-1,1]; with a flow head also ``flow`` [N,2,S,S], the residual flow) and one input
+more than GANimation's: ``image`` float32 [N,3,S,S] in [-1,1] is the *warped* crop, ``aus`` float32 [N,K] the target AUs and ``geometry`` float32
 [N,4,S,S] the maps of rtanim.refine.geometry_maps. Batch is dynamic; metadata names the model,
 the AU list and the inputs, so TensorRT (``trtexec --onnx``, or engines.trt_engine on a GPU
 machine) builds it like any ONNX file: plain convolutions, no custom ops.

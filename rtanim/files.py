@@ -60,13 +60,10 @@ def load_rgb(path: str | Path) -> np.ndarray | None:
 
 def read_image(path: str | Path) -> np.ndarray:
     """An RGB uint8 image, or one clear InputError (missing, unreadable, not an image)."""
+    from rtanim.checks import input_path
     from rtanim.errors import InputError
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "no such file")
-    if not path.is_file():
-        raise InputError(path, "is a folder, not a file")
+    path = input_path(path)
     image = load_rgb(path)
     if image is None:
         raise InputError(path, f"not a readable image (supported: {', '.join(IMAGE_EXTENSIONS)})")

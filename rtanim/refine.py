@@ -197,17 +197,14 @@ class RefineNet(nn.Module):
         self.res = nn.Sequential(*[_Res(w3) for _ in range(spec.n_res)])
         self.d2 = _conv(w3 + w2, w2)
         self.d1 = _conv(w2 + w1, w1)
-        self.head = nn.Conv2d(w1, 4 * len(self._head_channels()), 3, 1, 1)
+        # depth-to-space outputs: A, C (3) and, with a flow head, dF (2); 4 head channels each
+        self.head = nn.Conv2d(w1, 4 * (6 if spec.flow else 4), 3, 1, 1)
         nn.init.zeros_(self.film[-1].weight)
         nn.init.zeros_(self.film[-1].bias)
         nn.init.zeros_(self.head.weight)
         # Starts as warp: C = the warped input (residual head at 0), so the composite is the warp
         # whatever A is; A starts at 0.5, where its sigmoid still has gradient to learn from.
         nn.init.zeros_(self.head.bias)
-
-    def _head_channels(self) -> tuple[int, ...]:
-        """Output channels after depth-to-space: A, C (3) and, with a flow head, dF (2)."""
-        return tuple(range(6 if self.spec.flow else 4))
 
     def forward(self, image: torch.Tensor, aus: torch.Tensor, geometry: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x1 = self.e1(F.pixel_unshuffle(torch.cat([image, geometry], 1), 2))

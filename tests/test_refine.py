@@ -173,7 +173,7 @@ def clip_frames(shared_data: Path, tmp_path_factory) -> Path:
 
 
 def test_pairs_of_every_kind(clip_frames):
-    from train.refine_data import PairMaker, load_frames, region_weight
+    from train.refine_data import PairMaker, PairMix, load_frames, region_weight
 
     frames = load_frames([clip_frames])
     assert len(frames) >= 10 and (frames.index >= 0).all()
@@ -186,6 +186,8 @@ def test_pairs_of_every_kind(clip_frames):
     w = region_weight(frames.landmarks[t]) > 0
     assert np.abs(video.warped.astype(int) - video.target)[w].mean() <= \
         np.abs(frames.images[s].astype(int) - video.target)[w].mean() + 0.5
+    assert maker.video_pair(s, t, basis=True).flow is None  # no flow head to supervise: not computed
+    maker = PairMaker(frames, mix=PairMix(residual_flow=True), seed=0)
     assert maker.video_pair(s, t, basis=False).flow is None  # warped to the real landmarks already
     basis = maker.video_pair(s, t, basis=True)
     assert basis.flow.shape == (2, 128, 128) and basis.flow.dtype == np.float32

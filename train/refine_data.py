@@ -225,6 +225,7 @@ class PairMix:
     hide_eyes: float = 0.25  # cycle pairs with open eyes: also fill the eye openings
     grey: float = 0.1  # pairs turned to greyscale (old photos, webcams in low light)
     jitter: float = 0.5  # pairs with random per-channel gain and brightness
+    residual_flow: bool = False  # basis-warped video pairs carry the flow that supervises a flow head
 
 
 @dataclass
@@ -346,8 +347,8 @@ class PairMaker:
         residual = None
         if basis:
             warped, geo, _, target = warp_inputs(self.warp, f.images[s], f.landmarks[s], f.aus[s], f.aus[t])
-            # where the basis put the control landmarks -> where the real ones are
-            residual = self.tps_flow(target[ctrl], f.landmarks[t, ctrl])
+            if self.mix.residual_flow:  # where the basis put the control landmarks -> the real ones
+                residual = self.tps_flow(target[ctrl], f.landmarks[t, ctrl])
         else:
             flow = self.tps_flow(f.landmarks[s, ctrl], f.landmarks[t, ctrl])
             target = f.landmarks[t]

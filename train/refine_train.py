@@ -68,15 +68,17 @@ def to_batch(pairs: list[Pair]) -> dict[str, torch.Tensor]:
     def img(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.stack(x)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
-    return {
+    batch = {
         "warped": img([p.warped for p in pairs]),
         "target": img([p.target for p in pairs]),
         "geometry": torch.from_numpy(np.stack([p.geometry for p in pairs])),
         "aus": torch.from_numpy(np.stack([p.aus for p in pairs]).astype(np.float32)),
         "weight": torch.from_numpy(np.stack([p.weight for p in pairs]))[:, None],
-        "flow": torch.from_numpy(np.stack([np.zeros((2, *p.weight.shape), np.float32) if p.flow is None else p.flow
-                                           for p in pairs])),
     }
+    if any(p.flow is not None for p in pairs):  # only a flow head's training asks for them (PairMix)
+        batch["flow"] = torch.from_numpy(np.stack([np.zeros((2, *p.weight.shape), np.float32) if p.flow is None
+                                                   else p.flow for p in pairs]))
+    return batch
 
 
 class PairStream(torch.utils.data.IterableDataset):
@@ -130,7 +132,7 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, ste
         px = flow[0] * (net.spec.crop_size / 2.0)
         fx, fy = gradients(px)
         flow_px = px.abs().mean()
-        want = b["flow"].clamp(-FLOW_MAX, FLOW_MAX) * (net.spec.crop_size / 2.0)
+        want = b["flow"].clamp(-FLOW_MAX, FLOW_MAX) * (net.spec.crop_size / 2.0) if "flow" in b else torch.zeros_like(px)
         sup = flow_err = (w * (px - want).abs()).sum() / (w.sum() * 2 + 1e-6)
         total = (total + W_FLOW_SUP * sup + W_FLOW_TV * ((fx ** 2).mean() + (fy ** 2).mean())
                  + W_FLOW_MAG * (px ** 2).mean())
@@ -211,7 +213,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--lr-end", type=float, default=0.0,
                    help="anneal the learning rate geometrically to this over the time budget (0: keep --lr); "
-                        "a session's last run anneals, so the weights it commits are settled")
+                        "tried once to settle a session's last weights, it hurt identity (MODELS.md)")
     p.add_argument("--held-out", type=float, default=0.15, help="fraction of open-mouth frames held out, whole people")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=float, default=300.0, help="seconds between checkpoints")
@@ -245,7 +247,6 @@ def train(a: argparse.Namespace) -> int:
         raise InputError(", ".join(a.data), "fewer than 2 training frames after the held-out split", field="--data")
     run = Path(a.run)
     run.mkdir(parents=True, exist_ok=True)
-    mix = PairMix(basis_warp=a.basis_warp)
     state_path, export_path = run / "state.safetensors", run / "refine.safetensors"
     if state_path.is_file():
         net, opt, totals = load_state(state_path, a.lr)
@@ -270,6 +271,7 @@ def train(a: argparse.Namespace) -> int:
         print(f"added a residual flow head at step {totals['steps']}", flush=True)
     for g in opt.param_groups:
         g["lr"] = a.lr
+    mix = PairMix(basis_warp=a.basis_warp, residual_flow=net.spec.flow)
     held_people = sorted(set(np.array(frames.persons)[held]))
     report = mix_report(train_frames, PairMaker(train_frames, mix=mix, seed=a.seed + 7), n=400)
     info = {"data": [str(d) for d in a.data], "frames": len(frames), "train_frames": len(train_frames),
