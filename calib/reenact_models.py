@@ -26,11 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", default="auto")
     a = p.parse_args(argv)
 
+    from rtanim.checks import output_folder
     from rtanim.errors import InputError
     from rtanim.evaluate import Identity, load_generator
     from rtanim.reenact import ReenactOptions, clip_paths, reenact, write_reenact
 
     try:
+        output_folder(a.out)  # before the long run, not after it
         specs = [m.split("=", 1) if "=" in m else [m, m] for m in a.models]
         gens = {"warp": load_generator("warp", a.engine)}
         for label, model in specs:

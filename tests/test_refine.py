@@ -235,6 +235,9 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "aus.csv" in r.stderr, r.stderr
     assert not (tmp_path / "x").exists()
+    for bad, option in ((["--basis-warp", "1.5"], "--basis-warp"), (["--lr-end", "-1"], "--lr-end")):
+        assert main([*args[:2], "--run", str(tmp_path / "y"), *bad]) == 2
+        assert not (tmp_path / "y").exists(), option
 
 
 @pytest.mark.parametrize("flow", [False, True])

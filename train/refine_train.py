@@ -237,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(a: argparse.Namespace) -> int:
+    if not 0.0 <= a.basis_warp <= 1.0:
+        raise InputError("--basis-warp", f"must be a share between 0 and 1, got {a.basis_warp:g}")
+    if a.lr_end < 0 or a.lr <= 0:
+        raise InputError("--lr-end" if a.lr_end < 0 else "--lr", "must be positive (--lr-end 0: no annealing)")
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
