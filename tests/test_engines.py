@@ -92,9 +92,15 @@ def test_torch_engine_outputs_follow_the_input_kind():
     assert isinstance(out.color, np.ndarray) and out.flow.shape == (3, 2, 128, 128) and len(out) == 3
     tout = engine.run(torch.from_numpy(crops), torch.from_numpy(aus))
     assert isinstance(tout.color, torch.Tensor) and tout.color.device.type == "cpu"
-    engine.max_batch = 2  # larger batches are split and concatenated
+    # Larger batches are split and concatenated. Compared with the same chunks run one by one: oneDNN
+    # picks its convolution kernels by batch size, so a batch of 3 and batches of 2 + 1 differ by
+    # float rounding (4e-5 seen once in CI), which says nothing about the splitting.
+    chunks = [engine.run(crops[:2], aus[:2]), engine.run(crops[2:], aus[2:])]
+    engine.max_batch = 2
     split = engine.run(crops, aus)
-    assert _max_err(split, out) < 1e-5
+    whole = Outputs(*(np.concatenate([getattr(c.numpy(), k) for c in chunks]) for k in ("attention", "color", "flow")))
+    assert _max_err(split, whole) < 1e-5
+    assert _max_err(split, out) < 1e-3  # and the split batch is still the same images' result
     assert physical_cores() >= 1
 
 
