@@ -108,15 +108,15 @@ def test_fixed_batch_is_learned():
     assert float(losses(net, b, region)["l1"].detach()) < 0.8 * first
 
 
-@pytest.mark.parametrize("flow", [False, True])
-def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow):
+@pytest.mark.parametrize(("flow", "paint_mask"), [(False, False), (True, False), (False, True)])
+def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     import onnx
     import onnxruntime as ort
 
     from engines.refine_engine import INPUTS, OUTPUTS, RefineEngine, export_refine_onnx
 
     torch.manual_seed(1)
-    net = RefineNet(RefineSpec(flow=flow)).eval()
+    net = RefineNet(RefineSpec(flow=flow, paint_mask=paint_mask)).eval()
     for p in net.parameters():  # non-trivial weights (the head starts at zero)
         p.data.normal_(0, 0.05)
     path = export_refine_onnx(net, tmp_path / "refine.onnx")
@@ -131,7 +131,8 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow):
     ops = {n.op_type for n in proto.graph.node}
     assert ops <= {"Conv", "LeakyRelu", "Concat", "Resize", "Gemm", "Mul", "Add", "Split", "Unsqueeze", "Sigmoid",
                    "Slice", "Clip", "DepthToSpace", "SpaceToDepth", "Reshape", "Transpose", "Constant", "Shape",
-                   "Gather", "Cast", "Div", "Sub", "Identity", "Tanh"}, ops  # plain ops TensorRT builds
+                   "Gather", "Cast", "Div", "Sub", "Identity", "Tanh", "Max", "MaxPool", "AveragePool"}, ops  # plain ops TensorRT builds
+    assert ("MaxPool" in ops) == paint_mask
     x = np.random.default_rng(0).uniform(-1, 1, (3, 3, 128, 128)).astype(np.float32)
     a = np.random.default_rng(1).uniform(0, 1, (3, len(net.spec.au_codes))).astype(np.float32)
     g = np.random.default_rng(2).uniform(0, 1, (3, 4, 128, 128)).astype(np.float32)
@@ -141,6 +142,40 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow):
     assert (want[2] is not None) == flow
     for have, ref in zip(got, want, strict=False):
         assert np.abs(have - ref).max() < 1e-4
+
+
+def test_paint_mask_leaves_all_but_mouth_and_eyes_to_the_warp(mean_face):
+    """With RefineSpec.paint_mask the composite equals the warped crop away from mouth and eyes,
+    whatever the weights, and near them the net paints as the same weights would unmasked."""
+    from dataclasses import replace
+
+    from rtanim.refine import paint_region
+
+    torch.manual_seed(4)
+    free = RefineNet().eval()
+    for p in free.parameters():
+        p.data.normal_(0, 0.05)
+    masked = RefineNet(replace(free.spec, paint_mask=True)).eval()
+    masked.load_state_dict(free.state_dict())
+    assert RefineSpec.from_json(masked.spec.to_json()).paint_mask
+    assert not RefineSpec.from_json(free.spec.to_json().replace(', "paint_mask": false', "")).paint_mask  # old files
+    g = torch.from_numpy(geometry_maps(mean_face, mean_face, None))[None]
+    region = paint_region(g)[0, 0].numpy()
+    mouth = polygon_mask(mean_face, [INNER_MOUTH]) > 0.5
+    assert (region[mouth] == 1).all()  # the mouth and its lips are fully paintable ...
+    assert region[:12].max() == 0 and region[:, :12].max() == 0  # ... the forehead and cheek edges not
+    assert 0.05 < region.mean() < 0.4
+    x, a = torch.rand(1, 3, 128, 128) * 2 - 1, torch.rand(1, len(free.spec.au_codes))
+    with torch.no_grad():
+        att_free, col = free(x, a, g)
+        att, col2 = masked(x, a, g)
+    assert torch.equal(col, col2)
+    outside = torch.from_numpy(region == 0)
+    assert (att[0, 0][outside] == 1).all() and (att_free[0, 0][outside] < 1).all()
+    inside = torch.from_numpy(region == 1)
+    assert torch.allclose(att[0, 0][inside], att_free[0, 0][inside])
+    out = compose_crop(x, att, col)
+    assert torch.equal(out[0][:, outside], x[0][:, outside])
 
 
 def test_checkpoint_roundtrip_and_bad_files(tmp_path):
@@ -227,6 +262,9 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     net, extra = load_refine(run / "refine.safetensors")
     assert net.spec.flow and extra["training"]["steps"] == 7 and extra["training"]["flow_from_step"] == 5
     assert main([*args, "--steps", "1"]) == 0  # and resumes with it
+    assert main([*args, "--steps", "1", "--paint-mask"]) == 0  # gates the attention from here on
+    net, extra = load_refine(run / "refine.safetensors")
+    assert net.spec.paint_mask and net.spec.flow and extra["training"]["paint_mask_from_step"] == 8
     assert (run / "metrics.jsonl").read_text().count("\n") >= 2
 
     empty = tmp_path / "empty"

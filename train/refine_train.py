@@ -224,6 +224,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--basis-warp", type=float, default=PairMix.basis_warp,
                    help="share of video pairs warped by the AU basis as at run time (the rest: to the real landmarks)")
     p.add_argument("--flow", action="store_true", help="add a residual flow head (zero at first) if the net lacks one")
+    p.add_argument("--paint-mask", action="store_true",
+                   help="let the net paint only near mouth and eyes (RefineSpec.paint_mask), from here on")
     return p.parse_args(argv)
 
 
@@ -273,6 +275,20 @@ def train(a: argparse.Namespace) -> int:
                 opt.state[p] = old[n]
         totals["flow_from_step"] = totals["steps"]
         print(f"added a residual flow head at step {totals['steps']}", flush=True)
+    if a.paint_mask and not net.spec.paint_mask:  # same weights, the attention only gated
+        from dataclasses import replace
+
+        masked = RefineNet(replace(net.spec, paint_mask=True))
+        masked.load_state_dict(net.state_dict())
+        params = dict(net.named_parameters())
+        moments = {n: opt.state.get(params[n]) for n in params}
+        net = masked
+        opt = torch.optim.Adam(net.parameters(), lr=a.lr, betas=(0.9, 0.99))
+        for n, p in net.named_parameters():
+            if moments.get(n):
+                opt.state[p] = moments[n]
+        totals["paint_mask_from_step"] = totals["steps"]
+        print(f"paint mask on from step {totals['steps']}", flush=True)
     for g in opt.param_groups:
         g["lr"] = a.lr
     mix = PairMix(basis_warp=a.basis_warp, residual_flow=net.spec.flow)
