@@ -265,6 +265,15 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert main([*args, "--steps", "1", "--paint-mask"]) == 0  # gates the attention from here on
     net, extra = load_refine(run / "refine.safetensors")
     assert net.spec.paint_mask and net.spec.flow and extra["training"]["paint_mask_from_step"] == 8
+    assert main([*args, "--steps", "2", "--adv", "0.02"]) == 0  # the adversarial stage on top ...
+    from train.refine_adv import load_critic
+
+    _, _, critic_steps = load_critic(run / "critic.safetensors", 1e-4)
+    assert critic_steps == 2
+    assert main([*args, "--steps", "1", "--adv", "0.02"]) == 0  # ... resumes with its critic
+    assert load_critic(run / "critic.safetensors", 1e-4)[2] == 3
+    _, extra = load_refine(run / "refine.safetensors")
+    assert extra["training"]["steps"] == 12 and extra["training"]["adv_from_step"] == 9
     assert (run / "metrics.jsonl").read_text().count("\n") >= 2
 
     empty = tmp_path / "empty"
@@ -273,7 +282,8 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "aus.csv" in r.stderr, r.stderr
     assert not (tmp_path / "x").exists()
-    for bad, option in ((["--basis-warp", "1.5"], "--basis-warp"), (["--lr-end", "-1"], "--lr-end")):
+    for bad, option in ((["--basis-warp", "1.5"], "--basis-warp"), (["--lr-end", "-1"], "--lr-end"),
+                        (["--adv", "-1"], "--adv")):
         assert main([*args[:2], "--run", str(tmp_path / "y"), *bad]) == 2
         assert not (tmp_path / "y").exists(), option
 

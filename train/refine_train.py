@@ -10,7 +10,9 @@ attention prior, and the run writes, atomically, every ``--save-every`` seconds 
 - ``RUN/state.safetensors``: FP32 weights and Adam moments (resume within and across sessions);
 - ``RUN/refine.safetensors``: FP16 weights with the training totals (what ships and what the
   next session starts from with ``--init``);
-- ``RUN/metrics.jsonl``, TensorBoard events, ``RUN/samples/*.png`` (input | output | target | A).
+- ``RUN/metrics.jsonl``, TensorBoard events, ``RUN/samples/*.png`` (input | output | target | A);
+- with ``--adv``, ``RUN/critic.safetensors``: the patch critic of the adversarial stage
+  (:mod:`train.refine_adv`), a refinement on top of the converged L1 base.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ W_FLOW_MAG = 0.001
 #: others): photometric gradients alone barely move a flow that starts at zero (measured: the
 #: head's weights stayed at 3e-4 over 600 steps), landmarks tell it where lips and lids really go.
 W_FLOW_SUP = 0.05
+#: The adversarial weight (--adv) ramps in over the critic's first steps: a fresh critic's
+#: gradients say nothing yet about what real mouths look like.
+ADV_RAMP_STEPS = 500
 
 
 def to_batch(pairs: list[Pair]) -> dict[str, torch.Tensor]:
@@ -224,6 +229,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--basis-warp", type=float, default=PairMix.basis_warp,
                    help="share of video pairs warped by the AU basis as at run time (the rest: to the real landmarks)")
     p.add_argument("--flow", action="store_true", help="add a residual flow head (zero at first) if the net lacks one")
+    p.add_argument("--adv", type=float, default=0.0,
+                   help="weight of the patch critic's hinge loss on mouth and eyes (0: L1 only; try 0.02 on a "
+                        "converged base, see train/refine_adv.py)")
+    p.add_argument("--adv-lr", type=float, default=2e-4, help="the critic's learning rate")
     p.add_argument("--paint-mask", action="store_true",
                    help="let the net paint only near mouth and eyes (RefineSpec.paint_mask), from here on")
     return p.parse_args(argv)
@@ -241,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
 def train(a: argparse.Namespace) -> int:
     if not 0.0 <= a.basis_warp <= 1.0:
         raise InputError("--basis-warp", f"must be a share between 0 and 1, got {a.basis_warp:g}")
+    if a.adv < 0:
+        raise InputError("--adv", f"must be a weight of at least 0, got {a.adv:g}")
     if a.lr_end < 0 or a.lr <= 0:
         raise InputError("--lr-end" if a.lr_end < 0 else "--lr", "must be positive (--lr-end 0: no annealing)")
     if a.threads:
@@ -319,6 +330,14 @@ def train(a: argparse.Namespace) -> int:
     except ImportError:  # the train extra is optional
         tb = None
     region = torch.from_numpy(np.array(feather_mask(net.spec.crop_size)))[None, None]
+    critic = critic_opt = None
+    critic_steps = 0
+    if a.adv > 0:
+        from train import refine_adv
+
+        critic, critic_opt, critic_steps = refine_adv.load_critic(run / "critic.safetensors", a.adv_lr)
+        totals.setdefault("adv_from_step", totals["steps"])
+        print(f"adversarial stage: weight {a.adv:g}, critic at {critic_steps} steps", flush=True)
     t0 = last_save = last_log = time.time()
     budget = a.minutes * 60.0
     step0, steps, ema = totals["steps"], 0, None
@@ -330,13 +349,25 @@ def train(a: argparse.Namespace) -> int:
                 for g in opt.param_groups:
                     g["lr"] = lr
             out = losses(net, b, region, totals["steps"])
+            loss = out["loss"]
+            if critic is not None:  # ramps in while the fresh critic learns what real mouths look like
+                pw = refine_adv.patch_weight(b["weight"])
+                out["adv_g"] = refine_adv.generator_loss(critic, out["out"], b["geometry"], pw)
+                loss = loss + a.adv * min(1.0, critic_steps / ADV_RAMP_STEPS) * out["adv_g"]
             opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
+            loss.backward()
             opt.step()
+            if critic is not None:
+                critic_opt.zero_grad(set_to_none=True)
+                out["adv_d"] = refine_adv.critic_loss(critic, b["target"], out["out"], b["geometry"], pw)
+                out["adv_d"].backward()
+                critic_opt.step()
+                critic_steps += 1
             steps += 1
             totals["steps"] += 1
             totals["images"] += a.batch
-            vals = {k: float(out[k].detach()) for k in ("loss", "l1", "grad", "color", "att", "att_tv", "flow_px", "flow_err")}
+            vals = {k: float(out[k].detach()) for k in ("loss", "l1", "grad", "color", "att", "att_tv", "flow_px", "flow_err",
+                                                         "adv_g", "adv_d") if k in out}
             ema = vals if ema is None else {k: 0.95 * ema[k] + 0.05 * v for k, v in vals.items()}
             now = time.time()
             if tb is not None and totals["steps"] % 10 == 0:
@@ -350,6 +381,7 @@ def train(a: argparse.Namespace) -> int:
                 print(f"step {totals['steps']} ({steps} this run) {rate:.2f} steps/s {rate * a.batch:.1f} img/s "
                       f"loss {ema['loss']:.4f} l1 {ema['l1']:.4f} grad {ema['grad']:.4f} color {ema['color']:.4f} "
                       f"att {ema['att']:.4f} lr {opt.param_groups[0]['lr']:.1e} flow {ema['flow_px']:.2f}px (err {ema['flow_err']:.2f}) "
+                      + (f"adv G {ema['adv_g']:.3f} D {ema['adv_d']:.3f} " if critic is not None else "") +
                       f"ETA {max(eta, 0) / 60:.1f} min, peak RSS {rss:.0f} MB", flush=True)
                 log.write(json.dumps({"step": totals["steps"], "time": now, "lr": opt.param_groups[0]["lr"], **ema}) + "\n")
                 log.flush()
@@ -362,11 +394,15 @@ def train(a: argparse.Namespace) -> int:
                 last_save = now
                 save_state(state_path, net, opt, totals)
                 save_refine(net, export_path, extra={"training": totals})
+                if critic is not None:
+                    refine_adv.save_critic(run / "critic.safetensors", critic, critic_opt, critic_steps)
             if done:
                 break
     totals["runs"] += 1
     save_state(state_path, net, opt, totals)
     save_refine(net, export_path, extra={"training": totals})
+    if critic is not None:
+        refine_adv.save_critic(run / "critic.safetensors", critic, critic_opt, critic_steps)
     sample_grid(run / "samples" / "last.png", b, out["out"], out["A"])
     why = stop["why"] or ("step limit" if a.steps and steps >= a.steps else "time budget")
     print(f"stopped ({why}) after {steps} steps ({totals['steps'] - step0 + step0} in all); wrote {export_path}",
