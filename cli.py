@@ -582,22 +582,34 @@ def webcam_cmd(
     ),
     stats_json: Path = typer.Option(None, "--stats-json", metavar="FILE",
                                     help="Write fps, latency and per-stage times as JSON."),
+    panel: bool = typer.Option(False, "--panel",
+                               help="Serve a control page in your browser: a slider per AU, presets, timelines, "
+                               "preview and status (prints its URL)."),
+    panel_port: int = typer.Option(None, "--panel-port", metavar="PORT",
+                                   help="Port of the control page (default 8765; 0 picks a free one)."),
+    panel_host: str = typer.Option(None, "--panel-host", metavar="ADDRESS",
+                                   help="Listen on this address instead of 127.0.0.1 only (e.g. 0.0.0.0); every "
+                                   "request then needs the access token printed with the URL."),
 ) -> None:
     """Re-express your face live: newest frame only, so latency stays bounded.
 
     Preview keys: q quit, space effect on/off, p pause the timeline, 1-9 presets (again: back), o overlay.
+    --panel drives the same run from a browser page at http://127.0.0.1:8765 (its HTTP API: see README).
 
     Examples:
       rtanim webcam --aus smile --vcam
+      rtanim webcam --aus neutral --vcam --panel           # then open the printed URL
       rtanim webcam --timeline examples/wink_and_smile.json -o take.mp4
       rtanim webcam --camera clip.mp4 --aus smile --model warp   # no camera needed
+      rtanim webcam --camera clip.mp4 --aus neutral --model warp --panel --no-preview
     """
     from rtanim.runs import run_webcam
 
     with guard():
         run_webcam(camera, aus=aus, timeline=timeline, model=model, engine=engine, vcam=vcam, preview=preview,
                    out=out, faces=faces, max_faces=max_faces, size=size, fps=fps, paced=paced,
-                   passthrough=passthrough, stats_json=stats_json, console=console, err_console=err_console)
+                   passthrough=passthrough, stats_json=stats_json, panel=panel, panel_host=panel_host,
+                   panel_port=panel_port, console=console, err_console=err_console)
 
 
 # ------------------------------------------------------------- prepare / train / eval

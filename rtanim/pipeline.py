@@ -102,6 +102,12 @@ class Tracker(Protocol):
     def track(self, rgb: np.ndarray, pts: float | None = None) -> list[Face]: ...
 
 
+class Target(Protocol):
+    """Where target AUs come from: a :class:`~rtanim.timeline.Timeline`, or the live control panel's state."""
+
+    def at(self, t: float, live: Any = None) -> dict[str, float]: ...
+
+
 class Generator(Protocol):
     """Turns face jobs into crop-resolution outputs; neural engines and the `warp` model alike."""
 
@@ -260,7 +266,7 @@ class Pipeline:
         self,
         tracker: Tracker,
         generator: Generator,
-        timeline: Timeline,
+        timeline: Timeline | Target,
         policy: Policy = "offline",
         faces: FaceSelect = "all",
         batch: int = 8,

@@ -370,6 +370,9 @@ def run_webcam(
     paced: bool = True,
     passthrough: str | None = None,
     stats_json: str | Path | None = None,
+    panel: bool = False,
+    panel_host: str | None = None,
+    panel_port: int | None = None,
     console: Console | None = None,
     err_console: Console | None = None,
 ) -> Stats:
@@ -378,6 +381,8 @@ def run_webcam(
     ``preview=None`` opens a preview window when a display is available. Without any sink the
     frames are processed and discarded (useful to measure). Stops at the end of a file, on the
     preview's q / Esc / window close, or on Ctrl-C / SIGTERM (KeyboardInterrupt, after finalising).
+    ``panel`` serves the browser control panel (rtanim.panel) for the run's length; its target
+    replaces the run's timeline, starting from it, and the preview's preset keys drive it too.
     """
     console = console or Console()
     err_console = err_console or Console(stderr=True)
@@ -393,6 +398,9 @@ def run_webcam(
     files = [checks.output_file(o, "--out", inputs=[camera, timeline]) for o in out if "://" not in str(o)]
     if stats_json is not None:
         checks.output_file(stats_json, "--stats-json", inputs=[camera, timeline, *files])
+    from rtanim.panel.live import panel_options
+
+    panel_opts = panel_options(panel, panel_host, panel_port)
     tl = None if isinstance(target, DrivingVideo) else webcam_passthrough(target, passthrough)
     pass_codes = (tl or webcam_passthrough(parse_aus_arg("neutral"), passthrough)).passthrough  # checks the option early
     from rtanim.pipeline import Controls, Pipeline
@@ -403,8 +411,20 @@ def run_webcam(
     want_preview = _has_display() if preview is None else preview
     controls = Controls()
     with sigterm_as_interrupt(), contextlib.ExitStack() as stack:
+        if panel_opts is not None:  # listen first: a busy port fails before the camera and the model open
+            from rtanim.panel.live import bind
+
+            panel_sock, panel_opts = bind(panel_opts)
+            stack.callback(panel_sock.close)
         source = stack.enter_context(open_source(camera, size=req_size, fps=fps, paced=paced))
-        on_preset = preset_switcher(controls, pass_codes)
+        panel_run: Any = None
+        switch = preset_switcher(controls, pass_codes)
+
+        def on_preset(index: int) -> None:
+            if panel_run is not None:
+                panel_run.preset_key(index)
+            else:
+                switch(index)
         kw = dict(size=source.size, fps=source.fps, time_base=getattr(source, "time_base", None), controls=controls,
                   on_preset=on_preset, title=f"rtanim {camera}")
         try:
@@ -420,7 +440,21 @@ def run_webcam(
         from rtanim.tracking import FaceTracker
 
         tracker = stack.enter_context(FaceTracker(max_faces, mode="video", fps=source.fps or 30.0))
-        pipeline = Pipeline(tracker, generator, tl, policy="live", faces=faces, controls=controls)
+        target: Any = tl
+        write = sinks.write
+        if panel_opts is not None:
+            from rtanim.panel.live import PanelRun, write_both
+            from rtanim.panel.server import PanelServer
+            from rtanim.panel.state import PanelTarget
+
+            target = PanelTarget(tl)
+            panel_run = PanelRun(target, controls, model=_describe(generator), source=str(camera))
+            write = write_both(sinks.write, panel_run.write)
+        pipeline = Pipeline(tracker, generator, target, policy="live", faces=faces, controls=controls)
+        if panel_run is not None:
+            panel_run.stats = pipeline.stats
+            stack.enter_context(PanelServer(panel_run, panel_opts, panel_sock))
+            err_console.print(f"control panel: {panel_opts.url()}", highlight=False, soft_wrap=True)
         where = [str(o) for o in out] + (["virtual camera"] if vcam else []) + (["preview"] if want_preview else [])
         err_console.print(
             f"{camera} ({source.size[0]}x{source.size[1]}{f' @ {source.fps:.0f} fps' if source.fps else ''}) -> "
@@ -431,6 +465,8 @@ def run_webcam(
         preview_sink = sinks.preview
 
         def on_frame(stats: Stats, job: FrameJob) -> None:
+            if panel_run is not None:
+                panel_run.on_frame(stats, job)
             if preview_sink is not None:
                 r = stats.recent()
                 note = "effect off" if not controls.effect_on else ("paused" if controls.paused else "")
@@ -444,7 +480,7 @@ def run_webcam(
                     get_renderable=lambda: live_line(pipeline.stats, controls))
         try:
             with live:
-                pipeline.run(source, sinks.write, on_frame=on_frame)
+                pipeline.run(source, write, on_frame=on_frame)
         except KeyboardInterrupt:
             interrupted = True
             raise

@@ -69,8 +69,7 @@ class Timeline:
 
     def __post_init__(self) -> None:
         self._times = np.array([k.t for k in self.keyframes], dtype=np.float64)
-        pass_ext = {c for p in self.passthrough for c in expand_code(p)}
-        self._pass_mask = np.array([c in pass_ext for c in EXTENDED_CODES])
+        self._pass_mask = passthrough_mask(self.passthrough)
 
     # ----------------------------------------------------------------- queries
 
@@ -122,21 +121,42 @@ class Timeline:
         added to ``live``. Without ``live`` (plotting, no face yet) passthrough AUs
         are NaN and offsets apply to zero.
         """
-        v = self.values_at(t)
-        live_v = (
-            np.array([resolve(live, c) for c in EXTENDED_CODES], dtype=np.float32)
-            if live is not None
-            else np.full(len(EXTENDED_CODES), np.nan if self.mode == "absolute" else 0.0, dtype=np.float32)
-        )
-        if self.mode == "offset":
-            v = v + np.nan_to_num(live_v)
-        v = np.where(self._pass_mask, live_v if live is not None else np.nan, v)
-        v = np.clip(v, 0.0, 1.0)
-        return _with_bilateral(v)
+        return apply_live(self.values_at(t), live, self.mode, self._pass_mask)
 
     def at_frame(self, index: int, fps: float) -> dict[str, float]:
         """Frame-accurate query: the target for frame ``index`` of a ``fps`` stream (no live face)."""
         return self.at(index / fps)
+
+
+def passthrough_mask(codes: Sequence[str]) -> np.ndarray:
+    """Which entries of the extended vector follow the live face, for passthrough ``codes`` (sided or not)."""
+    pass_ext = {c for p in codes for c in expand_code(p)}
+    return np.array([c in pass_ext for c in EXTENDED_CODES])
+
+
+def apply_live(
+    values: np.ndarray, live: Mapping[str, float] | None, mode: str, pass_mask: np.ndarray
+) -> dict[str, float]:
+    """Keyframed ``values`` (extended space) resolved against the live face: what :meth:`Timeline.at` returns.
+
+    Shared with the live control panel, whose targets are not keyframes but follow the same rules.
+    """
+    live_v = (
+        np.array([resolve(live, c) for c in EXTENDED_CODES], dtype=np.float32)
+        if live is not None
+        else np.full(len(EXTENDED_CODES), np.nan if mode == "absolute" else 0.0, dtype=np.float32)
+    )
+    v = values
+    if mode == "offset":
+        v = v + np.nan_to_num(live_v)
+    v = np.where(pass_mask, live_v if live is not None else np.nan, v)
+    v = np.clip(v, 0.0, 1.0)
+    return _with_bilateral(v)
+
+
+def ease(u: float, kind: str) -> float:
+    """Progress ``u`` in [0, 1] shaped by an easing of :data:`EASINGS`."""
+    return _ease(u, kind)
 
 
 def _ease(u: float, ease: str) -> float:
