@@ -25,3 +25,11 @@ def _private_engine_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     mp.setenv("RTANIM_CACHE", str(tmp_path_factory.mktemp("engine-cache")))
     yield
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def portrait_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 12 s clip of the bundled portrait (no shared data needed): a camera stand-in for live-run tests."""
+    from rtanim.demo import make_sample_clip
+
+    return make_sample_clip(tmp_path_factory.mktemp("portrait") / "portrait12.mp4", seconds=12.0, size=256)

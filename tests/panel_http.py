@@ -1,0 +1,96 @@
+"""Small HTTP helpers for the panel tests (standard library only), and a live run of ``rtanim webcam --panel``."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def call(url: str, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None,
+         timeout: float = 30.0) -> Reply:
+    """One request; HTTP errors are replies too. ``body``: bytes as they are, anything else as JSON."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    h = {"Content-Type": "application/json"} if data is not None else {}
+    h.update(headers or {})
+    req = urllib.request.Request(url, data=data, method=method, headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return Reply(r.status, r.read(), dict(r.headers))
+    except urllib.error.HTTPError as e:
+        return Reply(e.code, e.read(), dict(e.headers))
+
+
+@dataclass
+class LiveRun:
+    """``run_webcam(..., panel=True)`` on a thread; ``base`` is the panel's URL once it listens."""
+
+    camera: Path
+    out: Path | None = None
+    aus: str = "neutral"
+    base: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+    _log: io.StringIO = field(default_factory=io.StringIO)
+
+    def start(self, timeout: float = 240.0) -> LiveRun:
+        from rtanim.runs import run_webcam
+
+        def go() -> None:
+            try:
+                self.result["stats"] = run_webcam(
+                    str(self.camera), aus=self.aus, model="warp", engine="auto", preview=False,
+                    out=[str(self.out)] if self.out else [], panel=True, panel_port=0,
+                    console=Console(file=io.StringIO()), err_console=Console(file=self._log, width=200))
+            except BaseException as e:  # noqa: BLE001 - reported by the test
+                self.result["error"] = e
+
+        self.thread = threading.Thread(target=go, name="test-webcam", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.thread.is_alive():
+            m = re.search(r"control panel: (http://\S+?)/(\s|$)", self._log.getvalue())
+            if m:
+                self.base = m.group(1)
+                return self
+            time.sleep(0.1)
+        raise AssertionError(f"the panel did not start: {self.result.get('error')!r}\n{self._log.getvalue()}")
+
+    def status(self) -> dict[str, Any]:
+        return call(self.base + "/status").json()
+
+    def wait(self, predicate, timeout: float = 120.0, what: str = "") -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s = self.status()
+            if predicate(s):
+                return s
+            if not s["running"]:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}: {s}")
+
+    def join(self, timeout: float = 240.0) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the run did not end"
+        if "error" in self.result:
+            raise self.result["error"]
+        return self.result["stats"]
