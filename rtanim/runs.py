@@ -455,6 +455,9 @@ def run_webcam(
             panel_run.stats = pipeline.stats
             stack.enter_context(PanelServer(panel_run, panel_opts, panel_sock))
             err_console.print(f"control panel: {panel_opts.url()}", highlight=False, soft_wrap=True)
+            if panel_opts.token:
+                err_console.print("(from another machine, put this machine's address in the URL; keep the token "
+                                  "private: anyone with it can drive your face)", highlight=False)
         where = [str(o) for o in out] + (["virtual camera"] if vcam else []) + (["preview"] if want_preview else [])
         err_console.print(
             f"{camera} ({source.size[0]}x{source.size[1]}{f' @ {source.fps:.0f} fps' if source.fps else ''}) -> "

@@ -223,7 +223,7 @@ def test_live_run_change_shows_in_the_written_video(portrait_clip, tmp_path):
     posted = call(run.base + "/aus", "POST", {"AU01": 1.0, "AU02": 1.0}).json()
     s = run.wait(lambda s: s["last_change"]["reached_frame"] is not None, what="the change in the output")
     change = s["last_change"]
-    assert change["posted_frame"] == posted["frame"] and change["frames"] <= 4, change
+    assert change["posted_frame"] == posted["frame"] and change["frames"] <= 3, change  # the bound
 
     # a flood of slider moves from four clients, and clients that drop their streams: the video keeps going
     before = run.status()["frames"]
@@ -277,3 +277,21 @@ def test_the_readme_documents_every_route():
                      PanelOptions())
     routes = {r.path for r in app_.app.routes if r.path not in ("/", "/static")}
     assert documented == routes
+
+
+def test_panel_options(monkeypatch):
+    from rtanim.errors import InputError
+    from rtanim.panel import live
+    from rtanim.panel.live import panel_options
+
+    assert panel_options(False, None, None) is None
+    local = panel_options(True, None, None)
+    assert (local.host, local.port, local.token) == ("127.0.0.1", 8765, None)
+    assert local.url() == "http://127.0.0.1:8765/"
+    lan = panel_options(True, "0.0.0.0", 9000)
+    assert lan.token and len(lan.token) >= 20 and lan.url() == f"http://0.0.0.0:9000/?token={lan.token}"
+    assert panel_options(True, "0.0.0.0", None).token != lan.token  # a new one every run
+    monkeypatch.setattr(live, "find_spec", lambda name: None)
+    with pytest.raises(InputError) as e:
+        panel_options(True, None, None)
+    assert e.value.line() == '--panel: needs starlette and uvicorn: pip install -e ".[panel]"'

@@ -7,7 +7,6 @@ many pages ask. So a slow, flooding or vanished client costs the video nothing.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -64,7 +63,7 @@ def panel_options(panel: bool, host: str | None, port: int | None) -> PanelOptio
             raise InputError("--panel-host", "expected an address to listen on, e.g. 0.0.0.0")
         import secrets
 
-        token = os.environ.get("RTANIM_PANEL_TOKEN") or secrets.token_urlsafe(18)
+        token = secrets.token_urlsafe(18)
     return PanelOptions(host=LOOPBACK if host is None else host.strip(),
                         port=DEFAULT_PORT if port is None else port, token=token)
 

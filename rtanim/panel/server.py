@@ -87,7 +87,7 @@ class Guard:
         host = request.headers.get("host", "")
         if self.options.token is None:
             name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
-            if name not in ("127.0.0.1", "localhost"):
+            if name not in ("127.0.0.1", "localhost", "[::1]"):
                 return 403, f"{host or 'no Host'}: this panel answers only http://127.0.0.1 (see --panel-host)"
         else:
             given = (request.query_params.get("token") or request.headers.get("x-rtanim-token")
