@@ -23,11 +23,15 @@ With ``RefineSpec.flow`` the network also returns a small residual flow dF (at m
 they go, so the net may move the warped pixels a few more pixels before it paints. The run time
 composes F and dF into one flow (:func:`compose_flows`), so compose still resamples the frame once.
 
-With ``RefineSpec.paint_mask`` the network may paint only near the mouth and the eyes
-(:func:`paint_region`, computed inside the graph from its own geometry inputs): trained with L1,
-an unrestricted net learnt to repaint cheeks, wrinkles and beards with a smooth average wherever
-the warp's texture did not line up, which read as a different, younger person (dlib identity
-distance 0.186 against warp's 0.113 on the still-image eval at 20,296 steps).
+With ``RefineSpec.paint_mask`` the network may paint only where the warp changed the mouth or the
+eyes (:func:`paint_region`, computed inside the graph from its own geometry inputs): where the
+target's inner mouth / eye openings differ from the source's carried by the warp, grown to cover
+lips and lids. Unmasked, the net repainted what the command did not touch: on a still whose
+measured jaw-drop AU was lower than its wide-open mouth looked, raising the brows (AU01) made it
+half-close the mouth, because the AUs it is conditioned on said so; and trained with L1 it paints
+averages, so every repainted mouth or eye is blurred (identity distance on the still-image eval
+0.186 against warp's 0.113 at 20,296 steps; blurring only the lips of those photos moves dlib's
+embedding by 0.08, only the eyes by 0.10).
 """
 
 from __future__ import annotations
@@ -143,7 +147,7 @@ class RefineSpec:
     crop_size: int = CROP_SIZE
     n_geometry: int = len(GEOMETRY_CHANNELS)
     flow: bool = False  # a residual flow head (outputs attention, color, flow)
-    paint_mask: bool = False  # paint only near mouth and eyes (paint_region); elsewhere A = 1
+    paint_mask: bool = False  # paint only where the warp changed mouth or eyes (paint_region); elsewhere A = 1
 
     @property
     def in_channels(self) -> int:
@@ -170,28 +174,32 @@ class RefineSpec:
                    paint_mask=bool(s.get("paint_mask", False)))
 
 
-#: Paint region reach, in px of a 128 px crop (scaled with the crop): around the inner mouth far
-#: enough to cover both lips and the evaluation's lip box (4 px beyond the outer lips), around the
-#: eye openings far enough for the lids and brows' lower edge; then a feathered edge.
+#: Paint region reach, in px of a 128 px crop (scaled with the crop): around a changed inner mouth
+#: far enough to cover both lips and the evaluation's lip box (4 px beyond the outer lips), around
+#: changed eye openings far enough for the lids; then a feathered edge. A change of a whole pixel's
+#: coverage (ANTIALIAS_FULL) opens the region fully; sub-pixel jitter of the polygons only partly.
 PAINT_MOUTH_PX = 14
 PAINT_EYES_PX = 7
 PAINT_FEATHER_PX = 4
+ANTIALIAS_FULL = 0.5
 
 
 def paint_region(geometry: torch.Tensor, crop_size: int = CROP_SIZE) -> torch.Tensor:
-    """Where the net may paint [N,1,S,S] in [0, 1]: the geometry's mouth and eye regions (target
-    and source) grown by max-pooling and feathered by average-pooling, so the exported graph needs
-    no extra input and ONNX Runtime / TensorRT run it as two pooling layers."""
+    """Where the net may paint [N,1,S,S] in [0, 1]: where the target's mouth / eye maps differ from
+    the source's carried by the warp (a mouth that opens or closes, lids that close), grown by
+    max-pooling and feathered by average-pooling. Nothing changed, nothing painted: the output is
+    then exactly ``warp``'s. Pure pooling, so the exported graph needs no extra input."""
     scale = crop_size / 128.0  # a plain int, not the traced shape: the pool sizes are constants in ONNX
 
     def grow(x: torch.Tensor, px: float) -> torch.Tensor:
         r = max(1, round(px * scale))
         return F.max_pool2d(x, 2 * r + 1, 1, r)
 
-    mouth = grow(torch.maximum(geometry[:, 0:1], geometry[:, 2:3]), PAINT_MOUTH_PX)
-    eyes = grow(torch.maximum(geometry[:, 1:2], geometry[:, 3:4]), PAINT_EYES_PX)
+    mouth = grow((geometry[:, 0:1] - geometry[:, 2:3]).abs(), PAINT_MOUTH_PX)
+    eyes = grow((geometry[:, 1:2] - geometry[:, 3:4]).abs(), PAINT_EYES_PX)
+    region = torch.clamp(torch.maximum(mouth, eyes) / ANTIALIAS_FULL, 0.0, 1.0)
     f = max(1, round(PAINT_FEATHER_PX * scale))
-    return F.avg_pool2d(torch.maximum(mouth, eyes), 2 * f + 1, 1, f, count_include_pad=False)
+    return F.avg_pool2d(region, 2 * f + 1, 1, f, count_include_pad=False)
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

@@ -131,7 +131,7 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     ops = {n.op_type for n in proto.graph.node}
     assert ops <= {"Conv", "LeakyRelu", "Concat", "Resize", "Gemm", "Mul", "Add", "Split", "Unsqueeze", "Sigmoid",
                    "Slice", "Clip", "DepthToSpace", "SpaceToDepth", "Reshape", "Transpose", "Constant", "Shape",
-                   "Gather", "Cast", "Div", "Sub", "Identity", "Tanh", "Max", "MaxPool", "AveragePool"}, ops  # plain ops TensorRT builds
+                   "Gather", "Cast", "Div", "Sub", "Identity", "Tanh", "Abs", "Max", "MaxPool", "AveragePool"}, ops  # plain ops TensorRT builds
     assert ("MaxPool" in ops) == paint_mask
     x = np.random.default_rng(0).uniform(-1, 1, (3, 3, 128, 128)).astype(np.float32)
     a = np.random.default_rng(1).uniform(0, 1, (3, len(net.spec.au_codes))).astype(np.float32)
@@ -144,9 +144,10 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
         assert np.abs(have - ref).max() < 1e-4
 
 
-def test_paint_mask_leaves_all_but_mouth_and_eyes_to_the_warp(mean_face):
-    """With RefineSpec.paint_mask the composite equals the warped crop away from mouth and eyes,
-    whatever the weights, and near them the net paints as the same weights would unmasked."""
+def test_paint_mask_paints_only_what_the_warp_changed(mean_face):
+    """With RefineSpec.paint_mask the composite equals the warped crop wherever the warp left mouth
+    and eyes alone, whatever the weights; where it opened the mouth the net paints as the same
+    weights would unmasked."""
     from dataclasses import replace
 
     from rtanim.refine import paint_region
@@ -159,23 +160,26 @@ def test_paint_mask_leaves_all_but_mouth_and_eyes_to_the_warp(mean_face):
     masked.load_state_dict(free.state_dict())
     assert RefineSpec.from_json(masked.spec.to_json()).paint_mask
     assert not RefineSpec.from_json(free.spec.to_json().replace(', "paint_mask": false', "")).paint_mask  # old files
-    g = torch.from_numpy(geometry_maps(mean_face, mean_face, None))[None]
+    opened = mean_face.copy()
+    opened[[317, 14, 87, 178, 88, 95, 324, 318, 402], 1] += 6.0  # the warp opened the mouth by 6 px
+    g = torch.from_numpy(geometry_maps(opened, mean_face, None))[None]
     region = paint_region(g)[0, 0].numpy()
-    mouth = polygon_mask(mean_face, [INNER_MOUTH]) > 0.5
-    assert (region[mouth] == 1).all()  # the mouth and its lips are fully paintable ...
-    assert region[:12].max() == 0 and region[:, :12].max() == 0  # ... the forehead and cheek edges not
-    assert 0.05 < region.mean() < 0.4
+    mouth = polygon_mask(opened, [INNER_MOUTH]) > 0.5
+    assert (region[mouth] == 1).all()  # the new cavity and the lips around it are paintable ...
+    eyes = geometry_maps(opened, mean_face, None)[1] > 0
+    assert region[eyes].max() == 0 and region[:40].max() == 0  # ... the unchanged eyes and brows not
     x, a = torch.rand(1, 3, 128, 128) * 2 - 1, torch.rand(1, len(free.spec.au_codes))
     with torch.no_grad():
         att_free, col = free(x, a, g)
         att, col2 = masked(x, a, g)
+        still, _ = masked(x, a, torch.from_numpy(geometry_maps(mean_face, mean_face, None))[None])
     assert torch.equal(col, col2)
     outside = torch.from_numpy(region == 0)
     assert (att[0, 0][outside] == 1).all() and (att_free[0, 0][outside] < 1).all()
     inside = torch.from_numpy(region == 1)
     assert torch.allclose(att[0, 0][inside], att_free[0, 0][inside])
-    out = compose_crop(x, att, col)
-    assert torch.equal(out[0][:, outside], x[0][:, outside])
+    assert torch.equal(compose_crop(x, att, col)[0][:, outside], x[0][:, outside])
+    assert (still == 1).all()  # nothing changed: nothing painted, the output is the warp's
 
 
 def test_checkpoint_roundtrip_and_bad_files(tmp_path):
