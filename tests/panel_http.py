@@ -12,6 +12,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from rich.console import Console
 
@@ -42,7 +43,11 @@ def call(url: str, method: str = "GET", body: Any = None, headers: dict[str, str
 
 @dataclass
 class LiveRun:
-    """``run_webcam(..., panel=True)`` on a thread; ``base`` is the panel's URL once it listens."""
+    """``run_webcam(..., panel=True)`` on a thread; ``base`` is the panel's URL once it listens.
+
+    The clip plays in real time and loops, as a camera would go on, until :meth:`stop`: however slow
+    the machine, the test decides when the run ends.
+    """
 
     camera: Path
     out: Path | None = None
@@ -50,9 +55,19 @@ class LiveRun:
     base: str = ""
     result: dict[str, Any] = field(default_factory=dict)
     _log: io.StringIO = field(default_factory=io.StringIO)
+    _sources: list[Any] = field(default_factory=list)
 
     def start(self, timeout: float = 240.0) -> LiveRun:
+        from rtanim import sources
         from rtanim.runs import run_webcam
+
+        def looping(spec: str, **kw: Any) -> Any:
+            src = sources.PacedFileSource(spec, loop=True)
+            self._sources.append(src)
+            return src
+
+        self._patch = mock.patch.object(sources, "open_source", looping)
+        self._patch.start()
 
         def go() -> None:
             try:
@@ -88,9 +103,29 @@ class LiveRun:
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}: {s}")
 
+    def stop(self, timeout: float = 240.0) -> Any:
+        """End the run (its source ends, as an unplugged camera's would) and return its stats."""
+        for src in self._sources:
+            src.close()
+        return self.join(timeout)
+
     def join(self, timeout: float = 240.0) -> Any:
         self.thread.join(timeout)
+        self._patch.stop()
         assert not self.thread.is_alive(), "the run did not end"
         if "error" in self.result:
             raise self.result["error"]
         return self.result["stats"]
+
+
+def measured_brows(path) -> list[float]:
+    """AU01 + AU02 / 2 of the face in every frame of a video, unsmoothed (so the onset is exact)."""
+    from rtanim.sources import VideoFileSource
+    from rtanim.tracking import FaceTracker
+
+    out = []
+    with VideoFileSource(path) as src, FaceTracker(1, mode="video", au_smoothing=0.0, fps=src.fps or 25) as tr:
+        for f in src:
+            faces = tr.track(f.image, f.pts)
+            out.append((faces[0].aus["AU01"] + faces[0].aus["AU02"]) / 2 if faces else float("nan"))
+    return out

@@ -106,7 +106,7 @@ def test_endpoints_round_trip(panel):
     assert call(base + "/static/panel.js").status == 200 and call(base + "/static/panel.css").status == 200
 
 
-def test_recording_round_trip(panel):
+def test_recording_round_trip(panel, tmp_path):
     base = panel.base
     assert call(base + "/record.json").status == 404
     assert call(base + "/record", "POST", {"action": "start"}).status == 200
@@ -118,7 +118,11 @@ def test_recording_round_trip(panel):
     assert call(base + "/record", "POST", {"action": "stop"}).json()["keyframes"] >= 3
     take = call(base + "/record.json")
     assert take.status == 200 and "attachment" in take.headers["content-disposition"]
-    tl = timeline_from_dict(take.json(), "take.json")  # what `rtanim video --timeline take.json` reads
+    tl = timeline_from_dict(take.json(), "take.json")
+    path = tmp_path / "take.json"
+    path.write_bytes(take.body)
+    res = CliRunner().invoke(app, ["timeline", "check", str(path)])  # the loader `rtanim video --timeline` uses
+    assert res.exit_code == 0 and "ok" in res.output, res.output
     assert tl.passthrough == ("AU25", "AU26")
     assert max(tl.at(t)["AU01"] for t in np.linspace(0, tl.duration, 50)) == pytest.approx(1.0)
     assert tl.at(tl.duration)["AU12R"] == pytest.approx(0.6)
@@ -248,8 +252,8 @@ def test_live_run_change_shows_in_the_written_video(portrait_clip, tmp_path):
     assert during["running"] and during["frames"] >= before + 3, (before, during)  # at least 1 fps throughout
     assert sent[0] > 50
     assert call(run.base + "/aus").json() == {"AU01": 1.0, "AU02": 1.0}  # coalesced: the last value won
-    stats = run.join()
-    assert stats.frames >= change["reached_frame"] + 5
+    run.wait(lambda s: s["frames"] >= change["reached_frame"] + 5, what="five frames after the change")
+    stats = run.stop()
 
     brows = measured_brows(out)
     assert len(brows) == stats.frames

@@ -84,10 +84,21 @@ def test_page_moves_the_face(tmp_path, request):
             if os.environ.get("RTANIM_PANEL_SCREENSHOT"):
                 shutil.copy(shot, os.environ["RTANIM_PANEL_SCREENSHOT"])
 
+
+            page.click("#record")  # record a slider move, stop, and the page offers the take as a timeline
+            sync_api.expect(page.locator("#record")).to_have_attribute("aria-pressed", "true")
+            run.wait(lambda s: s["panel"]["recording"], what="recording")
+            page.focus("#s-AU12")
+            page.keyboard.press("End")
+            run.wait(lambda s: s["output"].get("AU12", 0) > 0.99, timeout=60, what="AU12 in the output")
+            page.click("#record")
+            sync_api.expect(page.locator("#download")).to_be_visible()
+            take = page.evaluate("fetch(document.getElementById('download').href).then(r => r.json())")
+            assert take["passthrough"] == ["AU25", "AU26"] and take["keyframes"][-1]["aus"]["AU12"] == 1.0
             assert not errors, errors
         finally:
             browser.close()
-    stats = run.join()
+    stats = run.stop()
     brows = measured_brows(out)
     assert len(brows) == stats.frames
     start, end = [b for b in brows[:3] if np.isfinite(b)], [b for b in brows[-3:] if np.isfinite(b)]
