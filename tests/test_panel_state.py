@@ -131,3 +131,11 @@ def test_recording_helpers():
     v[EXTENDED_CODES.index("AU12L")] = v[EXTENDED_CODES.index("AU12R")] = 0.5
     v[EXTENDED_CODES.index("AU45L")] = 1.0
     assert collapse_values(v) == {"AU12": 0.5, "AU45L": 1.0}
+
+
+def test_offset_runs_take_negative_values():
+    p = PanelTarget(timeline_from_dict({"aus": {"AU12": 0.2}, "mode": "offset"}), easing=0.0)
+    assert p.offset_mode and p.at(0.0, LIVE)["AU12"] == pytest.approx(0.6)  # live 0.4 + 0.2
+    p.set_aus({"AU12": -0.3})
+    assert p.at(0.1, LIVE)["AU12"] == pytest.approx(0.1)
+    assert "out of range [-1.0, 1.0]" in reason(p.set_aus, {"AU12": -1.5}).line()

@@ -172,7 +172,8 @@ class PanelTarget:
         Returns the extended indices it set and their values, to watch the output reach them.
         """
         body = _object(doc, source, '{"AU12": 0.8}')
-        timeline_from_dict({"aus": body}, source)  # the --aus checks: codes and [0, 1]
+        # the --aus checks: codes, and [0, 1] ([-1, 1] when the values add to the live face's)
+        timeline_from_dict({"aus": body, "mode": "offset" if self._mode_offset else "absolute"}, source)
         with self._lock:
             if self.timeline is not None:
                 self._manual = self._last.copy()
