@@ -139,3 +139,23 @@ def test_offset_runs_take_negative_values():
     p.set_aus({"AU12": -0.3})
     assert p.at(0.1, LIVE)["AU12"] == pytest.approx(0.1)
     assert "out of range [-1.0, 1.0]" in reason(p.set_aus, {"AU12": -1.5}).line()
+
+
+def test_the_preview_p_key_pauses_the_panel_timeline_not_the_run_clock():
+    from types import SimpleNamespace
+
+    from rtanim.panel.live import PanelRun
+    from rtanim.pipeline import Controls, Stats
+
+    p = neutral()
+    p.load_timeline({"keyframes": [{"t": 0, "aus": {"AU01": 0}}, {"t": 1, "aus": {"AU01": 1}}]})
+    p.at(0.0, LIVE)
+    controls = Controls()
+    run = PanelRun(p, controls, model="m", source="s")
+    controls.paused = True  # what the p key does
+    run.on_frame(Stats("live"), SimpleNamespace(faces=[], found=0))
+    assert not controls.paused and not p.snapshot()["timeline"]["playing"]
+    assert p.at(0.5, LIVE)["AU01"] == 0.0
+    controls.paused = True
+    run.on_frame(Stats("live"), SimpleNamespace(faces=[], found=0))
+    assert p.snapshot()["timeline"]["playing"] and p.at(0.6, LIVE)["AU01"] == 0.0 and p.at(0.85, LIVE)["AU01"] == 0.25

@@ -125,6 +125,9 @@ class PanelRun:
 
     def on_frame(self, stats: Stats, job: FrameJob) -> None:
         """After each delivered frame: faces, the applied target, and whether the latest change shows yet."""
+        if self.controls.paused:  # the preview's p key: with a panel it pauses the panel's timeline, and the
+            self.controls.paused = False  # run's clock (which eases slider moves too) keeps going
+            self.target.toggle_pause()
         target = job.faces[0].target if job.faces else None
         with self._lock:
             self._faces = job.found

@@ -248,6 +248,12 @@ class PanelTarget:
                 self.timeline, self.playing = None, False
                 self._changed()
 
+    def toggle_pause(self) -> None:
+        """Pause or resume a loaded timeline (the preview window's p key); nothing to do for sliders."""
+        with self._lock:
+            if self.timeline is not None:
+                self.playing, self._tl_origin = not self.playing, None
+
     def settings(self, doc: Any, source: str = "POST /settings") -> bool | None:
         """``{"easing": seconds, "passthrough": [codes], "effect": bool}``, each optional.
 
