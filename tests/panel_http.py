@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -56,6 +59,7 @@ class LiveRun:
     result: dict[str, Any] = field(default_factory=dict)
     _log: io.StringIO = field(default_factory=io.StringIO)
     _sources: list[Any] = field(default_factory=list)
+    _patch: Any = None
 
     def start(self, timeout: float = 240.0) -> LiveRun:
         from rtanim import sources
@@ -103,6 +107,14 @@ class LiveRun:
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}: {s}")
 
+    def __enter__(self) -> LiveRun:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.thread.is_alive():  # a failed test: end the run anyway, keeping the test's own error
+            with contextlib.suppress(BaseException):
+                self.stop()
+
     def stop(self, timeout: float = 240.0) -> Any:
         """End the run (its source ends, as an unplugged camera's would) and return its stats."""
         for src in self._sources:
@@ -111,7 +123,9 @@ class LiveRun:
 
     def join(self, timeout: float = 240.0) -> Any:
         self.thread.join(timeout)
-        self._patch.stop()
+        if self._patch is not None:
+            self._patch.stop()
+            self._patch = None
         assert not self.thread.is_alive(), "the run did not end"
         if "error" in self.result:
             raise self.result["error"]
@@ -129,3 +143,32 @@ def measured_brows(path) -> list[float]:
             faces = tr.track(f.image, f.pts)
             out.append((faces[0].aus["AU01"] + faces[0].aus["AU02"]) / 2 if faces else float("nan"))
     return out
+
+
+#: A client in its own process (as a real one is) that POSTs slider values as fast as it can from 4 threads.
+_FLOOD = r"""
+import json, sys, threading, time, urllib.request
+base, seconds = sys.argv[1], float(sys.argv[2])
+count = [0]
+stop = time.monotonic() + seconds
+def loop():
+    i = 0
+    while time.monotonic() < stop:
+        body = json.dumps({"AU12": (i % 10) / 10}).encode()
+        req = urllib.request.Request(base + "/aus", data=body, headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=10).read()
+        i += 1
+        count[0] += 1
+print("go", flush=True)
+threads = [threading.Thread(target=loop) for _ in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(count[0], flush=True)
+"""
+
+
+def flood(base: str, seconds: float) -> subprocess.Popen:
+    """Start the flooding client; it prints ``go`` when it starts and the number of requests at the end."""
+    proc = subprocess.Popen([sys.executable, "-c", _FLOOD, base, str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "go"
+    return proc

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from panel_http import LiveRun, call, measured_brows
+from panel_http import LiveRun, call, flood, measured_brows
 from typer.testing import CliRunner
 
 pytest.importorskip("starlette", reason="needs the panel extra: pip install -e '.[panel]'")
@@ -219,41 +219,30 @@ def abrupt_clients(base: str) -> None:
 
 def test_live_run_change_shows_in_the_written_video(portrait_clip, tmp_path):
     out = tmp_path / "live.mp4"
-    run = LiveRun(portrait_clip, out=out).start()
-    s = run.wait(lambda s: s["frames"] >= 5 and s["faces"] == 1, what="five frames with the face")
-    assert s["model"].startswith("warp") and s["panel"]["mode"] == "manual"
-    assert call(run.base + "/settings", "POST", {"easing": 0}).status == 200
-    assert call(run.base + "/aus", "POST", {"AU01": 2}).status == 400  # refused: the run goes on unchanged
-    posted = call(run.base + "/aus", "POST", {"AU01": 1.0, "AU02": 1.0}).json()
-    s = run.wait(lambda s: s["last_change"]["reached_frame"] is not None, what="the change in the output")
-    change = s["last_change"]
-    assert change["posted_frame"] == posted["frame"] and change["frames"] <= 3, change  # the bound
+    with LiveRun(portrait_clip, out=out) as run:
+        s = run.wait(lambda s: s["frames"] >= 5 and s["faces"] == 1, what="five frames with the face")
+        assert s["model"].startswith("warp") and s["panel"]["mode"] == "manual"
+        assert call(run.base + "/settings", "POST", {"easing": 0}).status == 200
+        assert call(run.base + "/aus", "POST", {"AU01": 2}).status == 400  # refused: the run goes on unchanged
+        posted = call(run.base + "/aus", "POST", {"AU01": 1.0, "AU02": 1.0}).json()
+        s = run.wait(lambda s: s["last_change"]["reached_frame"] is not None, what="the change in the output")
+        change = s["last_change"]
+        assert change["posted_frame"] == posted["frame"] and change["frames"] <= 3, change  # the bound
 
-    # a flood of slider moves from four clients, and clients that drop their streams: the video keeps going
-    before = run.status()["frames"]
-    stop = time.monotonic() + 3.0
-    sent = [0]
-
-    def flood() -> None:
-        i = 0
-        while time.monotonic() < stop:
-            call(run.base + "/aus", "POST", {"AU12": (i % 10) / 10})
-            i += 1
-            sent[0] += 1
-
-    threads = [threading.Thread(target=flood) for _ in range(4)]
-    for t in threads:
-        t.start()
-    abrupt_clients(run.base)
-    for t in threads:
-        t.join()
-    call(run.base + "/aus", "POST", {"AU12": 0.0})
-    during = run.status()
-    assert during["running"] and during["frames"] >= before + 3, (before, during)  # at least 1 fps throughout
-    assert sent[0] > 50
-    assert call(run.base + "/aus").json() == {"AU01": 1.0, "AU02": 1.0}  # coalesced: the last value won
-    run.wait(lambda s: s["frames"] >= change["reached_frame"] + 5, what="five frames after the change")
-    stats = run.stop()
+        # a client flooding slider moves, and clients that drop their streams: the video keeps its pace
+        client = flood(run.base, 3.0)
+        before, t0 = run.status(), time.monotonic()
+        abrupt_clients(run.base)
+        sent = int(client.communicate(timeout=60)[0].strip())
+        during, t1 = run.status(), time.monotonic()
+        expected = (before["fps"] or 1.0) * (t1 - t0)
+        got = during["frames"] - before["frames"]
+        assert during["running"] and got >= max(1.0, 0.2 * expected), (got, expected, before, during)
+        assert sent > 30
+        call(run.base + "/aus", "POST", {"AU12": 0.0})
+        assert call(run.base + "/aus").json() == {"AU01": 1.0, "AU02": 1.0}  # coalesced: the last value won
+        run.wait(lambda s: s["frames"] >= change["reached_frame"] + 5, what="five frames after the change")
+        stats = run.stop()
 
     brows = measured_brows(out)
     assert len(brows) == stats.frames
@@ -263,8 +252,8 @@ def test_live_run_change_shows_in_the_written_video(portrait_clip, tmp_path):
     # frame k of the file is delivered frame k + 1: the first frame with the change is reached_frame - 1
     assert onset == change["reached_frame"] - 1, (onset, change)
     assert np.nanmin(brows[onset : onset + 5]) > 0.5
-    print(f"POST /aus -> output: {change['frames']} frames, {change['ms']} ms; "
-          f"{during['frames'] - before} frames during a flood of {sent[0]} requests; fps {during['fps']}")
+    print(f"POST /aus -> output: {change['frames']} frames, {change['ms']} ms; {got} frames "
+          f"({expected:.1f} at the rate before) during a flood of {sent} requests in {t1 - t0:.1f} s")
 
 
 def test_the_readme_documents_every_route():

@@ -55,6 +55,7 @@ def test_page_moves_the_face(tmp_path, request):
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             run = LiveRun(portrait_clip, out=out).start()
+            request.addfinalizer(lambda: run.__exit__(None, None, None))  # ends the run if the test fails
             run.wait(lambda s: s["frames"] >= 3 and s["faces"] == 1, what="frames with the face")
             before = preview(run.base)
             page.goto(run.base + "/")

@@ -191,7 +191,10 @@ def build_app(run: PanelRun, options: PanelOptions) -> ASGIApp:
                 started = time.perf_counter()
                 if run.frame_number != last:
                     last = run.frame_number
-                    data = await asyncio.to_thread(run.jpeg, w)
+                    try:
+                        data = await asyncio.to_thread(run.jpeg, w)
+                    except RuntimeError:  # the server is shutting down
+                        return
                     if data:
                         yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                                + str(len(data)).encode() + b"\r\n\r\n" + data + b"\r\n")
