@@ -440,24 +440,16 @@ def run_webcam(
         from rtanim.tracking import FaceTracker
 
         tracker = stack.enter_context(FaceTracker(max_faces, mode="video", fps=source.fps or 30.0))
-        target: Any = tl
         write = sinks.write
         if panel_opts is not None:
-            from rtanim.panel.live import PanelRun, write_both
-            from rtanim.panel.server import PanelServer
-            from rtanim.panel.state import PanelTarget
+            from rtanim.panel.live import start_panel
 
-            target = PanelTarget(tl)
-            panel_run = PanelRun(target, controls, model=_describe(generator), source=str(camera))
-            write = write_both(sinks.write, panel_run.write)
+            panel_run, write = start_panel(stack, panel_opts, panel_sock, tl, controls, write,
+                                           model=_describe(generator), source=str(camera), console=err_console)
+        target = tl if panel_run is None else panel_run.target
         pipeline = Pipeline(tracker, generator, target, policy="live", faces=faces, controls=controls)
         if panel_run is not None:
             panel_run.stats = pipeline.stats
-            stack.enter_context(PanelServer(panel_run, panel_opts, panel_sock))
-            err_console.print(f"control panel: {panel_opts.url()}", highlight=False, soft_wrap=True)
-            if panel_opts.token:
-                err_console.print("(from another machine, put this machine's address in the URL; keep the token "
-                                  "private: anyone with it can drive your face)", highlight=False)
         where = [str(o) for o in out] + (["virtual camera"] if vcam else []) + (["preview"] if want_preview else [])
         err_console.print(
             f"{camera} ({source.size[0]}x{source.size[1]}{f' @ {source.fps:.0f} fps' if source.fps else ''}) -> "

@@ -7,6 +7,7 @@ many pages ask. So a slow, flooding or vanished client costs the video nothing.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -24,6 +25,7 @@ from rtanim.panel.state import Change, PanelTarget
 if TYPE_CHECKING:
     from rtanim.pipeline import Controls, FrameJob, Stats
     from rtanim.sources import Frame
+    from rtanim.timeline import Timeline
 
 DEFAULT_PORT = 8765
 LOOPBACK = "127.0.0.1"
@@ -215,3 +217,22 @@ class PanelRun:
     def frame_number(self) -> int:
         with self._lock:
             return self._frame_no
+
+
+def start_panel(stack: contextlib.ExitStack, options: PanelOptions, sock: socket.socket, timeline: Timeline,
+                controls: Controls, write: Callable[[Frame, np.ndarray], None], *, model: str, source: str,
+                console: Any) -> tuple[PanelRun, Callable[[Frame, np.ndarray], None]]:
+    """Serve the panel for a live run (stopped by ``stack``) and print its URL.
+
+    Returns the panel's run (its ``target`` replaces the run's timeline; set its ``stats`` once the
+    pipeline exists) and the sink callable that also feeds the preview.
+    """
+    from rtanim.panel.server import PanelServer
+
+    run = PanelRun(PanelTarget(timeline), controls, model=model, source=source)
+    stack.enter_context(PanelServer(run, options, sock))
+    console.print(f"control panel: {options.url()}", highlight=False, soft_wrap=True)
+    if options.token:
+        console.print("(from another machine, put this machine's address in the URL; keep the token private: "
+                      "anyone with it can drive your face)", highlight=False)
+    return run, write_both(write, run.write)
