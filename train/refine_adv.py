@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from train.state_io import adam_tensors, restore_adam
+
 #: Critic inputs: RGB plus the geometry's target mouth and target eyes maps.
 CRITIC_CHANNELS = 5
 #: Patch grid stride (three stride-2 convolutions).
@@ -75,15 +77,10 @@ def save_critic(path: Path, critic: PatchCritic, opt: torch.optim.Optimizer, ste
     from rtanim.files import staged
 
     tensors = {f"net.{k}": v.detach().float().contiguous() for k, v in critic.state_dict().items()}
-    opt_steps = {}
-    for i, p in enumerate(critic.parameters()):
-        st = opt.state.get(p)
-        if st:
-            tensors[f"opt.{i}.exp_avg"] = st["exp_avg"].contiguous()
-            tensors[f"opt.{i}.exp_avg_sq"] = st["exp_avg_sq"].contiguous()
-            opt_steps[i] = float(st["step"])
+    moments, opt_steps = adam_tensors(critic, opt)
+    tensors.update(moments)
     meta = {"format": "rtanim.refine-critic", "widths": json.dumps(list(critic.widths)),
-            "opt_steps": json.dumps(opt_steps), "steps": str(steps)}
+            "opt_steps": opt_steps, "steps": str(steps)}
     with staged(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
@@ -101,9 +98,5 @@ def load_critic(path: Path | None, lr: float) -> tuple[PatchCritic, torch.optim.
     critic = PatchCritic(tuple(json.loads(meta["widths"])))
     critic.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
     opt = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.99))
-    steps = {int(k): v for k, v in json.loads(meta["opt_steps"]).items()}
-    for i, p in enumerate(critic.parameters()):
-        if i in steps:
-            opt.state[p] = {"step": torch.tensor(steps[i]), "exp_avg": tensors[f"opt.{i}.exp_avg"],
-                            "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"]}
+    restore_adam(critic, opt, tensors, meta["opt_steps"])
     return critic, opt, int(meta["steps"])

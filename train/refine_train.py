@@ -41,6 +41,7 @@ from rtanim.refine import (
     with_flow_head,
 )
 from train.refine_data import Frames, Pair, PairMaker, PairMix, load_frames, mix_report, split_people
+from train.state_io import adam_tensors, restore_adam
 
 #: Loss weights. The attention prior pulls A to 1 (keep the full-resolution warp) away from the
 #: mouth and eyes, and only lightly where painting is expected.
@@ -155,15 +156,9 @@ def save_state(path: Path, net: RefineNet, opt: torch.optim.Optimizer, totals: d
     from rtanim.files import staged
 
     tensors = {f"net.{k}": v.detach().float().contiguous() for k, v in net.state_dict().items()}
-    params = list(net.parameters())
-    steps = {}
-    for i, p in enumerate(params):
-        st = opt.state.get(p)
-        if st:
-            tensors[f"opt.{i}.exp_avg"] = st["exp_avg"].contiguous()
-            tensors[f"opt.{i}.exp_avg_sq"] = st["exp_avg_sq"].contiguous()
-            steps[i] = float(st["step"])
-    meta = {"format": "rtanim.refine-state", "totals": json.dumps(totals), "opt_steps": json.dumps(steps),
+    moments, steps = adam_tensors(net, opt)
+    tensors.update(moments)
+    meta = {"format": "rtanim.refine-state", "totals": json.dumps(totals), "opt_steps": steps,
             "spec": net.spec.to_json()}
     with staged(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -178,11 +173,7 @@ def load_state(path: Path, opt_lr: float) -> tuple[RefineNet, torch.optim.Optimi
     net = RefineNet(RefineSpec.from_json(meta["spec"]))
     net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
     opt = torch.optim.Adam(net.parameters(), lr=opt_lr, betas=(0.9, 0.99))
-    steps = {int(k): v for k, v in json.loads(meta["opt_steps"]).items()}
-    for i, p in enumerate(net.parameters()):
-        if i in steps:
-            opt.state[p] = {"step": torch.tensor(steps[i]), "exp_avg": tensors[f"opt.{i}.exp_avg"],
-                            "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"]}
+    restore_adam(net, opt, tensors, meta["opt_steps"])
     return net, opt, json.loads(meta["totals"])
 
 
