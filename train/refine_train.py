@@ -41,7 +41,7 @@ from rtanim.refine import (
     with_flow_head,
 )
 from train.refine_data import Frames, Pair, PairMaker, PairMix, load_frames, mix_report, split_people
-from train.state_io import adam_tensors, restore_adam
+from train.state_io import adam_tensors, carry_adam, restore_adam
 
 #: Loss weights. The attention prior pulls A to 1 (keep the full-resolution warp) away from the
 #: mouth and eyes, and only lightly where painting is expected.
@@ -221,11 +221,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="share of video pairs warped by the AU basis as at run time (the rest: to the real landmarks)")
     p.add_argument("--flow", action="store_true", help="add a residual flow head (zero at first) if the net lacks one")
     p.add_argument("--adv", type=float, default=0.0,
-                   help="weight of the patch critic's hinge loss on mouth and eyes (0: L1 only; try 0.02 on a "
-                        "converged base, see train/refine_adv.py)")
+                   help="weight of the patch critic's hinge loss on mouth and eyes (0: L1 only), on a converged "
+                        "base; 0.05 sharpened teeth but cost mouth PSNR (MODELS.md)")
     p.add_argument("--adv-lr", type=float, default=2e-4, help="the critic's learning rate")
     p.add_argument("--paint-mask", action="store_true",
-                   help="let the net paint only near mouth and eyes (RefineSpec.paint_mask), from here on")
+                   help="let the net paint only where the warp changed mouth or eyes (RefineSpec.paint_mask), from here on")
     return p.parse_args(argv)
 
 
@@ -269,12 +269,8 @@ def train(a: argparse.Namespace) -> int:
             net = RefineNet(RefineSpec(widths=tuple(a.widths)))
         opt = torch.optim.Adam(net.parameters(), lr=a.lr, betas=(0.9, 0.99))
     if a.flow and not net.spec.flow:
-        old = {n: opt.state.get(p) for n, p in net.named_parameters()}
-        net = with_flow_head(net)
-        opt = torch.optim.Adam(net.parameters(), lr=a.lr, betas=(0.9, 0.99))
-        for n, p in net.named_parameters():  # keep Adam's moments; the widened head starts afresh
-            if old.get(n) and old[n]["exp_avg"].shape == p.shape:
-                opt.state[p] = old[n]
+        wide = with_flow_head(net)
+        opt, net = carry_adam(net, opt, wide, a.lr), wide
         totals["flow_from_step"] = totals["steps"]
         print(f"added a residual flow head at step {totals['steps']}", flush=True)
     if a.paint_mask and not net.spec.paint_mask:  # same weights, the attention only gated
@@ -282,13 +278,7 @@ def train(a: argparse.Namespace) -> int:
 
         masked = RefineNet(replace(net.spec, paint_mask=True))
         masked.load_state_dict(net.state_dict())
-        params = dict(net.named_parameters())
-        moments = {n: opt.state.get(params[n]) for n in params}
-        net = masked
-        opt = torch.optim.Adam(net.parameters(), lr=a.lr, betas=(0.9, 0.99))
-        for n, p in net.named_parameters():
-            if moments.get(n):
-                opt.state[p] = moments[n]
+        opt, net = carry_adam(net, opt, masked, a.lr), masked
         totals["paint_mask_from_step"] = totals["steps"]
         print(f"paint mask on from step {totals['steps']}", flush=True)
     for g in opt.param_groups:

@@ -29,3 +29,16 @@ def restore_adam(module: nn.Module, opt: torch.optim.Optimizer, tensors: dict[st
         if i in by_index:
             opt.state[p] = {"step": torch.tensor(by_index[i]), "exp_avg": tensors[f"opt.{i}.exp_avg"],
                             "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"]}
+
+
+def carry_adam(old: nn.Module, opt: torch.optim.Optimizer, new: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """A fresh Adam for ``new`` (the same net rebuilt: a widened head, a gated attention) that keeps
+    ``opt``'s moments for every parameter of ``new`` with the same name and shape in ``old``; a
+    widened layer starts afresh."""
+    moments = {n: opt.state.get(p) for n, p in old.named_parameters()}
+    out = torch.optim.Adam(new.parameters(), lr=lr, betas=opt.defaults["betas"])
+    for n, p in new.named_parameters():
+        st = moments.get(n)
+        if st and st["exp_avg"].shape == p.shape:
+            out.state[p] = st
+    return out
