@@ -111,7 +111,7 @@ class Timeline:
             return self.keyframes[-1].values.copy()
         i = int(np.searchsorted(times, t, side="right"))  # times[i-1] <= t < times[i]
         a, b = self.keyframes[i - 1], self.keyframes[i]
-        u = _ease((t - a.t) / (b.t - a.t), b.ease)
+        u = ease((t - a.t) / (b.t - a.t), b.ease)
         return (a.values + (b.values - a.values) * u).astype(np.float32)
 
     def at(self, t: float, live: Mapping[str, float] | None = None) -> dict[str, float]:
@@ -156,18 +156,14 @@ def apply_live(
 
 def ease(u: float, kind: str) -> float:
     """Progress ``u`` in [0, 1] shaped by an easing of :data:`EASINGS`."""
-    return _ease(u, kind)
-
-
-def _ease(u: float, ease: str) -> float:
     u = min(1.0, max(0.0, u))
-    if ease == "linear":
+    if kind == "linear":
         return u
-    if ease == "ease-in-out":
+    if kind == "ease-in-out":
         return u * u * (3.0 - 2.0 * u)
-    if ease == "ease-in":
+    if kind == "ease-in":
         return u * u
-    if ease == "ease-out":
+    if kind == "ease-out":
         return 1.0 - (1.0 - u) ** 2
     return 1.0 if u >= 1.0 else 0.0  # hold: keep the previous keyframe until this one
 
