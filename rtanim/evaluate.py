@@ -293,6 +293,7 @@ def _evaluate(model: str, data: str | Path, out: str | Path, options: EvalOption
     rows: dict[str, list[tuple[float, float]]] = {c: [] for c in o.aus}
     baseline: dict[str, list[float]] = {c: [] for c in o.aus}
     distances: list[float] = []
+    distances_by_au: dict[str, list[float]] = {c: [] for c in o.aus}  # where a model loses identity
     changed = outside = 0
     worst_bg = 0.0
     missed = 0
@@ -331,6 +332,7 @@ def _evaluate(model: str, data: str | Path, out: str | Path, options: EvalOption
                     rows[code].append((level, value))
                     if ref is not None:
                         distances.append(float(np.linalg.norm(identity.embed(result, face.bbox) - ref)))
+                        distances_by_au[code].append(distances[-1])
                     if fi == 0:
                         grid[ai].append(crop(result, face.transform))
                     tick("AU fidelity", sum(len(r) for r in rows.values()), total)
@@ -360,7 +362,8 @@ def _evaluate(model: str, data: str | Path, out: str | Path, options: EvalOption
         report.identity = {"status": "ok", "median_distance": _finite(float(np.median(d))),
                            "mean_distance": _finite(float(d.mean())), "max_distance": _finite(float(d.max())),
                            "same_person_share": _finite(float((d < SAME_PERSON).mean())), "threshold": SAME_PERSON,
-                           "n": len(d)}
+                           "n": len(d),
+                           "median_by_au": {c: _finite(float(np.median(v))) for c, v in distances_by_au.items() if v}}
     report.background = {"status": "ok", "changed_share": changed / max(1, outside), "worst_output_share": worst_bg,
                          "changed_pixels": changed, "outside_pixels": outside,
                          "pass": changed == 0}
@@ -452,6 +455,9 @@ def render_markdown(r: EvalReport) -> str:
                      f"mean {_fmt(r.identity['mean_distance'])}, max "
                      f"{_fmt(r.identity['max_distance'])}; {100 * r.identity['same_person_share']:.0f}% under "
                      f"{SAME_PERSON} (same person).")
+        by_au = r.identity.get("median_by_au", {})
+        if by_au:
+            lines += ["", "Median by commanded AU: " + ", ".join(f"{c} {_fmt(v)}" for c, v in by_au.items()) + "."]
     else:
         lines.append(r.identity["status"])
     b = r.background

@@ -148,6 +148,8 @@ class RefineSpec:
     n_geometry: int = len(GEOMETRY_CHANNELS)
     flow: bool = False  # a residual flow head (outputs attention, color, flow)
     paint_mask: bool = False  # paint only where the warp changed mouth or eyes (paint_region); elsewhere A = 1
+    paint_grow: tuple[int, int] = (14, 7)  # paint_region's reach around a changed mouth / eyes (px at 128)
+    paint_min: float = 0.0  # paint_region ignores changes of smaller local coverage (0: any change)
 
     @property
     def in_channels(self) -> int:
@@ -162,7 +164,8 @@ class RefineSpec:
 
         return json.dumps({"widths": list(self.widths), "n_res": self.n_res, "au_codes": list(self.au_codes),
                            "crop_size": self.crop_size, "n_geometry": self.n_geometry, "flow": self.flow,
-                           "paint_mask": self.paint_mask})
+                           "paint_mask": self.paint_mask, "paint_grow": list(self.paint_grow),
+                           "paint_min": self.paint_min})
 
     @classmethod
     def from_json(cls, text: str) -> RefineSpec:
@@ -171,33 +174,44 @@ class RefineSpec:
         s = json.loads(text)
         return cls(widths=tuple(s["widths"]), n_res=int(s["n_res"]), au_codes=tuple(s["au_codes"]),
                    crop_size=int(s["crop_size"]), n_geometry=int(s["n_geometry"]), flow=bool(s.get("flow", False)),
-                   paint_mask=bool(s.get("paint_mask", False)))
+                   paint_mask=bool(s.get("paint_mask", False)),
+                   paint_grow=tuple(int(v) for v in s.get("paint_grow", (14, 7))),
+                   paint_min=float(s.get("paint_min", 0.0)))
 
 
-#: Paint region reach, in px of a 128 px crop (scaled with the crop): around a changed inner mouth
-#: far enough to cover both lips and the evaluation's lip box (4 px beyond the outer lips), around
-#: changed eye openings far enough for the lids; then a feathered edge. A change of a whole pixel's
-#: coverage (ANTIALIAS_FULL) opens the region fully; sub-pixel jitter of the polygons only partly.
-PAINT_MOUTH_PX = 14
-PAINT_EYES_PX = 7
+#: Paint region: a change of a whole pixel's coverage (ANTIALIAS_FULL) opens it fully, sub-pixel
+#: jitter of the polygons only partly; then a feathered edge. The reach (RefineSpec.paint_grow,
+#: px of a 128 px crop, scaled with the crop) defaults to 14 px around a changed inner mouth, far
+#: enough to cover both lips and the evaluation's lip box (4 px beyond the outer lips), and 7 px
+#: around changed eye openings, far enough for the lids.
 PAINT_FEATHER_PX = 4
 ANTIALIAS_FULL = 0.5
 
 
-def paint_region(geometry: torch.Tensor, crop_size: int = CROP_SIZE) -> torch.Tensor:
+def paint_region(geometry: torch.Tensor, crop_size: int = CROP_SIZE, grow_px: tuple[int, int] = (14, 7),
+                 min_change: float = 0.0) -> torch.Tensor:
     """Where the net may paint [N,1,S,S] in [0, 1]: where the target's mouth / eye maps differ from
     the source's carried by the warp (a mouth that opens or closes, lids that close), grown by
     max-pooling and feathered by average-pooling. Nothing changed, nothing painted: the output is
-    then exactly ``warp``'s. Pure pooling, so the exported graph needs no extra input."""
+    then exactly ``warp``'s. With ``min_change`` > 0 the change is first averaged over 3x3 px and
+    must exceed it: a lip line that only slides (a closed-mouth smile) changes a sliver of pixels
+    by a fraction, and repainting the whole mouth for it costs identity (MODELS.md, session 4).
+    Pure pooling, so the exported graph needs no extra input."""
     scale = crop_size / 128.0  # a plain int, not the traced shape: the pool sizes are constants in ONNX
 
     def grow(x: torch.Tensor, px: float) -> torch.Tensor:
         r = max(1, round(px * scale))
         return F.max_pool2d(x, 2 * r + 1, 1, r)
 
-    mouth = grow((geometry[:, 0:1] - geometry[:, 2:3]).abs(), PAINT_MOUTH_PX)
-    eyes = grow((geometry[:, 1:2] - geometry[:, 3:4]).abs(), PAINT_EYES_PX)
-    region = torch.clamp(torch.maximum(mouth, eyes) / ANTIALIAS_FULL, 0.0, 1.0)
+    def seed(change: torch.Tensor) -> torch.Tensor:
+        if min_change <= 0:
+            return change / ANTIALIAS_FULL
+        local = F.avg_pool2d(change, 3, 1, 1, count_include_pad=False)
+        return (local - min_change) / ANTIALIAS_FULL
+
+    mouth = grow(seed((geometry[:, 0:1] - geometry[:, 2:3]).abs()), grow_px[0])
+    eyes = grow(seed((geometry[:, 1:2] - geometry[:, 3:4]).abs()), grow_px[1])
+    region = torch.clamp(torch.maximum(mouth, eyes), 0.0, 1.0)
     f = max(1, round(PAINT_FEATHER_PX * scale))
     return F.avg_pool2d(region, 2 * f + 1, 1, f, count_include_pad=False)
 
@@ -260,7 +274,8 @@ class RefineNet(nn.Module):
         color = torch.clamp(image + out[:, 1:4], -1.0, 1.0)
         att = torch.sigmoid(out[:, :1])
         if self.spec.paint_mask:
-            att = 1.0 - (1.0 - att) * paint_region(geometry, self.spec.crop_size)
+            att = 1.0 - (1.0 - att) * paint_region(geometry, self.spec.crop_size, self.spec.paint_grow,
+                                                   self.spec.paint_min)
         if self.spec.flow:
             return att, color, FLOW_MAX * torch.tanh(out[:, 4:6])
         return att, color

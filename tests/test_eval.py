@@ -71,6 +71,9 @@ def test_eval_warp_fills_every_section(shared_data, basis_file, tmp_path):
     assert report["au"]["per_au"]["AU12"]["spearman"] > 0  # more command, more smile
     ident = report["identity"]
     assert ident["status"] == SKIP_EVAL_EXTRA or 0 <= ident["median_distance"] <= ident["max_distance"] < 0.6
+    if ident["status"] == "ok":  # per commanded AU, within the overall range
+        assert set(ident["median_by_au"]) == {"AU12", "AU26"}
+        assert all(0 <= v <= ident["max_distance"] for v in ident["median_by_au"].values())
     assert report["background"]["pass"] and report["background"]["changed_pixels"] == 0
     assert report["background"]["outside_pixels"] > 0
     assert report["flicker"]["status"] == "ok" and report["flicker"]["pairs"] >= 5

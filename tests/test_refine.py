@@ -182,6 +182,30 @@ def test_paint_mask_paints_only_what_the_warp_changed(mean_face):
     assert (still == 1).all()  # nothing changed: nothing painted, the output is the warp's
 
 
+def test_paint_min_ignores_a_sliding_lip_line_but_not_an_opening(mean_face):
+    """With a threshold (RefineSpec.paint_min) a closed mouth whose lip line only slides by a
+    fraction of a pixel opens no paint region; a mouth the warp opened still opens it fully; the
+    spec's reach and threshold survive the checkpoint's JSON."""
+    from dataclasses import replace
+
+    from rtanim.refine import paint_region
+
+    spec = replace(RefineSpec(), paint_mask=True, paint_grow=(8, 4), paint_min=0.25)
+    back = RefineSpec.from_json(spec.to_json())
+    assert back.paint_grow == (8, 4) and back.paint_min == 0.25
+    slid = mean_face.copy()
+    slid[list(INNER_MOUTH), 0] += 0.4  # the inner lip line slides sideways by 0.4 px
+    g = torch.from_numpy(geometry_maps(slid, mean_face, None))[None]
+    assert paint_region(g)[0, 0].max() > 0.3  # without a threshold this opens paint around the mouth ...
+    assert paint_region(g, grow_px=(8, 4), min_change=0.25).max() == 0  # ... with one, nothing
+    opened = mean_face.copy()
+    opened[[317, 14, 87, 178, 88, 95, 324, 318, 402], 1] += 6.0
+    g = torch.from_numpy(geometry_maps(opened, mean_face, None))[None]
+    region = paint_region(g, grow_px=(8, 4), min_change=0.25)[0, 0].numpy()
+    assert (region[polygon_mask(opened, [INNER_MOUTH]) > 0.5] == 1).all()
+    assert region[:40].max() == 0
+
+
 def test_checkpoint_roundtrip_and_bad_files(tmp_path):
     net = RefineNet()
     path = save_refine(net, tmp_path / "r.safetensors", extra={"training": {"steps": 7}})
