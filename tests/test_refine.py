@@ -293,6 +293,11 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert main([*args, "--steps", "1", "--paint-mask"]) == 0  # gates the attention from here on
     net, extra = load_refine(run / "refine.safetensors")
     assert net.spec.paint_mask and net.spec.flow and extra["training"]["paint_mask_from_step"] == 8
+    assert main([*args, "--steps", "1", "--paint-mask", "--paint-grow", "8", "4", "--paint-min", "0.25"]) == 0
+    net, extra = load_refine(run / "refine.safetensors")  # a tighter region, the same weights and moments
+    assert net.spec.paint_grow == (8, 4) and net.spec.paint_min == 0.25
+    assert extra["training"]["paint_mask_from_step"] == 8
+    assert extra["training"]["paint_regions"][-1] == {"from_step": 9, "grow": [8, 4], "min": 0.25}
     assert main([*args, "--steps", "2", "--adv", "0.02"]) == 0  # the adversarial stage on top ...
     from train.refine_adv import load_critic
 
@@ -301,7 +306,7 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert main([*args, "--steps", "1", "--adv", "0.02"]) == 0  # ... resumes with its critic
     assert load_critic(run / "critic.safetensors", 1e-4)[2] == 3
     _, extra = load_refine(run / "refine.safetensors")
-    assert extra["training"]["steps"] == 12 and extra["training"]["adv_from_step"] == 9
+    assert extra["training"]["steps"] == 13 and extra["training"]["adv_from_step"] == 10
     assert (run / "metrics.jsonl").read_text().count("\n") >= 2
 
     empty = tmp_path / "empty"
@@ -311,7 +316,9 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "aus.csv" in r.stderr, r.stderr
     assert not (tmp_path / "x").exists()
     for bad, option in ((["--basis-warp", "1.5"], "--basis-warp"), (["--lr-end", "-1"], "--lr-end"),
-                        (["--adv", "-1"], "--adv")):
+                        (["--adv", "-1"], "--adv"), (["--paint-min", "0.2"], "--paint-min"),
+                        (["--paint-mask", "--paint-min", "1.5"], "--paint-min"),
+                        (["--paint-mask", "--paint-grow", "0", "4"], "--paint-grow")):
         assert main([*args[:2], "--run", str(tmp_path / "y"), *bad]) == 2
         assert not (tmp_path / "y").exists(), option
 

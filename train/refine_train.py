@@ -226,6 +226,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--adv-lr", type=float, default=2e-4, help="the critic's learning rate")
     p.add_argument("--paint-mask", action="store_true",
                    help="let the net paint only where the warp changed mouth or eyes (RefineSpec.paint_mask), from here on")
+    p.add_argument("--paint-grow", type=int, nargs=2, metavar=("MOUTH", "EYES"), default=None,
+                   help="with --paint-mask: the region's reach around a changed mouth / eyes, px of a 128 px crop "
+                        "(default 14 7)")
+    p.add_argument("--paint-min", type=float, default=None,
+                   help="with --paint-mask: ignore changes of smaller 3x3 coverage, e.g. 0.25: a lip line that only "
+                        "slides opens no region (default 0: any change)")
     return p.parse_args(argv)
 
 
@@ -245,6 +251,12 @@ def train(a: argparse.Namespace) -> int:
         raise InputError("--adv", f"must be a weight of at least 0, got {a.adv:g}")
     if a.lr_end < 0 or a.lr <= 0:
         raise InputError("--lr-end" if a.lr_end < 0 else "--lr", "must be positive (--lr-end 0: no annealing)")
+    if (a.paint_grow is not None or a.paint_min is not None) and not a.paint_mask:
+        raise InputError("--paint-grow" if a.paint_grow is not None else "--paint-min", "needs --paint-mask")
+    if a.paint_grow is not None and min(a.paint_grow) < 1:
+        raise InputError("--paint-grow", f"must be at least 1 px each, got {a.paint_grow}")
+    if a.paint_min is not None and not 0.0 <= a.paint_min < 1.0:
+        raise InputError("--paint-min", f"must be a coverage in [0, 1), got {a.paint_min:g}")
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -273,14 +285,22 @@ def train(a: argparse.Namespace) -> int:
         opt, net = carry_adam(net, opt, wide, a.lr), wide
         totals["flow_from_step"] = totals["steps"]
         print(f"added a residual flow head at step {totals['steps']}", flush=True)
-    if a.paint_mask and not net.spec.paint_mask:  # same weights, the attention only gated
+    if a.paint_mask:  # same weights, the attention only gated (or gated differently)
         from dataclasses import replace
 
-        masked = RefineNet(replace(net.spec, paint_mask=True))
-        masked.load_state_dict(net.state_dict())
-        opt, net = carry_adam(net, opt, masked, a.lr), masked
-        totals["paint_mask_from_step"] = totals["steps"]
-        print(f"paint mask on from step {totals['steps']}", flush=True)
+        want = replace(net.spec, paint_mask=True,
+                       paint_grow=tuple(a.paint_grow) if a.paint_grow is not None else net.spec.paint_grow,
+                       paint_min=a.paint_min if a.paint_min is not None else net.spec.paint_min)
+        if want != net.spec:
+            masked = RefineNet(want)
+            masked.load_state_dict(net.state_dict())
+            if not net.spec.paint_mask:
+                totals["paint_mask_from_step"] = totals["steps"]
+            opt, net = carry_adam(net, opt, masked, a.lr), masked
+            totals.setdefault("paint_regions", []).append(
+                {"from_step": totals["steps"], "grow": list(want.paint_grow), "min": want.paint_min})
+            print(f"paint mask (reach {want.paint_grow[0]}/{want.paint_grow[1]} px, min change "
+                  f"{want.paint_min:g}) from step {totals['steps']}", flush=True)
     for g in opt.param_groups:
         g["lr"] = a.lr
     mix = PairMix(basis_warp=a.basis_warp, residual_flow=net.spec.flow)
