@@ -284,9 +284,9 @@ def run_video(
     out = checks.output_file(out, "-o", inputs=[inp, timeline])
     if stats_json is not None:
         checks.output_file(stats_json, "--stats-json", inputs=[inp, timeline, out])
+    from rtanim.file_sink import VideoFileSink
     from rtanim.pipeline import Pipeline
     from rtanim.runtime import load_generator
-    from rtanim.sinks import VideoFileSink
     from rtanim.sources import VideoFileSource
 
     with sigterm_as_interrupt(), contextlib.ExitStack() as stack:  # handlers stay while the sinks finalise
@@ -404,8 +404,9 @@ def run_webcam(
     tl = None if isinstance(target, DrivingVideo) else webcam_passthrough(target, passthrough)
     pass_codes = (tl or webcam_passthrough(parse_aus_arg("neutral"), passthrough)).passthrough  # checks the option early
     from rtanim.pipeline import Controls, Pipeline
+    from rtanim.preview import OverlayStats
     from rtanim.runtime import load_generator
-    from rtanim.sinks import OverlayStats, open_sinks
+    from rtanim.sinks import open_sinks
     from rtanim.sources import open_source
 
     want_preview = _has_display() if preview is None else preview

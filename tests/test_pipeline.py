@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from rtanim import pipeline, sinks
+from rtanim import pipeline, preview
 from rtanim.benchrun import MemorySource, PacedMemorySource
 from rtanim.compose import FaceOutput
 from rtanim.errors import InputError, RunError
@@ -236,10 +236,10 @@ def test_generator_returning_too_few_outputs_is_an_error():
 
 
 def test_one_controls_class():
-    assert pipeline.Controls is sinks.Controls
+    assert pipeline.Controls is preview.Controls
     c = Controls()
-    sinks.apply_key(c, ord(" "))
-    sinks.apply_key(c, ord("p"))
+    preview.apply_key(c, ord(" "))
+    preview.apply_key(c, ord("p"))
     assert (c.effect_on, c.paused, c.timeline) == (False, True, None)
 
 

@@ -14,20 +14,13 @@ import pytest
 import pyvirtualcam
 
 from rtanim.errors import InputError
-from rtanim.sinks import (
-    Controls,
-    MultiSink,
-    NetworkSink,
-    OverlayStats,
-    PreviewSink,
-    Sink,
-    VideoFileSink,
-    VirtualCameraSink,
-    apply_key,
-    draw_overlay,
-    open_sinks,
-)
+from rtanim.file_sink import VideoFileSink
+from rtanim.preview import Controls, OverlayStats, PreviewSink, apply_key, draw_overlay
+from rtanim.sink_base import Sink
+from rtanim.sinks import MultiSink, open_sinks
 from rtanim.sources import Frame, VideoFileSource
+from rtanim.stream_sink import NetworkSink
+from rtanim.vcam_sink import VirtualCameraSink
 
 FAST = {"preset": "ultrafast"}
 
@@ -148,7 +141,7 @@ def test_unwritable_folder(tmp_path):
 
 INTERRUPTED_WRITER = """
 import sys, time
-from rtanim.sinks import VideoFileSink
+from rtanim.file_sink import VideoFileSink
 from rtanim.sources import VideoFileSource
 src_path, out = sys.argv[1], sys.argv[2]
 with VideoFileSource(src_path) as src:

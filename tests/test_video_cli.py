@@ -50,7 +50,7 @@ def leftovers(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def clip(shared_data, tmp_path_factory) -> Path:
     """The first 2 s of a WDA clip, lossless H.264 with its AAC audio."""
-    from rtanim.sinks import VideoFileSink
+    from rtanim.file_sink import VideoFileSink
     from rtanim.sources import VideoFileSource
 
     src = shared_data / "video" / "WDA_KatieHill_000.mp4"
@@ -64,7 +64,7 @@ def clip(shared_data, tmp_path_factory) -> Path:
 
 def passthrough_copy(src: Path, out: Path) -> None:
     """The clip through the same encoder with the effect off: the reference for untouched pixels."""
-    from rtanim.sinks import VideoFileSink
+    from rtanim.file_sink import VideoFileSink
     from rtanim.sources import VideoFileSource
 
     with VideoFileSource(src) as s, VideoFileSink(out, s.size, s.fps, time_base=s.time_base, crf=0) as k:
