@@ -274,8 +274,8 @@ def test_pairs_of_every_kind(clip_frames):
 
 
 def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_path):
+    from train.checkpoints import training_totals  # noqa: F401 - the GAN trainer's totals reader is separate
     from train.refine_train import main
-    from train.trainer import training_totals  # noqa: F401 - the GAN trainer's totals reader is separate
 
     run = tmp_path / "run"
     args = ["--data", str(clip_frames), "--run", str(run), "--batch", "2", "--held-out", "0", "--workers", "0",

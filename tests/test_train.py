@@ -21,9 +21,11 @@ from typer.testing import CliRunner
 from cli import app
 from rtanim.errors import InputError
 from train import losses
+from train.checkpoints import training_totals
 from train.config import TrainConfig, build_config
 from train.prepare import PrepareOptions, prepare
-from train.trainer import read_metrics, train, training_totals
+from train.run_log import read_metrics
+from train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["log_every=1", "sample_every=1000", "d_width=8"]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from rtanim.errors import InputError, RunError
 from train.config import ARCH_CHOICES, build_config
-from train.trainer import dist_env, train
+from train.distributed import dist_env
+from train.trainer import train
 
 
 def parser() -> argparse.ArgumentParser:

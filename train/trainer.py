@@ -8,107 +8,41 @@ model's training totals across runs. Everything random in a step (batch
 order, target AUs, flips, the gradient-penalty mix) comes from seeded generators whose states are
 checkpointed, and the data sits in one in-memory tensor, so ``--resume`` continues bit for bit.
 
-Data parallelism averages gradients across processes with one all-reduce per update. The WGAN-GP
-critic is called three times per update and differentiated twice (the gradient penalty), which
-DistributedDataParallel's reducer does not support, so the all-reduce is explicit (as in
-StyleGAN2-ADA); the data split uses DistributedSampler, and only rank 0 writes files.
+Data parallelism averages gradients with one explicit all-reduce per update (:mod:`train.distributed`
+says why not DDP); the data split uses DistributedSampler, and only rank 0 writes files
+(:mod:`train.checkpoints`, :mod:`train.run_log`).
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import logging
 import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data.distributed import DistributedSampler
 
 from rtanim.align import CROP_SIZE
 from rtanim.aus import AU_CODES, EXTENDED_CODES
 from rtanim.errors import InputError, RunError
-from rtanim.files import staged, write_text
-from rtanim.models import (
-    REGISTRY,
-    Checkpoint,
-    Discriminator,
-    Generator,
-    blend,
-    load_checkpoint,
-    save_checkpoint,
-    shipped_weights,
-    spec_for,
-    warp,
-)
-from train import losses
+from rtanim.models import Discriminator, Generator, blend, spec_for, warp
+from train import checkpoints, losses
 from train.config import TrainConfig
 from train.dataset import check_landmarks, code_matrix, fit_dataset_basis, flip_permutation, load_dataset
-
-log = logging.getLogger("rtanim.train")
-
-
-# ----------------------------------------------------------------------------- processes
-
-
-@dataclass(frozen=True)
-class DistEnv:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def dist_env() -> DistEnv:
-    """The torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK), or a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return DistEnv(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def pick_device(name: str, env: DistEnv) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError("--device", "CUDA requested but not available")
-        if env.world > 1:  # one GPU per process
-            dev = torch.device("cuda", env.local_rank)
-        torch.cuda.set_device(dev)
-    elif dev.type != "cpu":
-        raise InputError("--device", f"unsupported device {name!r} (cpu, cuda, cuda:N)")
-    return dev
-
-
-def allreduce_mean(module: torch.nn.Module, world: int) -> None:
-    """Average gradients over processes in one flat buffer (one collective per update)."""
-    if world <= 1:
-        return
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    if not grads:
-        return
-    flat = torch._utils._flatten_dense_tensors(grads)
-    dist.all_reduce(flat)
-    flat /= world
-    for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
-        g.copy_(synced)
-
-
-def broadcast_state(module: torch.nn.Module, world: int) -> None:
-    if world > 1:
-        for t in module.state_dict().values():
-            dist.broadcast(t, 0)
-
+from train.distributed import (
+    allreduce_mean,
+    broadcast_state,
+    dist_env,
+    init_process_group,
+    leave_process_group,
+    pick_device,
+)
+from train.run_log import MetricLog, image_grid, progress_bar
 
 # ----------------------------------------------------------------------------- EMA
 
@@ -134,57 +68,6 @@ class EMA:
             e.copy_(b)
 
 
-# ----------------------------------------------------------------------------- logging
-
-
-class MetricLog:
-    """JSONL always (cheap, greppable, what tests read); TensorBoard too when it is installed."""
-
-    def __init__(self, run: Path, enabled: bool) -> None:
-        self.enabled = enabled
-        self.path = run / "metrics.jsonl"
-        self.tb = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run / "tb"))
-            except ImportError:  # the `train` extra is optional
-                self.tb = None
-
-    def scalars(self, step: int, values: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as fh:
-            fh.write(json.dumps({"step": step, **{k: round(float(v), 7) for k, v in values.items()}}) + "\n")
-        if self.tb is not None:
-            for k, v in values.items():
-                self.tb.add_scalar(k.replace("_", "/", 1), float(v), step)
-
-    def image(self, step: int, tag: str, grid: np.ndarray) -> None:
-        if self.enabled and self.tb is not None:
-            self.tb.add_image(tag, grid, step, dataformats="HWC")
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def read_metrics(run: str | Path) -> list[dict[str, float]]:
-    path = Path(run) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
-def image_grid(rows: list[torch.Tensor]) -> np.ndarray:
-    """Rows of [N,C,H,W] images in [-1, 1] (1-channel maps in [0, 1]) -> one HxWx3 uint8 grid."""
-    out = []
-    for r in rows:
-        r = r.detach().float().cpu()
-        r = r.repeat(1, 3, 1, 1) if r.shape[1] == 1 else (r + 1) / 2
-        out.append(torch.cat(list(r.clamp(0, 1)), dim=2))
-    return (torch.cat(out, dim=1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-
-
 # ----------------------------------------------------------------------------- trainer
 
 
@@ -204,7 +87,7 @@ class Trainer:
         self.env = dist_env()
         self.run = Path(cfg.out)
         self.progress = progress and self.env.main
-        self._init_process_group()
+        init_process_group(self.env, self.cfg.device)
         self.device = pick_device(cfg.device, self.env)
         if self.device.type == "cpu":
             threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get(
@@ -235,7 +118,7 @@ class Trainer:
                            n_res=cfg.n_res if cfg.n_res >= 0 else spec.n_res)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.G = Generator(spec).train()
-        self.history = self._init_weights() if not resume else {}
+        self.history = checkpoints.load_init(cfg.init, cfg.model_name, self.G) if not resume else {}
         self.D = Discriminator(len(self.codes), CROP_SIZE, cfg.d_width, cfg.d_depth)
         self.G.to(self.device, memory_format=self.memory_format)
         self.D.to(self.device, memory_format=self.memory_format)
@@ -255,16 +138,11 @@ class Trainer:
         self.step = 0
         self.g_stats: dict[str, float] = {}  # the last generator update's losses, logged until the next one
         if resume:
-            self._resume()
+            checkpoints.resume(self)
         self.metrics = MetricLog(self.run, self.env.main)
         self.samples = self._sample_batch()
 
     # ------------------------------------------------------------------ setup
-
-    def _init_process_group(self) -> None:
-        if self.env.world > 1 and not dist.is_initialized():
-            backend = "nccl" if self.cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend)
 
     def _start_run(self) -> None:
         self.run.mkdir(parents=True, exist_ok=True)
@@ -272,35 +150,6 @@ class Trainer:
             raise InputError(self.run, "already holds a run; pass --resume to continue it or choose another --out")
         (self.run / "metrics.jsonl").unlink(missing_ok=True)
         self.cfg.save(self.run / "config.json")
-
-    def _init_weights(self) -> dict[str, Any]:
-        """Load ``cfg.init`` into G (the critic starts afresh); returns the training totals it carries."""
-        choice = self.cfg.init
-        if not choice:
-            return {}
-        if choice == "shipped":
-            name = self.cfg.model_name
-            path = shipped_weights(name) if name in REGISTRY else None
-            if path is None:
-                raise InputError("--set", f"no shipped weights for {name} to start from", field="init")
-        else:
-            path = Path(choice)
-            if not path.is_file():
-                raise InputError(choice, "no such checkpoint", field="init")
-        ckpt = load_checkpoint(path)
-        if ckpt.spec != self.G.spec:
-            raise InputError(path, f"is a {ckpt.spec.name} with {ckpt.spec.n_aus} AUs; this run trains a "
-                                   f"{self.G.spec.name} with {self.G.spec.n_aus}", field="init")
-        self.G.load_state_dict(ckpt.state)  # FP16 checkpoints are cast to FP32
-        return _history_of(ckpt.extra)
-
-    def totals(self) -> dict[str, str]:
-        """Checkpoint metadata: training so far, this run included, per stage (steps and images)."""
-        hist = {k: dict(v) for k, v in self.history.items()}
-        stage = hist.setdefault(self.cfg.stage, {"steps": 0, "images": 0})
-        stage["steps"] += self.step
-        stage["images"] += self.step * self.cfg.batch * self.env.world
-        return {"training": json.dumps(hist, sort_keys=True)}
 
     def _flow_setup(self) -> dict[str, torch.Tensor]:
         """Control landmarks (plain and mirrored), the AU basis at those controls and the code map."""
@@ -352,97 +201,6 @@ class Trainer:
         g = torch.Generator().manual_seed(1234)
         targets = self.src_aus[torch.randint(0, len(self.data), (n,), generator=g).to(self.device)]
         return {"image": data.images[:n].to(self.device).float() / 127.5 - 1.0, "aus": targets}
-
-    # ------------------------------------------------------------------ checkpoints
-
-    def _ckpt_paths(self, step: int) -> tuple[Path, Path]:
-        d = self.run / "checkpoints"
-        return d / f"generator_{step:07d}.safetensors", d / f"state_{step:07d}.pt"
-
-    def save(self) -> Path | None:
-        """EMA generator (our safetensors format) + training state (torch.save), then latest.json."""
-        rng_states = [self.rng.get_state()]
-        if self.env.world > 1:
-            gathered: list[Any] = [None] * self.env.world
-            dist.all_gather_object(gathered, self.rng.get_state())
-            rng_states = gathered
-        if not self.env.main:
-            return None
-        gen_path, state_path = self._ckpt_paths(self.step)
-        gen_path.parent.mkdir(parents=True, exist_ok=True)
-        ckpt = Checkpoint(self.ema.model.spec, self.ema.model.state_dict(), self.data.fingerprint, self.totals())
-        save_checkpoint(ckpt, gen_path)
-        state = {
-            "step": self.step,
-            "G": self.G.state_dict(),
-            "D": self.D.state_dict(),
-            "opt_G": self.opt_G.state_dict(),
-            "opt_D": self.opt_D.state_dict(),
-            "rng": rng_states,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "ema_updates": self.ema.updates,
-            "world": self.env.world,
-            "fingerprint": self.data.fingerprint,
-            "g_stats": dict(self.g_stats),
-            "history": json.dumps(self.history),
-        }
-        with staged(state_path) as tmp:
-            torch.save(state, tmp)
-        save_checkpoint(ckpt, self.run / "generator.safetensors")
-        latest = {"step": self.step, "generator": gen_path.name, "state": state_path.name}
-        write_text(self.run / "latest.json", json.dumps(latest) + "\n")
-        self._prune()
-        return gen_path
-
-    def _prune(self) -> None:
-        gens = sorted((self.run / "checkpoints").glob("generator_*.safetensors"))
-        for old in gens[: -self.cfg.keep_ckpts]:
-            step = int(old.stem.split("_")[1])
-            for p in self._ckpt_paths(step):
-                p.unlink(missing_ok=True)
-
-    def _resume(self) -> None:
-        latest = self.run / "latest.json"
-        if not latest.is_file():
-            raise InputError(self.run, "nothing to resume: no checkpoint in this run folder", field="--resume")
-        info = json.loads(latest.read_text())
-        state_path = self.run / "checkpoints" / info["state"]
-        gen_path = self.run / "checkpoints" / info["generator"]
-        try:
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise InputError(state_path, "checkpoint state is missing") from None
-        except Exception as e:
-            raise InputError(state_path, f"not a readable training state ({type(e).__name__}: {e})") from None
-        if state.get("fingerprint") != self.data.fingerprint:
-            raise InputError(self.cfg.data, "the dataset changed since this run started (fingerprint differs)")
-        ckpt = load_checkpoint(gen_path)
-        if tuple(ckpt.spec.au_codes) != tuple(self.codes) or ckpt.spec != self.G.spec:
-            raise InputError(gen_path, f"checkpoint is a {ckpt.spec.name} with {ckpt.spec.n_aus} AUs; the run config "
-                                       f"asks for {self.G.spec.name} with {len(self.codes)}")
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
-        self.ema.model.load_state_dict(ckpt.state)
-        self.ema.updates = int(state["ema_updates"])
-        rng = state["rng"]
-        if int(state["world"]) == self.env.world:
-            self.rng.set_state(rng[self.env.rank])
-        else:
-            log.warning("resuming with %d processes instead of %d: batches will differ from an uninterrupted run",
-                        self.env.world, state["world"])
-        torch.set_rng_state(state["torch_rng"])
-        if torch.cuda.is_available() and state["cuda_rng"]:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.step = int(state["step"])
-        self.g_stats = {k: float(v) for k, v in state.get("g_stats", {}).items()}
-        self.history = json.loads(state.get("history", "{}"))
-        if self.env.main:  # forget metrics logged after this checkpoint, and record a longer --steps
-            rows = [r for r in read_metrics(self.run) if r["step"] <= self.step]
-            (self.run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-            self.cfg.save(self.run / "config.json")
 
     # ------------------------------------------------------------------ one step
 
@@ -606,7 +364,7 @@ class Trainer:
         first, t0 = self.step, time.perf_counter()
         last_ckpt: Path | None = None
         saved_at = -1  # same on every rank: save() is a collective under DDP
-        bar = _progress(self.progress, end, self.step)
+        bar = progress_bar(self.progress, end, self.step)
         g_stats = self.g_stats
         try:
             while self.step < end:
@@ -624,15 +382,15 @@ class Trainer:
                 if self.step % cfg.sample_every == 0:
                     self.write_samples()
                 if self.step % cfg.ckpt_every == 0:
-                    last_ckpt, saved_at = self.save() or last_ckpt, self.step
+                    last_ckpt, saved_at = checkpoints.save(self) or last_ckpt, self.step
             seconds = time.perf_counter() - t0
             if saved_at != self.step:
-                last_ckpt = self.save() or last_ckpt
+                last_ckpt = checkpoints.save(self) or last_ckpt
             if self.step % cfg.sample_every:
                 self.write_samples()
         except KeyboardInterrupt:
             if self.step > first and saved_at != self.step:
-                self.save()
+                checkpoints.save(self)
             raise
         finally:
             if bar is not None:
@@ -643,35 +401,7 @@ class Trainer:
         return FitResult(self.step, rate, seconds, last_ckpt)
 
     def close(self) -> None:
-        if self.env.world > 1 and dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
-
-
-def _history_of(extra: dict[str, str]) -> dict[str, Any]:
-    try:
-        hist = json.loads(extra.get("training", "{}"))
-    except json.JSONDecodeError:
-        return {}
-    return hist if isinstance(hist, dict) else {}
-
-
-def training_totals(path: str | Path) -> dict[str, Any]:
-    """``{stage: {"steps", "images"}}`` a checkpoint has been trained for, across runs."""
-    return _history_of(load_checkpoint(path).extra)
-
-
-def _progress(enabled: bool, total: int, start: int):
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=True)
-    task = bar.add_task("training", total=total, completed=start)
-    bar.start()
-    return bar, task
+        leave_process_group(self.env)
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
