@@ -403,6 +403,8 @@ def _bench_engines(models, backends, batches, iters, quick, device) -> None:
 # ------------------------------------------------------------- image / analyze
 
 STILL_FACES = 8
+TRACK_EVERY_HELP = ("Run the face landmarker on 1 frame in N and follow the faces by optical flow in between "
+                    "(cheaper tracking; expressions refresh every N frames). 1: every frame.")
 MAX_FACES_HELP = ("Most faces to follow in each frame (video costs time per face and frame; a still has no "
                   f"frame budget, so `image` takes up to {STILL_FACES}).")
 
@@ -530,6 +532,7 @@ def video_cmd(
     engine: str = typer.Option("auto", "--engine", metavar=ENGINE_MV, help=ENGINE_HELP),
     faces: str = typer.Option("all", "--faces", metavar="largest|all", help=FACES_HELP),
     max_faces: int = typer.Option(4, "--max-faces", min=1, metavar="N", help=MAX_FACES_HELP),
+    track_every: int = typer.Option(2, "--track-every", min=1, metavar="N", help=TRACK_EVERY_HELP),
     batch: int = typer.Option(8, "--batch", metavar="N", help="Faces per engine call (several frames batched together)."),
     stats_json: Path = typer.Option(None, "--stats-json", metavar="FILE",
                                     help="Write fps, latency and per-stage times as JSON."),
@@ -552,8 +555,8 @@ def video_cmd(
 
     with guard():
         run_video(src, out, aus=aus, timeline=timeline, model=model, engine=engine, faces=faces, max_faces=max_faces,
-                  batch=batch, stats_json=stats_json, codec=codec, crf=crf, max_frames=frames, console=console,
-                  err_console=err_console)
+                  track_every=track_every, batch=batch, stats_json=stats_json, codec=codec, crf=crf, max_frames=frames,
+                  console=console, err_console=err_console)
     console.print(f"wrote {out}", highlight=False)
 
 
@@ -573,6 +576,7 @@ def webcam_cmd(
                                   help="Also write a file, or stream to udp:// srt:// rtmp:// ... (repeatable)."),
     faces: str = typer.Option("largest", "--faces", metavar="largest|all", help=FACES_HELP),
     max_faces: int = typer.Option(4, "--max-faces", min=1, metavar="N", help=MAX_FACES_HELP),
+    track_every: int = typer.Option(2, "--track-every", min=1, metavar="N", help=TRACK_EVERY_HELP),
     size: str = typer.Option(None, "--size", metavar="WxH", help="Requested camera mode, e.g. 1280x720."),
     fps: float = typer.Option(None, "--fps", metavar="FPS", help="Requested camera frame rate."),
     paced: bool = typer.Option(True, "--paced/--no-paced", help="A file as --camera: real time (default) or flat out."),
@@ -607,8 +611,8 @@ def webcam_cmd(
 
     with guard():
         run_webcam(camera, aus=aus, timeline=timeline, model=model, engine=engine, vcam=vcam, preview=preview,
-                   out=out, faces=faces, max_faces=max_faces, size=size, fps=fps, paced=paced,
-                   passthrough=passthrough, stats_json=stats_json, panel=panel, panel_host=panel_host,
+                   out=out, faces=faces, max_faces=max_faces, track_every=track_every, size=size, fps=fps,
+                   paced=paced, passthrough=passthrough, stats_json=stats_json, panel=panel, panel_host=panel_host,
                    panel_port=panel_port, console=console, err_console=err_console)
 
 

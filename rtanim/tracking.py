@@ -3,7 +3,11 @@
 One :class:`FaceTracker` per stream. In ``video`` mode MediaPipe tracks landmarks
 from frame to frame (re-running its detector when a face is lost), and this module
 adds what a re-expression pipeline needs on top: ids that stay with a person,
-One Euro smoothing so crops do not jitter, and AUs smoothed in time. ``image`` mode
+One Euro smoothing so crops do not jitter, and AUs smoothed in time. With
+``landmark_every`` N > 1 the landmarker runs on one frame in N and the faces are
+followed by optical flow in between (rtanim.follow): the landmark network is most
+of tracking's cost and does not shrink with the frame, so running it less often is
+what makes tracking cheaper. ``image`` mode
 treats every call as an unrelated photo (no smoothing, ids numbered left to right)
 and searches overlapping tiles too, because MediaPipe's short-range detector misses
 faces smaller than about a tenth of the image.
@@ -27,6 +31,7 @@ from mediapipe.tasks.python import BaseOptions, vision
 
 from rtanim.align import CropTransform, fit_transform
 from rtanim.aus import blendshapes_to_aus
+from rtanim.follow import Followed, follow, remember
 from rtanim.onefilter import BETA, D_CUTOFF, MIN_CUTOFF, OneEuroFilter
 
 Mode = Literal["image", "video"]
@@ -43,6 +48,11 @@ MAX_MISSED = 15
 MIN_CONFIDENCE = 0.6
 #: Overlap (IoU) needed to call two boxes the same face, across frames or across tiles.
 MIN_IOU = 0.3
+#: Video mode runs the landmarker on one frame in this many and follows the faces by optical
+#: flow in between (see rtanim.follow). 1 = every frame, exact: what analysis and training
+#: data need. 2 cuts tracking's mean CPU to ~0.62x with no more jitter after smoothing on the
+#: shared clips, but expressions and AUs refresh at half the frame rate (calib/bench_track.py).
+LANDMARK_EVERY = 1
 
 
 @dataclass
@@ -73,6 +83,7 @@ class Detection:
     landmarks: np.ndarray  # 478 x 3 float64 frame pixels
     blendshapes: dict[str, float]
     head_matrix: np.ndarray
+    aus: dict[str, float] | None = None  # blendshapes_to_aus(blendshapes), once known
 
 
 # ------------------------------------------------------------------ pure helpers
@@ -231,15 +242,23 @@ class FaceTracker:
         tile_search: bool | None = None,
         fps: float = 30.0,
         model_path: str | Path | None = None,
+        landmark_every: int = LANDMARK_EVERY,
     ) -> None:
         """``min_cutoff`` (Hz), ``beta`` (per crop px/s) and ``d_cutoff`` (Hz) tune the One Euro
         landmark filter (see rtanim.onefilter); ``au_smoothing`` is the AU time constant in s;
         ``tile_search`` (image mode; default on) also looks in overlapping tiles when fewer
-        than ``max_faces`` faces are found; ``fps`` spaces frames that come without ``pts``."""
+        than ``max_faces`` faces are found; ``fps`` spaces frames that come without ``pts``;
+        ``landmark_every`` (video mode) runs the landmarker on one frame in N and follows the
+        faces by optical flow in between, falling back to the landmarker whenever the flow
+        fails or no face is tracked (new faces are found on landmarker frames only). A followed
+        frame keeps the last landmarker frame's expression, blendshapes and head_matrix; only
+        the landmarks move with the head."""
         if mode not in ("image", "video"):
             raise ValueError(f"mode must be 'image' or 'video', not {mode!r}")
         if max_faces < 1:
             raise ValueError("max_faces must be >= 1")
+        if landmark_every < 1:
+            raise ValueError("landmark_every must be >= 1")
         self.max_faces, self.mode = max_faces, mode
         self.filter_params = (min_cutoff, beta, d_cutoff)
         OneEuroFilter(*self.filter_params)  # validate now, not at the first face
@@ -266,8 +285,12 @@ class FaceTracker:
         self._tracks: list[_Track] = []
         self._next_id = 0
         self._last_ms: int | None = None
+        self.landmark_every = landmark_every
+        self._followed: list[tuple[Detection, Followed]] = []  # the last frame's faces, to follow
+        self._since_landmarks = 0  # frames followed since the landmarker last ran
         self.frames = 0
         self.frames_without_face = 0
+        self.frames_followed = 0  # video frames whose faces came from optical flow, not the landmarker
 
     # context manager -------------------------------------------------------------
     def __enter__(self) -> FaceTracker:
@@ -329,8 +352,34 @@ class FaceTracker:
         return out
 
     def _detect_video(self, rgb: np.ndarray, ms: int) -> list[Detection]:
+        if self._followed and self._since_landmarks + 1 < self.landmark_every:
+            followed = self._follow(rgb)
+            if followed is not None:
+                self._since_landmarks += 1
+                self.frames_followed += 1
+                return followed
         result = self._native(self._landmarker.detect_for_video, self._image(rgb), ms)
-        return detections_from_result(result, rgb.shape[1], rgb.shape[0])
+        dets = detections_from_result(result, rgb.shape[1], rgb.shape[0])
+        self._since_landmarks = 0
+        if self.landmark_every > 1:
+            self._remember(rgb, dets)
+        return dets
+
+    def _follow(self, rgb: np.ndarray) -> list[Detection] | None:
+        """Every face of the last frame moved into this one by optical flow; None if any is lost."""
+        dets = []
+        for det, state in self._followed:
+            landmarks = follow(state, rgb)
+            if landmarks is None:
+                return None
+            dets.append(Detection(landmarks, det.blendshapes, det.head_matrix, det.aus))
+        self._remember(rgb, dets)
+        return dets
+
+    def _remember(self, rgb: np.ndarray, dets: list[Detection]) -> None:
+        states = [remember(rgb, det.landmarks) for det in dets]
+        pairs = [(det, state) for det, state in zip(dets, states, strict=True) if state is not None]
+        self._followed = pairs if len(pairs) == len(dets) else []  # a face that cannot be followed: look again
 
     def _detect_image(self, rgb: np.ndarray) -> list[Detection]:
         h, w = rgb.shape[:2]
@@ -385,7 +434,9 @@ class FaceTracker:
             seen.add(id(track))
             # Speed in crop pixels, so one beta fits every face size and resolution.
             lm = track.filter(det.landmarks, t, speed_scale=fit_transform(det.landmarks).scale)
-            track.aus = smooth_aus(track.aus, blendshapes_to_aus(det.blendshapes), t - track.last_t, self.au_smoothing)
+            if det.aus is None:
+                det.aus = blendshapes_to_aus(det.blendshapes)
+            track.aus = smooth_aus(track.aus, det.aus, t - track.last_t, self.au_smoothing)
             track.extent, track.last_t, track.missed = ext, t, 0
             faces.append(self._face(track.face_id, det, lm, track.aus, shape))
         for track in self._tracks:
