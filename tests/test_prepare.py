@@ -17,20 +17,10 @@ from cli import app
 from rtanim.aus import AU_CODES, EXTENDED_CODES
 from rtanim.errors import InputError
 from train.dataset import code_matrix, flip_permutation, load_dataset
-from train.prepare import (
-    TABLE_CODES,
-    GanimationLayout,
-    PrepareOptions,
-    head_yaw,
-    identity_group,
-    load_au_pickle,
-    prepare,
-    read_au_table,
-    read_ganimation,
-    split_groups,
-    utk_age,
-    write_ganimation,
-)
+from train.extract import head_yaw, identity_group, utk_age
+from train.ganimation_layout import GanimationLayout, load_au_pickle, read_ganimation, write_ganimation
+from train.parts import TABLE_CODES
+from train.prepare import PrepareOptions, prepare, read_au_table, split_groups
 
 STILLS = ("single_face.jpg", "astronaut.png", "0-f15-hao-ph.jpg", "0-f1-su-ph.jpg")
 
@@ -87,8 +77,8 @@ def test_prepare_resumes_without_redoing_parts(prepared, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a finished part was processed again")
 
-    monkeypatch.setattr(tp, "_process_images", boom)
-    monkeypatch.setattr(tp, "_process_video", boom)
+    monkeypatch.setattr(tp, "process_images", boom)
+    monkeypatch.setattr(tp, "process_video", boom)
     again = prepare(result.sources, out, PrepareOptions(fps=5.0, test_fraction=0.4), progress=False)
     assert again.total == result.total
 

@@ -22,14 +22,9 @@ import torch
 from rtanim.align import CROP_SIZE
 from rtanim.aus import AU_CODES, SIDES, base_code, resolve
 from rtanim.errors import InputError
-from train.prepare import (
-    DATASET_FORMAT,
-    N_LANDMARKS,
-    OPENFACE_SCALE,
-    iter_crops,
-    read_au_table,
-    read_ganimation,
-)
+from train.ganimation_layout import OPENFACE_SCALE, read_ganimation
+from train.parts import N_LANDMARKS
+from train.prepare import DATASET_FORMAT, iter_crops, read_au_table
 
 
 def code_matrix(src: Sequence[str], dst: Sequence[str]) -> np.ndarray:

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 from rtanim.errors import InputError
-from train.prepare import PrepareOptions, prepare, utk_age
+from train.extract import utk_age
+from train.prepare import PrepareOptions, prepare
 
 UTK_SAMPLE = 4600  # with the ~1,100 expressive faces and the clips: ~6,000 crops, a ~52 MB shard
 MIN_AGE = 10
