@@ -8,6 +8,14 @@ pixels. A feathered mask in crop coordinates confines the change to the face reg
 the crop's edge; only the bounding box of that region is touched, so every pixel outside it is
 byte-identical to the input.
 
+A, C and F carry no more detail than the crop, so they are resampled on a frame-aligned grid of
+about crop resolution (one sample per k x k frame pixels, :func:`grid_factor`) and upsampled
+bilinearly to the box; only the remap of the frame's pixels and the blend run per frame pixel.
+A face twice as wide in the frame then costs the same warps; only the remap and the blend grow,
+with its area.
+The result stays within a few grey levels of resampling at every frame pixel (``step=0``, the
+reference), and the changed area grows by less than one crop pixel.
+
 Conventions shared with the engines and training (DESIGN.md, "Engines"):
 
 - A: [1, S, S] in [0, 1]; C: [3, S, S] float in [-1, 1] (or uint8 in [0, 255]);
@@ -21,6 +29,7 @@ Conventions shared with the engines and training (DESIGN.md, "Engines"):
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,6 +42,8 @@ import numpy as np
 FEATHER_PX = 6.0
 #: Corner radius of the rounded-rectangle face region, in crop pixels (at S = 128).
 CORNER_PX = 24.0
+#: Largest spacing, in crop pixels, of the grid compose resamples A, C and F on (see grid_factor).
+GRID_STEP = 1.0
 
 
 class HasMatrix(Protocol):
@@ -102,19 +113,18 @@ def _color01(color: np.ndarray) -> np.ndarray:
 def crop_stack(out: FaceOutput) -> np.ndarray:
     """The crop-space quantities compose resamples, premultiplied by the region mask.
 
-    Channels: w = mask*(1-A) (how much C replaces the input), w*C (premultiplied, so resampling
-    never bleeds C where w is 0), mask*F in crop pixels (x, y). Returns [S,S,6] float32.
+    Channels: w*C (premultiplied, so resampling never bleeds C where w is 0), w = mask*(1-A)
+    (how much C replaces the input), then, for flow models, mask*F in crop pixels (x, y).
+    Returns [S,S,6] float32 with flow, [S,S,4] without.
     """
     size = out.size
     mask = feather_mask(size)
     att = np.clip(out.attention.reshape(size, size).astype(np.float32), 0.0, 1.0)
     w = mask * (1.0 - att)
-    stack = np.empty((size, size, 6), np.float32)
-    stack[..., 0] = w
-    stack[..., 1:4] = (_color01(out.color) * w[None]).transpose(1, 2, 0)
-    if out.flow is None:
-        stack[..., 4:] = 0.0
-    else:
+    stack = np.empty((size, size, 4 if out.flow is None else 6), np.float32)
+    stack[..., 0:3] = (_color01(out.color) * w[None]).transpose(1, 2, 0)
+    stack[..., 3] = w
+    if out.flow is not None:
         stack[..., 4:] = (out.flow.astype(np.float32) * (size / 2.0) * mask[None]).transpose(1, 2, 0)
     return stack
 
@@ -136,67 +146,129 @@ def region_box(matrix: np.ndarray, size: int, shape: tuple[int, ...]) -> tuple[i
     return x0, y0, x1, y1
 
 
-def _roi_matrix(matrix: np.ndarray, x0: int, y0: int) -> np.ndarray:
-    """Frame->crop matrix re-based so ROI pixel (0, 0) is frame pixel (x0, y0)."""
-    m = np.asarray(matrix, np.float64).copy()
-    m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
-    return m
+def grid_factor(matrix: np.ndarray, step: float = GRID_STEP) -> int:
+    """Frame pixels per sample of the grid A, C and F are resampled on: the largest k >= 1 whose
+    k frame pixels span at most ``step`` crop pixels (1 at native resolution, ``step`` <= 0)."""
+    scale = float(np.sqrt(abs(np.linalg.det(np.asarray(matrix, np.float64)[:, :2]))))  # crop px per frame px
+    return max(1, int(step / scale + 1e-9)) if step > 0 else 1
 
 
-def _compose_into(result: np.ndarray, out: FaceOutput, transform: HasMatrix) -> None:
+def _grid_matrix(matrix: np.ndarray, x0: float, y0: float, k: int) -> np.ndarray:
+    """Frame->crop matrix of a grid whose sample (i, j) sits at frame pixel (x0 + k i, y0 + k j)."""
+    grid = np.array([[k, 0.0, x0], [0.0, k, y0], [0.0, 0.0, 1.0]])
+    return np.asarray(matrix, np.float64) @ grid
+
+
+class _Scratch(threading.local):
+    """Per-thread buffers reused across calls: at 720p a fresh set of box-sized float arrays every
+    frame costs more in page faults (thousands a call) than the arithmetic done in them. Holds
+    about 14 float32 per pixel of the largest face box seen (20 MB for a 600 px face)."""
+
+    def __init__(self) -> None:
+        self.bufs: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        n = int(np.prod(shape))
+        buf = self.bufs.get(name)
+        if buf is None or buf.size < n:
+            buf = self.bufs[name] = np.empty(n + n // 4, np.float32)  # headroom: boxes jitter in size
+        return buf[:n].reshape(shape)
+
+
+_scratch = _Scratch()
+
+
+def _upsample(low: np.ndarray, k: int, pad: int, shape: tuple[int, int], name: str) -> np.ndarray:
+    """Bilinear upsampling of a reduced-grid array by k, cut to the box (``shape`` rows, cols).
+
+    cv2.resize by an integer factor puts output pixel x at input (x + 0.5) / k - 0.5: the block
+    centres :func:`_compose_into` samples at. The ``pad`` samples around the box keep the box
+    off the border, where resize would clamp.
+    """
+    if k == 1:
+        return low
+    up = _scratch.get(name, (low.shape[0] * k, low.shape[1] * k, low.shape[2]))
+    cv2.resize(low, up.shape[1::-1], dst=up, interpolation=cv2.INTER_LINEAR)
+    return up[k * pad : k * pad + shape[0], k * pad : k * pad + shape[1]]
+
+
+def _compose_into(result: np.ndarray, out: FaceOutput, transform: HasMatrix, step: float) -> None:
     size = out.size
     matrix = np.asarray(transform.matrix, np.float64)
     box = region_box(matrix, size, result.shape)
     if box is None:
         return
     x0, y0, x1, y1 = box
-    has_flow = out.flow is not None
+    shape = (y1 - y0, x1 - x0)
+    # A, C and F are smooth at frame scale (crop resolution): resample them on a grid of one sample
+    # per k x k frame pixels and upsample bilinearly; the frame's own pixels stay at full resolution.
+    k = grid_factor(matrix, step)
+    pad = int(k > 1)
+    ny, nx = -(-shape[0] // k) + 2 * pad, -(-shape[1] // k) + 2 * pad
+    # Sample (i, j) sits at the centre of block (i - pad, j - pad) of the box: frame pixel x0 + off + k i.
+    off = (k - 1) / 2.0 - k * pad
+    grid_m = _grid_matrix(matrix, x0 + off, y0 + off, k)
     stack = crop_stack(out)
-    roi_m = _roi_matrix(matrix, x0, y0)
 
-    def back(chans: np.ndarray) -> np.ndarray:
+    def back(chans: np.ndarray, name: str) -> np.ndarray:
         # 1, 3 or 4 channels per call: OpenCV interpolates other counts on a coarse 1/32-px lattice,
         # which would break agreement with compose_torch near sharp edges.
-        return cv2.warpAffine(
-            np.ascontiguousarray(chans),
-            roi_m,
-            (x1 - x0, y1 - y0),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=0,
-        )
+        dst = _scratch.get(name, (ny, nx, chans.shape[-1]))
+        cv2.warpAffine(np.ascontiguousarray(chans), grid_m, (nx, ny), dst=dst,
+                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return dst
 
-    warped = np.concatenate([back(stack[..., :3]), back(stack[..., 3:])], -1) if has_flow else back(stack[..., :4])
-    w = warped[..., 0:1]
+    wc = back(stack[..., 0:3], "wc")
+    rest = back(stack[..., 3:], "rest")  # w, then the flow's x and y in crop pixels
     roi = result[y0:y1, x0:x1]
-    if has_flow:
+    if stack.shape[-1] == 6:
         # Crop-pixel offsets -> frame-pixel offsets: d_frame = L^-1 d_crop, L the linear part.
         lin_inv = np.linalg.inv(matrix[:, :2]).astype(np.float32)
-        fx, fy = warped[..., 4], warped[..., 5]
-        disp_x = lin_inv[0, 0] * fx + lin_inv[0, 1] * fy
-        disp_y = lin_inv[1, 0] * fx + lin_inv[1, 1] * fy
+        fx, fy = rest[..., 1], rest[..., 2]
+        maps = _scratch.get("maps", (ny, nx, 2))
+        np.multiply(fx, lin_inv[0, 0], out=maps[..., 0])
+        maps[..., 0] += lin_inv[0, 1] * fy
+        np.multiply(fx, lin_inv[1, 0], out=maps[..., 1])
+        maps[..., 1] += lin_inv[1, 1] * fy
         # Sample a float window around the box (flow may reach outside it): one rounding, not two.
+        # Upsampled offsets are convex mixtures of these samples, so their largest bounds the reach.
         h, w_ = result.shape[:2]
-        reach = int(np.ceil(max(np.abs(disp_x).max(), np.abs(disp_y).max()))) + 2
+        reach = int(np.ceil(cv2.norm(maps, cv2.NORM_INF))) + 2
         wx0, wy0, wx1, wy1 = max(x0 - reach, 0), max(y0 - reach, 0), min(x1 + reach, w_), min(y1 + reach, h)
-        disp_x += np.arange(x0 - wx0, x1 - wx0, dtype=np.float32)[None, :]
-        disp_y += np.arange(y0 - wy0, y1 - wy0, dtype=np.float32)[:, None]
-        window = result[wy0:wy1, wx0:wx1].astype(np.float32)
-        base = cv2.remap(window, disp_x, disp_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # Sample positions are linear in the index, so upsampling reproduces every pixel's own.
+        maps[..., 0] += (k * np.arange(nx, dtype=np.float32) + (off + x0 - wx0))[None, :]
+        maps[..., 1] += (k * np.arange(ny, dtype=np.float32) + (off + y0 - wy0))[:, None]
+        window = _scratch.get("window", (wy1 - wy0, wx1 - wx0, 3))
+        np.copyto(window, result[wy0:wy1, wx0:wx1])
+        base = _scratch.get("base", (*shape, 3))
+        cv2.remap(window, _upsample(maps, k, pad, shape, "up_maps"), None, cv2.INTER_LINEAR, dst=base,
+                  borderMode=cv2.BORDER_REPLICATE)
+    elif not rest.any():
+        return  # nothing repainted, nothing moved
     else:
-        base = roi.astype(np.float32)
-    base *= 1.0 - w
-    base += warped[..., 1:4]
-    base += 0.5
-    np.clip(base, 0.0, 255.0, out=base)
-    roi[...] = base  # truncation after +0.5: round half up, as compose_torch does
+        base = _scratch.get("base", (*shape, 3))
+        np.copyto(base, roi)
+    if not rest[..., 0].any():  # nothing repainted (the warp model): round the moved pixels into the frame
+        cv2.convertScaleAbs(base, dst=roi)
+        return
+    # result = base * (1 - w) + w*C in two passes; the second rounds (half to even, where
+    # compose_torch rounds half up: they differ on exact ties only) and saturates into the frame.
+    keep = _scratch.get("keep", (ny, nx, 3))
+    np.subtract(1.0, rest[..., 0:1], out=keep)
+    cv2.multiply(base, _upsample(keep, k, pad, shape, "up3"), dst=base)
+    cv2.add(base, _upsample(wc, k, pad, shape, "up3"), dst=roi, dtype=cv2.CV_8U)
 
 
-def compose(frame: np.ndarray, outputs: Sequence[FaceOutput], transforms: Sequence[HasMatrix]) -> np.ndarray:
+def compose(
+    frame: np.ndarray, outputs: Sequence[FaceOutput], transforms: Sequence[HasMatrix], *, step: float = GRID_STEP
+) -> np.ndarray:
     """Composite every face's output into a copy of ``frame`` (uint8 HxWx3), in order.
 
     Faces compose independently: each one reads the frame as the faces before it left it, so
-    overlapping regions stack like layers. ``frame`` is never modified.
+    overlapping regions stack like layers. ``frame`` is never modified. A, C and F are resampled
+    every ``step`` crop pixels at most (:func:`grid_factor`) and upsampled bilinearly, so their
+    warps cost the same at any frame size; ``step=0`` resamples them at every frame pixel (the
+    reference, what :func:`compose_torch` computes).
     """
     if len(outputs) != len(transforms):
         raise ValueError(f"{len(outputs)} outputs but {len(transforms)} transforms")
@@ -204,7 +276,7 @@ def compose(frame: np.ndarray, outputs: Sequence[FaceOutput], transforms: Sequen
         raise ValueError(f"frame must be uint8 HxWx3, got {frame.dtype} {frame.shape}")
     result = frame.copy()
     for out, t in zip(outputs, transforms, strict=True):
-        _compose_into(result, out, t)
+        _compose_into(result, out, t, step)
     return result
 
 
@@ -216,8 +288,9 @@ def compose_torch(frame: Any, attention: Any, color: Any, flow: Any, transforms:
 
     ``frame`` uint8 [H,W,3] tensor (the pipeline's layout); ``attention`` [N,1,S,S], ``color``
     [N,3,S,S] in [-1,1], ``flow`` [N,2,S,S] or None, one transform per face. Returns a new uint8
-    [H,W,3] tensor. Agrees with :func:`compose` within 1 grey level on natural images (OpenCV
-    quantises sample positions to 1/32 px, grid_sample does not).
+    [H,W,3] tensor. Resamples A, C and F at every frame pixel: agrees with ``compose(..., step=0)``
+    within 1 grey level on natural images (OpenCV quantises sample positions to 1/32 px,
+    grid_sample does not), and with the default :func:`compose` within its grid's few grey levels.
     """
     import torch
     import torch.nn.functional as F

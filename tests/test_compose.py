@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rtanim.align import CropTransform
-from rtanim.compose import FaceOutput, compose, compose_torch, feather_mask, unbatch
+from rtanim.compose import FaceOutput, compose, compose_torch, feather_mask, grid_factor, unbatch
 
 S = 128
 
@@ -130,3 +130,81 @@ def test_region_edge_is_feathered():
     row = compose(frame, [out], [t])[150, :, 0].astype(int)
     assert row[150] == 255 and row[0] == 0
     assert np.abs(np.diff(row)).max() < 80  # a hard paste would jump 255 in one pixel
+
+
+# --------------------------------------------- the reduced grid (A, C, F at about crop resolution)
+
+
+def grown_support(t: CropTransform, shape: tuple[int, ...], grow: int) -> np.ndarray:
+    """Frame pixels where the warped-back feather mask is non-zero, grown by ``grow`` px."""
+    support = cv2.warpAffine(feather_mask(S), t.inverse, shape[1::-1], flags=cv2.INTER_LINEAR) > 0
+    return cv2.dilate(support.astype(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8)).astype(bool)
+
+
+def grid_vs_native(frame: np.ndarray, out: FaceOutput, t: CropTransform) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Default compose, the every-pixel reference (step=0), and their per-pixel abs difference."""
+    fast, native = compose(frame, [out], [t]), compose(frame, [out], [t], step=0)
+    return fast, native, np.abs(fast.astype(np.int16) - native).max(-1)
+
+
+def test_large_face_resamples_on_a_coarser_grid_within_a_grey_level(photo):
+    t = similarity((320, 250), 480, 0.3)  # 3.75 frame px per crop px: one sample per 3x3 px
+    assert grid_factor(t.matrix) == 3 and grid_factor(t.matrix, step=0) == 1
+    out = smooth_outputs(6)
+    fast, native, diff = grid_vs_native(photo, out, t)
+    region = (fast != photo).any(-1) | (native != photo).any(-1)
+    assert region.sum() > 50_000
+    assert diff[region].mean() < 1.0 and np.percentile(diff[region], 99.9) <= 6, diff.max()
+    # The changed area grows by less than one crop pixel (3 frame px here); outside it, the input.
+    assert np.array_equal(fast[~grown_support(t, photo.shape, 3)], photo[~grown_support(t, photo.shape, 3)])
+    # The every-pixel reference is what compose_torch computes.
+    got = compose_torch(
+        torch.from_numpy(photo), *(torch.from_numpy(x[None]) for x in (out.attention, out.color, out.flow)), [t]
+    ).numpy()
+    assert np.abs(native.astype(np.int16) - got).max() <= 1
+
+
+@pytest.mark.parametrize("face_px", [384, 512])  # grid factors 3 and 4
+def test_coarse_grid_keeps_the_identity_exact(photo, face_px):
+    """A = 1 with zero flow leaves every pixel as it was, whatever the grid (no drift from upsampling)."""
+    t = similarity((320, 260), face_px, -0.2)
+    assert grid_factor(t.matrix) == face_px // S
+    keep = FaceOutput(np.ones((1, S, S), np.float32), smooth_outputs(0).color, np.zeros((2, S, S), np.float32))
+    assert np.array_equal(compose(photo, [keep], [t]), photo)
+
+
+def test_scratch_buffers_do_not_leak_between_faces_or_calls(photo):
+    big, small = (similarity((320, 250), 480), smooth_outputs(7)), (similarity((150, 150), 140, 0.5), smooth_outputs(8))
+    first = compose(photo, [big[1]], [big[0]])
+    compose(photo, [small[1], big[1]], [small[0], big[0]])
+    compose(photo, [small[1]], [small[0]])
+    assert np.array_equal(compose(photo, [big[1]], [big[0]]), first)
+
+
+def test_coarse_grid_on_a_real_face_with_real_flow_and_a_hard_edged_repaint(shared_data):
+    """A native 680 px photo (face ~480 px, grid factor 3), the ``warp`` model's flow for a smile
+    with the jaw dropped, and a mouth repainted with a one-crop-pixel hard edge (the worst case
+    for resampling): within a grey level on average, a few at the hard edge."""
+    from rtanim.aus import preset_aus
+    from rtanim.geometry import WarpModel
+    from rtanim.stills import track_still
+
+    img = cv2.cvtColor(cv2.imread(str(shared_data / "stills" / "tpsmm_source.png")), cv2.COLOR_BGR2RGB)
+    (face,) = track_still(img, 1)
+    t = face.transform
+    assert grid_factor(t.matrix) >= 3
+    model = WarpModel()
+    lm = t.to_crop(face.landmarks)
+    flow = model.flow(lm, face.aus, {**preset_aus("smile"), "AU25": 0.8, "AU26": 0.6})
+    mouth = lm[[61, 291, 13, 14], :2].mean(0)  # mouth corners and inner lips, crop px
+    att = np.ones((S, S), np.float32)
+    cv2.ellipse(att, tuple(int(round(v)) for v in mouth), (16, 7), 0, 0, 360, 0.0, -1)
+    col = np.full((3, S, S), -0.7, np.float32)
+    out = FaceOutput(att[None], col, flow.astype(np.float32))
+    fast, native, diff = grid_vs_native(img, out, t)
+    region = (fast != img).any(-1) | (native != img).any(-1)
+    assert region.sum() > 20_000
+    assert diff[region].mean() < 1.0, diff[region].mean()
+    assert (diff[region] > 8).mean() < 0.01, ((diff[region] > 8).mean(), diff.max())
+    k = grid_factor(t.matrix)
+    assert np.array_equal(fast[~grown_support(t, img.shape, k)], img[~grown_support(t, img.shape, k)])
