@@ -91,7 +91,9 @@ def test_page_moves_the_face(tmp_path, request):
             run.wait(lambda s: s["panel"]["recording"], what="recording")
             page.focus("#s-AU12")
             page.keyboard.press("End")
-            run.wait(lambda s: s["output"].get("AU12", 0) > 0.99, timeout=60, what="AU12 in the output")
+            # the end of the glide, not a frame inside it: the take's last keyframe is the last frame's value
+            s = run.wait(lambda s: s["output"].get("AU12", 0) >= 1.0, timeout=60, what="AU12 at 1 in the output")
+            run.wait(lambda st: st["frames"] >= s["frames"] + 2, what="two frames at the target")
             page.click("#record")
             sync_api.expect(page.locator("#download")).to_be_visible()
             take = page.evaluate("fetch(document.getElementById('download').href).then(r => r.json())")
