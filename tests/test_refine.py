@@ -307,6 +307,11 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert load_critic(run / "critic.safetensors", 1e-4)[2] == 3
     _, extra = load_refine(run / "refine.safetensors")
     assert extra["training"]["steps"] == 13 and extra["training"]["adv_from_step"] == 10
+    assert main([*args, "--steps", "1", "--l2", "10"]) == 0  # a squared-error term, recorded when it changes
+    assert main([*args, "--steps", "1", "--l2", "10"]) == 0
+    assert main([*args, "--steps", "1"]) == 0
+    _, extra = load_refine(run / "refine.safetensors")
+    assert extra["training"]["l2_terms"] == [{"from_step": 13, "weight": 10.0}, {"from_step": 15, "weight": 0.0}]
     assert (run / "metrics.jsonl").read_text().count("\n") >= 2
 
     empty = tmp_path / "empty"
@@ -316,7 +321,7 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "aus.csv" in r.stderr, r.stderr
     assert not (tmp_path / "x").exists()
     for bad, option in ((["--basis-warp", "1.5"], "--basis-warp"), (["--lr-end", "-1"], "--lr-end"),
-                        (["--adv", "-1"], "--adv"), (["--paint-min", "0.2"], "--paint-min"),
+                        (["--adv", "-1"], "--adv"), (["--l2", "-1"], "--l2"), (["--paint-min", "0.2"], "--paint-min"),
                         (["--paint-mask", "--paint-min", "1.5"], "--paint-min"),
                         (["--paint-mask", "--paint-grow", "0", "4"], "--paint-grow")):
         assert main([*args[:2], "--run", str(tmp_path / "y"), *bad]) == 2

@@ -112,16 +112,21 @@ def gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
 
-def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, step: int = PRIOR_RAMP_STEPS
-           ) -> dict[str, torch.Tensor]:
+def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, step: int = PRIOR_RAMP_STEPS,
+           l2: float = 0.0) -> dict[str, torch.Tensor]:
     """Weighted L1 and gradient L1 of the composite against the target, the colour's own L1 around
-    mouth and eyes, and the attention prior (ramped in over the first ``PRIOR_RAMP_STEPS``)."""
+    mouth and eyes, and the attention prior (ramped in over the first ``PRIOR_RAMP_STEPS``).
+
+    ``l2`` adds the same-weighted squared error: L1 is minimised by the median of what a mouth may
+    look like (teeth or a dark cavity, whichever is likelier), squared error by their mean, which is
+    what PSNR against the real frame rewards."""
     att, color, *flow = net(b["warped"], b["aus"], b["geometry"])
     moved = shift(b["warped"], flow[0]) if flow else b["warped"]
     out = compose_crop(moved, att, color, region)
     w = b["weight"]
     norm = w.sum() * 3 + 1e-6
     rec = (w * (out - b["target"]).abs()).sum() / norm
+    sq = (w * (out - b["target"]) ** 2).sum() / norm
     gx, gy = gradients(out)
     tx, ty = gradients(b["target"])
     grad = ((w[..., :, 1:] * (gx - tx).abs()).sum() + (w[..., 1:, :] * (gy - ty).abs()).sum()) / (2 * norm)
@@ -132,7 +137,7 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, ste
     att_prior = ramp * (((1 - att) * (1 - focus)).mean() * W_ATT + ((1 - att) * focus).mean() * W_ATT_FOCUS)
     att_tv = ax.abs().mean() + ay.abs().mean()
     col = (focus * (color - b["target"]).abs()).sum() / (focus.sum() * 3 + 1e-6)
-    total = rec + W_GRAD * grad + W_COLOR * col + att_prior + ramp * W_ATT_TV * att_tv
+    total = rec + W_GRAD * grad + W_COLOR * col + att_prior + ramp * W_ATT_TV * att_tv + l2 * sq
     flow_px = flow_err = torch.zeros(())
     if flow:
         px = flow[0] * (net.spec.crop_size / 2.0)
@@ -142,7 +147,7 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, ste
         sup = flow_err = (w * (px - want).abs()).sum() / (w.sum() * 2 + 1e-6)
         total = (total + W_FLOW_SUP * sup + W_FLOW_TV * ((fx ** 2).mean() + (fy ** 2).mean())
                  + W_FLOW_MAG * (px ** 2).mean())
-    return {"loss": total, "l1": rec, "grad": grad, "color": col, "att": att_mean, "att_tv": att_tv,
+    return {"loss": total, "l1": rec, "l2": sq, "grad": grad, "color": col, "att": att_mean, "att_tv": att_tv,
             "flow_px": flow_px, "flow_err": flow_err, "out": out, "A": att}
 
 
@@ -224,6 +229,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="weight of the patch critic's hinge loss on mouth and eyes (0: L1 only), on a converged "
                         "base; 0.05 sharpened teeth but cost mouth PSNR (MODELS.md)")
     p.add_argument("--adv-lr", type=float, default=2e-4, help="the critic's learning rate")
+    p.add_argument("--l2", type=float, default=0.0,
+                   help="weight of a squared-error term beside the L1 (0: L1 only), e.g. 10 on a converged base: "
+                        "the mean of the plausible mouths, which PSNR rewards, instead of their median")
     p.add_argument("--paint-mask", action="store_true",
                    help="let the net paint only where the warp changed mouth or eyes (RefineSpec.paint_mask), from here on")
     p.add_argument("--paint-grow", type=int, nargs=2, metavar=("MOUTH", "EYES"), default=None,
@@ -249,6 +257,8 @@ def train(a: argparse.Namespace) -> int:
         raise InputError("--basis-warp", f"must be a share between 0 and 1, got {a.basis_warp:g}")
     if a.adv < 0:
         raise InputError("--adv", f"must be a weight of at least 0, got {a.adv:g}")
+    if a.l2 < 0:
+        raise InputError("--l2", f"must be a weight of at least 0, got {a.l2:g}")
     if a.lr_end < 0 or a.lr <= 0:
         raise InputError("--lr-end" if a.lr_end < 0 else "--lr", "must be positive (--lr-end 0: no annealing)")
     if (a.paint_grow is not None or a.paint_min is not None) and not a.paint_mask:
@@ -339,6 +349,9 @@ def train(a: argparse.Namespace) -> int:
         critic, critic_opt, critic_steps = refine_adv.load_critic(run / "critic.safetensors", a.adv_lr)
         totals.setdefault("adv_from_step", totals["steps"])
         print(f"adversarial stage: weight {a.adv:g}, critic at {critic_steps} steps", flush=True)
+    if a.l2 != (totals.get("l2_terms") or [{"weight": 0.0}])[-1]["weight"]:  # each change in the totals
+        totals.setdefault("l2_terms", []).append({"from_step": totals["steps"], "weight": a.l2})
+        print(f"squared error at weight {a.l2:g} from step {totals['steps']}", flush=True)
     t0 = last_save = last_log = time.time()
     budget = a.minutes * 60.0
     step0, steps, ema = totals["steps"], 0, None
@@ -349,7 +362,7 @@ def train(a: argparse.Namespace) -> int:
                 lr = a.lr * (a.lr_end / a.lr) ** min(1.0, (time.time() - t0) / budget)
                 for g in opt.param_groups:
                     g["lr"] = lr
-            out = losses(net, b, region, totals["steps"])
+            out = losses(net, b, region, totals["steps"], l2=a.l2)
             loss = out["loss"]
             if critic is not None:  # ramps in while the fresh critic learns what real mouths look like
                 pw = refine_adv.patch_weight(b["weight"])
@@ -367,7 +380,7 @@ def train(a: argparse.Namespace) -> int:
             steps += 1
             totals["steps"] += 1
             totals["images"] += a.batch
-            vals = {k: float(out[k].detach()) for k in ("loss", "l1", "grad", "color", "att", "att_tv", "flow_px", "flow_err",
+            vals = {k: float(out[k].detach()) for k in ("loss", "l1", "l2", "grad", "color", "att", "att_tv", "flow_px", "flow_err",
                                                          "adv_g", "adv_d") if k in out}
             ema = vals if ema is None else {k: 0.95 * ema[k] + 0.05 * v for k, v in vals.items()}
             now = time.time()
@@ -380,7 +393,7 @@ def train(a: argparse.Namespace) -> int:
                 eta = budget - el
                 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 print(f"step {totals['steps']} ({steps} this run) {rate:.2f} steps/s {rate * a.batch:.1f} img/s "
-                      f"loss {ema['loss']:.4f} l1 {ema['l1']:.4f} grad {ema['grad']:.4f} color {ema['color']:.4f} "
+                      f"loss {ema['loss']:.4f} l1 {ema['l1']:.4f} l2 {ema['l2']:.4f} grad {ema['grad']:.4f} color {ema['color']:.4f} "
                       f"att {ema['att']:.4f} lr {opt.param_groups[0]['lr']:.1e} flow {ema['flow_px']:.2f}px (err {ema['flow_err']:.2f}) "
                       + (f"adv G {ema['adv_g']:.3f} D {ema['adv_d']:.3f} " if critic is not None else "") +
                       f"ETA {max(eta, 0) / 60:.1f} min, peak RSS {rss:.0f} MB", flush=True)
