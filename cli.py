@@ -144,6 +144,10 @@ MODEL_HELP = (
 )
 ENGINE_HELP = "auto (TensorRT > PyTorch CUDA > ONNX Runtime CPU), tensorrt, torch or onnxruntime."
 MODEL_MV, ENGINE_MV = "NAME|PATH", "auto|tensorrt|torch|onnxruntime"
+#: Default --track-every: rtanim.runs.TRACK_EVERY, which imports more than the CLI wants at start (a test pins them).
+TRACK_EVERY = 2
+TRACK_EVERY_HELP = ("Run the face landmarker on 1 frame in N and follow the faces by optical flow in between "
+                    "(cheaper tracking; expressions refresh every N frames). 1: every frame.")
 AUS_MV = "PRESET|AU=V,...|FILE"
 
 
@@ -319,43 +323,89 @@ def bench_cmd(
     device: str = typer.Option(None, "--device", metavar="cpu|cuda|cuda:N",
                                help="cpu, cuda or cuda:N (default: the best available)."),
     input_clip: Path = typer.Option(None, "--input", metavar="CLIP",
-                                    help="End-to-end pipeline on this clip (offline and paced live)."),
-    model: str = typer.Option("warp", "--model", metavar=MODEL_MV,
-                              help="--input: the model to run (see `rtanim video --help`)."),
+                                    help="End-to-end pipeline on this clip (offline and paced live), every stage timed."),
+    model: str = typer.Option("warp", "--model", metavar="NAME,...",
+                              help="--input: the model(s) to run, comma-separated (see `rtanim video --help`)."),
     engine: str = typer.Option("auto", "--engine", metavar=ENGINE_MV, help="--input: " + ENGINE_HELP),
     frames: int = typer.Option(120, "--frames", metavar="N", help="--input: frames of the clip to use."),
-    size: str = typer.Option(None, "--size", metavar="WxH", help="--input: resize frames to WxH first, e.g. 1280x720."),
+    size: str = typer.Option(None, "--size", metavar="WxH,...",
+                             help="--input: frame size(s), comma-separated, e.g. 640x360,1280x720 (default: the "
+                                  "clip's); another size is transcoded once before timing, so decode is real."),
+    fps: float = typer.Option(None, "--fps", metavar="FPS",
+                              help="--input: play the clip at this frame rate (default: its own); live mode is paced at it."),
+    repeat: int = typer.Option(1, "--repeat", metavar="N",
+                               help="--input: runs of every size x model cell, interleaved; the table shows medians."),
+    sinks: str = typer.Option("auto", "--sinks", metavar="auto|none|file,vcam,udp",
+                              help="--input: where frames go. auto: offline into a file (x264, audio copied, as "
+                                   "`rtanim video`), live into the virtual camera and a UDP stream (as `rtanim webcam "
+                                   "--vcam --out udp://...`); none: frames preloaded and a null sink (the model "
+                                   "alone); or a list for both modes. Outputs go to a temporary folder, removed after."),
+    track_every: int = typer.Option(TRACK_EVERY, "--track-every", metavar="N", help="--input: " + TRACK_EVERY_HELP),
+    json_out: Path = typer.Option(None, "--json", metavar="PATH", help="--input: write every figure as JSON."),
+    chart: Path = typer.Option(None, "--chart", metavar="PATH.png",
+                               help="--input: draw the per-stage times of every cell as a bar chart."),
 ) -> None:
     """Benchmark: engines alone, or the whole pipeline on a clip; medians, with ratios from the same run.
 
     `--engines`: median ms per batch and crops/s of each available backend and model, with the
-    speed-up over PyTorch measured in the same run. `--input CLIP`: end-to-end fps, latency and
-    per-stage times of the whole pipeline, offline and paced live (frames preloaded, null sink).
+    speed-up over PyTorch measured in the same run. `--input CLIP`: everything a user pays for,
+    offline (every frame, into a file) and paced live (newest frame, into the virtual camera and
+    a UDP stream): real decode, tracking, the model, compositing and the real sinks; fps, added
+    latency p50 / p95, drops, median ms of every stage and the process's CPU use, for each size
+    and model given.
 
     Examples:
       rtanim bench --engines --quick
       rtanim bench --engines --backends torch,onnxruntime --batches 1,8 --device cpu
-      rtanim bench --input talk.mp4 --model warp --size 1280x720
+      rtanim bench --input talk.mp4 --size 640x360,1280x720 --model warp,lite+flow --repeat 3
+      rtanim bench --input talk.mp4 --size 1280x720 --json bench.json --chart bench.png
+      rtanim bench --input talk.mp4 --sinks none --model lite+flow
     """
     with guard():
         if engines == (input_clip is not None):
             raise InputError("bench", "choose one mode: --engines or --input CLIP")
         if input_clip is not None:
-            checks.input_path(input_clip, "--input")
-            checks.model(model)
-            checks.engine(engine)
-            from rtanim.runs import parse_size
-
-            parse_size(size)
-            if frames < 2:
-                raise InputError("--frames", "must be >= 2")
-            from rtanim.benchrun import bench_pipeline, bench_table
-
-            results, desc = bench_pipeline(input_clip, model=model, engine=engine, device=device, frames=frames,
-                                           size=size, err_console=err_console)
-            console.print(bench_table(results, desc))
+            _bench_input(input_clip, model, engine, device, frames, size, fps, repeat, sinks, track_every, json_out,
+                         chart)
             return
         _bench_engines(models, backends, batches, iters, quick, device)
+
+
+def _bench_input(clip, model, engine, device, frames, size, fps, repeat, sinks, track_every, json_out, chart) -> None:
+    checks.input_path(clip, "--input")
+    models = _csv(model, "--model")
+    for m in models:
+        checks.model(m)
+    checks.engine(engine)
+    from rtanim.runs import parse_size
+
+    sizes = _csv(size, "--size") or [None]
+    for s in sizes:
+        parse_size(s)
+    if frames < 2:
+        raise InputError("--frames", f"must be >= 2, got {frames}")
+    if repeat < 1:
+        raise InputError("--repeat", f"must be >= 1, got {repeat}")
+    if track_every < 1:
+        raise InputError("--track-every", f"must be >= 1, got {track_every}")
+    checks.positive(fps, "--fps")
+    sink_spec = checks.bench_sinks(sinks)
+    if json_out is not None:
+        checks.output_file(json_out, "--json", suffixes=(".json",), inputs=[clip])
+    if chart is not None:
+        checks.output_file(chart, "--chart", suffixes=(".png",), inputs=[clip, json_out])
+    from rtanim.bench_report import bench_tables, draw_chart, write_report
+    from rtanim.benchrun import bench_matrix
+
+    report = bench_matrix(clip, models=list(dict.fromkeys(models)), sizes=list(dict.fromkeys(sizes)), repeat=repeat,
+                          engine=engine, device=device, frames=frames, fps=fps, track_every=track_every,
+                          sinks=sink_spec, err_console=err_console)
+    for table in bench_tables(report):
+        console.print(table)
+    if json_out is not None:
+        console.print(f"wrote {write_report(report, json_out)}", highlight=False)
+    if chart is not None:
+        console.print(f"wrote {draw_chart(report, chart)}", highlight=False)
 
 
 def _bench_engines(models, backends, batches, iters, quick, device) -> None:
@@ -403,8 +453,6 @@ def _bench_engines(models, backends, batches, iters, quick, device) -> None:
 # ------------------------------------------------------------- image / analyze
 
 STILL_FACES = 8
-TRACK_EVERY_HELP = ("Run the face landmarker on 1 frame in N and follow the faces by optical flow in between "
-                    "(cheaper tracking; expressions refresh every N frames). 1: every frame.")
 MAX_FACES_HELP = ("Most faces to follow in each frame (video costs time per face and frame; a still has no "
                   f"frame budget, so `image` takes up to {STILL_FACES}).")
 
@@ -532,7 +580,7 @@ def video_cmd(
     engine: str = typer.Option("auto", "--engine", metavar=ENGINE_MV, help=ENGINE_HELP),
     faces: str = typer.Option("all", "--faces", metavar="largest|all", help=FACES_HELP),
     max_faces: int = typer.Option(4, "--max-faces", min=1, metavar="N", help=MAX_FACES_HELP),
-    track_every: int = typer.Option(2, "--track-every", min=1, metavar="N", help=TRACK_EVERY_HELP),
+    track_every: int = typer.Option(TRACK_EVERY, "--track-every", min=1, metavar="N", help=TRACK_EVERY_HELP),
     batch: int = typer.Option(8, "--batch", metavar="N", help="Faces per engine call (several frames batched together)."),
     stats_json: Path = typer.Option(None, "--stats-json", metavar="FILE",
                                     help="Write fps, latency and per-stage times as JSON."),
@@ -576,7 +624,7 @@ def webcam_cmd(
                                   help="Also write a file, or stream to udp:// srt:// rtmp:// ... (repeatable)."),
     faces: str = typer.Option("largest", "--faces", metavar="largest|all", help=FACES_HELP),
     max_faces: int = typer.Option(4, "--max-faces", min=1, metavar="N", help=MAX_FACES_HELP),
-    track_every: int = typer.Option(2, "--track-every", min=1, metavar="N", help=TRACK_EVERY_HELP),
+    track_every: int = typer.Option(TRACK_EVERY, "--track-every", min=1, metavar="N", help=TRACK_EVERY_HELP),
     size: str = typer.Option(None, "--size", metavar="WxH", help="Requested camera mode, e.g. 1280x720."),
     fps: float = typer.Option(None, "--fps", metavar="FPS", help="Requested camera frame rate."),
     paced: bool = typer.Option(True, "--paced/--no-paced", help="A file as --camera: real time (default) or flat out."),

@@ -4,7 +4,8 @@
 
 The first model is the baseline: each figure is also given as a ratio to it, run by run (so a
 drift of the machine's speed cancels). Frames are preloaded and the sink is null, as in
-``rtanim bench --input``: the figures are capture -> track -> generate -> compose.
+``rtanim bench --input --sinks none``: the figures are track -> generate -> compose (``rtanim bench
+--input`` with its default sinks times decode and the real sinks too).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for r in range(a.repeats):
             for m in a.models:
-                results, desc = bench_pipeline(a.clip, model=m, frames=a.frames, size=a.size, err_console=quiet)
+                results, desc = bench_pipeline(a.clip, model=m, frames=a.frames, size=a.size, sinks="none",
+                                               err_console=quiet)
                 s = {res.mode: res.stats.summary() for res in results}
                 runs[m].append({"offline_fps": s["offline"]["fps"], "live_fps": s["live"]["fps"],
                                 "live_p95_ms": s["live"]["latency_ms"]["p95"], "live_drop_rate": s["live"]["drop_rate"],

@@ -28,6 +28,8 @@ NAMED_MODELS = ("default", "warp", "refine")
 NETWORKS = ("lite", "ganimation", "lite+flow", "ganimation+flow")
 #: ``--engine`` choices; engines.select.CHOICES is the same tuple behind torch (pinned by a test).
 ENGINES = ("auto", "tensorrt", "torch", "onnxruntime")
+#: Sinks ``bench --input --sinks`` can name, in the order the bench reports them.
+BENCH_SINKS = ("file", "vcam", "udp")
 
 
 def _writable(folder: Path, path: Path, option: str) -> None:
@@ -130,3 +132,16 @@ def engine(name: str) -> str:
 def positive(value: float | None, option: str) -> None:
     if value is not None and value <= 0:
         raise InputError(option, f"must be positive, got {value:g}")
+
+
+def bench_sinks(value: str) -> str | tuple[str, ...]:
+    """``bench --sinks``: ``auto``, ``none``, or a comma-separated list of :data:`BENCH_SINKS`."""
+    value = value.strip()
+    if value in ("auto", "none"):
+        return value
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise InputError("--sinks", f"expected auto, none or a list of {', '.join(BENCH_SINKS)}, got {value!r}")
+    for n in names:
+        choice(n, BENCH_SINKS, "--sinks", "sink")
+    return tuple(dict.fromkeys(names))

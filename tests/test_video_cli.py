@@ -233,6 +233,6 @@ def test_bench_input(shared_data):
     res = runner.invoke(app, ["bench", "--input", str(shared_data / "video" / "single_face.mp4"), "--frames", "16",
                               "--model", "warp", "--size", "320x180"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
-    assert "offline" in res.output and "live (paced" in res.output and "null sink" in res.output
-    assert "320x180" in res.output
+    assert "offline" in res.output and "live (paced" in res.output and "real decode" in res.output
+    assert "320x180" in res.output and "file (encode" in res.output and "udp (encode" in res.output
     assert runner.invoke(app, ["bench", "--engines", "--input", "x.mp4"]).exit_code == 2
