@@ -149,6 +149,8 @@ TRACK_EVERY = 2
 TRACK_EVERY_HELP = ("Run the face landmarker on 1 frame in N and follow the faces by optical flow in between "
                     "(cheaper tracking; expressions refresh every N frames). 1: every frame.")
 AUS_MV = "PRESET|AU=V,...|FILE"
+REUSE_HELP = ("Reuse a face's last generated output while it holds still and its target AUs do not change "
+              "(looks the same, skips the model); --no-reuse runs the model on every face of every frame.")
 
 
 # ------------------------------------------------------------------ aus
@@ -582,6 +584,7 @@ def video_cmd(
     max_faces: int = typer.Option(4, "--max-faces", min=1, metavar="N", help=MAX_FACES_HELP),
     track_every: int = typer.Option(TRACK_EVERY, "--track-every", min=1, metavar="N", help=TRACK_EVERY_HELP),
     batch: int = typer.Option(8, "--batch", metavar="N", help="Faces per engine call (several frames batched together)."),
+    reuse: bool = typer.Option(True, "--reuse/--no-reuse", help=REUSE_HELP),
     stats_json: Path = typer.Option(None, "--stats-json", metavar="FILE",
                                     help="Write fps, latency and per-stage times as JSON."),
     codec: str = typer.Option(None, "--codec", metavar="NAME", help="Video encoder (default libx264; libvpx-vp9 for .webm)."),
@@ -604,7 +607,7 @@ def video_cmd(
     with guard():
         run_video(src, out, aus=aus, timeline=timeline, model=model, engine=engine, faces=faces, max_faces=max_faces,
                   track_every=track_every, batch=batch, stats_json=stats_json, codec=codec, crf=crf, max_frames=frames,
-                  console=console, err_console=err_console)
+                  reuse=reuse, console=console, err_console=err_console)
     console.print(f"wrote {out}", highlight=False)
 
 
@@ -628,6 +631,7 @@ def webcam_cmd(
     size: str = typer.Option(None, "--size", metavar="WxH", help="Requested camera mode, e.g. 1280x720."),
     fps: float = typer.Option(None, "--fps", metavar="FPS", help="Requested camera frame rate."),
     paced: bool = typer.Option(True, "--paced/--no-paced", help="A file as --camera: real time (default) or flat out."),
+    reuse: bool = typer.Option(True, "--reuse/--no-reuse", help=REUSE_HELP),
     passthrough: str = typer.Option(
         None, "--passthrough", metavar="AU,...|none",
         help="AUs that follow your face (default AU25,AU26 so you can talk, or the file's own list); 'none' for none.",
@@ -661,7 +665,7 @@ def webcam_cmd(
         run_webcam(camera, aus=aus, timeline=timeline, model=model, engine=engine, vcam=vcam, preview=preview,
                    out=out, faces=faces, max_faces=max_faces, track_every=track_every, size=size, fps=fps,
                    paced=paced, passthrough=passthrough, stats_json=stats_json, panel=panel, panel_host=panel_host,
-                   panel_port=panel_port, console=console, err_console=err_console)
+                   panel_port=panel_port, reuse=reuse, console=console, err_console=err_console)
 
 
 # ------------------------------------------------------------- prepare / train / eval

@@ -12,6 +12,10 @@ so stages overlap on separate threads joined by bounded queues. Two policies:
 - ``offline``: every frame in order, with back-pressure instead of drops, and the crops of
   several frames batched into one engine call.
 
+In both, the generate stage runs the generator only on faces that changed: a face that holds
+still under unchanged target AUs gets its last output again (rtanim.reuse; ``reuse=None``
+turns that off), counted in ``Stats.reused``. Run statistics live in rtanim.stats.
+
 The last stage (compose and sinks) runs on the calling thread, so a preview window lives on
 the main thread and Ctrl-C lands where outputs can be finalised. A stage that raises stops
 every stage, and :meth:`Pipeline.run` re-raises its error (wrapped in :class:`StageError`
@@ -20,15 +24,12 @@ unless it already is an :class:`~rtanim.errors.InputError` / :class:`~rtanim.err
 
 from __future__ import annotations
 
-import collections
-import json
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
@@ -37,9 +38,10 @@ from rtanim.align import crop
 from rtanim.aus import to_vector
 from rtanim.compose import FaceOutput, compose, unbatch
 from rtanim.errors import InputError, RunError
-from rtanim.files import write_text
+from rtanim.reuse import OutputCache, ReuseTolerance
 from rtanim.sinks import Controls
 from rtanim.sources import Frame
+from rtanim.stats import RECENT, STAGES, Stats
 from rtanim.timeline import Timeline
 
 if TYPE_CHECKING:  # tracking pulls in MediaPipe; the pipeline only needs its types
@@ -52,6 +54,9 @@ __all__ = [
     "FrameJob",
     "Generator",
     "Pipeline",
+    "RECENT",
+    "STAGES",
+    "ReuseTolerance",
     "StageError",
     "Stats",
     "select_faces",
@@ -61,9 +66,6 @@ log = logging.getLogger("rtanim")
 
 Policy = Literal["live", "offline"]
 FaceSelect = Literal["largest", "all"]
-STAGES = ("capture", "track", "generate", "compose", "sink")
-#: Frames the live-view numbers (``Stats.recent``) are computed over.
-RECENT = 60
 _END = object()
 
 
@@ -130,103 +132,6 @@ class EngineGenerator:
         return unbatch(self.engine.run(crops, aus))
 
 
-# ------------------------------------------------------------------ stats
-
-
-@dataclass
-class Stats:
-    """Per-stage times (ms), throughput, end-to-end latency (capture to sink done) and drops.
-
-    ``dropped`` is every frame a live run captured but never delivered, counted once where it
-    was discarded: in the live source (``source.dropped``) or in the pipeline's capture stage.
-    """
-
-    policy: str
-    started: float = field(default_factory=time.perf_counter)
-    frames: int = 0
-    faces: int = 0
-    frames_without_face: int = 0
-    pipeline_dropped: int = 0
-    stage_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
-    latency_ms: list[float] = field(default_factory=list)
-    queue_peak: dict[str, int] = field(default_factory=dict)
-    finished: float | None = None
-    source_dropped: Callable[[], int] = field(default=lambda: 0, repr=False)
-    _done_at: collections.deque = field(default_factory=lambda: collections.deque(maxlen=RECENT), repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, stage: str, ms: float) -> None:
-        with self._lock:
-            self.stage_ms[stage].append(ms)
-
-    def delivered(self, frame: Frame, now: float) -> None:
-        with self._lock:
-            self.latency_ms.append((now - frame.wall) * 1e3)
-            self._done_at.append(now)
-            self.frames += 1
-
-    def recent_median(self, stage: str, n: int = 15) -> float | None:
-        """Median ms of the stage's last ``n`` frames (None before the first): live pacing follows changes."""
-        with self._lock:
-            xs = self.stage_ms[stage][-n:]
-        return float(np.median(xs)) if xs else None
-
-    def peak(self, name: str, q: queue.Queue) -> None:
-        depth = q.qsize()
-        if depth > self.queue_peak.get(name, 0):
-            self.queue_peak[name] = depth
-
-    @property
-    def dropped(self) -> int:
-        return self.pipeline_dropped + int(self.source_dropped() or 0)
-
-    @property
-    def wall(self) -> float:
-        return (self.finished or time.perf_counter()) - self.started
-
-    def recent(self) -> dict[str, Any]:
-        """fps, latency and stage medians over the last frames, for a live display (cheap at any run length)."""
-        with self._lock:
-            done = list(self._done_at)
-            lat = self.latency_ms[-RECENT:]
-            stages = {s: v[-RECENT:] for s, v in self.stage_ms.items()}
-        fps = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else None
-        return {
-            "fps": fps,
-            "latency_p50": float(np.median(lat)) if lat else None,
-            "latency_p95": float(np.percentile(lat, 95)) if lat else None,
-            "stage_ms": {s: float(np.median(v)) if v else None for s, v in stages.items()},
-        }
-
-    def summary(self) -> dict[str, Any]:
-        def pct(xs: list[float], q: float) -> float | None:
-            return round(float(np.percentile(xs, q)), 2) if xs else None
-
-        dropped = self.dropped
-        with self._lock:
-            return {
-                "policy": self.policy,
-                "frames": self.frames,
-                "faces": self.faces,
-                "frames_without_face": self.frames_without_face,
-                "dropped": dropped,
-                "drop_rate": round(dropped / max(1, self.frames + dropped), 4),
-                "wall_s": round(self.wall, 3),
-                "fps": round(self.frames / self.wall, 2) if self.wall > 0 else None,
-                "latency_ms": {
-                    "p50": pct(self.latency_ms, 50),
-                    "p95": pct(self.latency_ms, 95),
-                    "max": pct(self.latency_ms, 100),
-                },
-                "stage_median_ms": {s: pct(v, 50) for s, v in self.stage_ms.items()},
-                "queue_peak": dict(self.queue_peak),
-            }
-
-    def write_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
-        """The summary (plus ``extra``, e.g. model and input) as JSON, written atomically."""
-        write_text(path, json.dumps({**(extra or {}), **self.summary()}, indent=2) + "\n")
-
-
 # ------------------------------------------------------------------ the pipeline
 
 
@@ -272,7 +177,10 @@ class Pipeline:
         batch: int = 8,
         queue_size: int = 8,
         controls: Controls | None = None,
+        reuse: ReuseTolerance | None = ReuseTolerance(),
     ) -> None:
+        """``reuse``: when a face and its targets count as unchanged, so that its last generator output is
+        used again instead of running the generator (rtanim.reuse); None runs the generator on every face."""
         if policy not in ("live", "offline"):
             raise ValueError(f"policy must be 'live' or 'offline', not {policy!r}")
         self.tracker, self.generator, self.timeline = tracker, generator, timeline
@@ -281,6 +189,7 @@ class Pipeline:
         self.queue_size = 1 if policy == "live" else max(2, queue_size)
         self.controls = controls or Controls()
         self.stats = Stats(policy)
+        self.reuse = None if reuse is None else OutputCache(reuse)
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._clock = _Clock()
@@ -435,13 +344,23 @@ class Pipeline:
         self._put(out, _END)
 
     def run_generator(self, jobs: Sequence[FrameJob]) -> None:
+        """Fill each job's outputs: the generator runs on the faces that changed, the others reuse theirs."""
         faces = [f for j in jobs for f in j.faces]
+        if self.reuse is not None:
+            self.reuse.retain({f.face.face_id for f in faces})  # a face that left loses its reference
         if not faces:
             return
         t0 = time.perf_counter()
-        outputs = self.generator.generate(faces)
-        if len(outputs) != len(faces):
-            raise RunError(f"the generator returned {len(outputs)} outputs for {len(faces)} faces")
+        if self.reuse is not None:
+            refs, run = self.reuse.plan(faces)
+        else:
+            refs, run = [], list(range(len(faces)))
+        fresh = self.generator.generate([faces[i] for i in run]) if run else []
+        if len(fresh) != len(run):
+            raise RunError(f"the generator returned {len(fresh)} outputs for {len(run)} faces")
+        outputs = self.reuse.fill(refs, run, fresh) if self.reuse is not None else fresh
+        self.stats.generated += len(run)
+        self.stats.reused += len(faces) - len(run)
         per_frame = (time.perf_counter() - t0) * 1e3 / max(1, sum(1 for j in jobs if j.faces))
         i = 0
         for j in jobs:

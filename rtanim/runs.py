@@ -216,7 +216,8 @@ def live_line(stats: Stats, controls: Controls) -> Text:
     stage = r["stage_ms"]
     notes = [n for n, on in (("effect off", not controls.effect_on), ("paused", controls.paused)) if on]
     head = (f"{_ms(r['fps'])} fps  latency {_ms(r['latency_p50'])} ms (p95 {_ms(r['latency_p95'])})  "
-            f"frames {stats.frames}  dropped {stats.dropped}" + ("  [" + ", ".join(notes) + "]" if notes else ""))
+            f"frames {stats.frames}  dropped {stats.dropped}  reused {stats.reused}"
+            + ("  [" + ", ".join(notes) + "]" if notes else ""))
     ms = "  ".join(f"{s} {_ms(stage.get(s))}" for s in ("track", "generate", "compose", "sink"))
     return Text(f"{head}\nms: {ms}")
 
@@ -234,7 +235,8 @@ def summary_table(stats: Stats, title: str) -> Group:
     lat = s["latency_ms"]
     line = (f"{s['frames']} frames in {s['wall_s']:.1f} s: {s['fps'] or 0:.1f} fps; latency p50 {_ms(lat['p50'])} ms, "
             f"p95 {_ms(lat['p95'])} ms; dropped {s['dropped']} ({100 * s['drop_rate']:.1f}%); "
-            f"faces {s['faces']}, frames without a face {s['frames_without_face']}")
+            f"faces {s['faces']} (model run on {s['generated']}, reused for {s['reused']}), "
+            f"frames without a face {s['frames_without_face']}")
     return Group(table, Text(line))
 
 
@@ -268,6 +270,7 @@ def run_video(
     codec: str | None = None,
     crf: int | None = 18,
     max_frames: int | None = None,
+    reuse: bool = True,
     console: Console | None = None,
     err_console: Console | None = None,
 ) -> VideoResult:
@@ -295,7 +298,7 @@ def run_video(
     if stats_json is not None:
         checks.output_file(stats_json, "--stats-json", inputs=[inp, timeline, out])
     from rtanim.file_sink import VideoFileSink
-    from rtanim.pipeline import Pipeline
+    from rtanim.pipeline import Pipeline, ReuseTolerance
     from rtanim.runtime import load_generator
     from rtanim.sources import VideoFileSource
 
@@ -309,7 +312,8 @@ def run_video(
 
         tracker = stack.enter_context(FaceTracker(max_faces, mode="video", fps=source.fps or 30.0,
                                                        landmark_every=track_every))
-        pipeline = Pipeline(tracker, generator, tl, policy="offline", faces=faces, batch=batch)
+        pipeline = Pipeline(tracker, generator, tl, policy="offline", faces=faces, batch=batch,
+                            reuse=ReuseTolerance() if reuse else None)
         total = source.frame_count
         if total is not None and max_frames is not None:
             total = min(total, max_frames)
@@ -385,6 +389,7 @@ def run_webcam(
     panel: bool = False,
     panel_host: str | None = None,
     panel_port: int | None = None,
+    reuse: bool = True,
     console: Console | None = None,
     err_console: Console | None = None,
 ) -> Stats:
@@ -417,7 +422,7 @@ def run_webcam(
     panel_opts = panel_options(panel, panel_host, panel_port)
     tl = None if isinstance(target, DrivingVideo) else webcam_passthrough(target, passthrough)
     pass_codes = (tl or webcam_passthrough(parse_aus_arg("neutral"), passthrough)).passthrough  # checks the option early
-    from rtanim.pipeline import Controls, Pipeline
+    from rtanim.pipeline import Controls, Pipeline, ReuseTolerance
     from rtanim.preview import OverlayStats
     from rtanim.runtime import load_generator
     from rtanim.sinks import open_sinks
@@ -463,7 +468,8 @@ def run_webcam(
             panel_run, write = start_panel(stack, panel_opts, panel_sock, tl, controls, write,
                                            model=_describe(generator), source=str(camera), console=err_console)
         target = tl if panel_run is None else panel_run.target
-        pipeline = Pipeline(tracker, generator, target, policy="live", faces=faces, controls=controls)
+        pipeline = Pipeline(tracker, generator, target, policy="live", faces=faces, controls=controls,
+                            reuse=ReuseTolerance() if reuse else None)
         if panel_run is not None:
             panel_run.stats = pipeline.stats
         where = [str(o) for o in out] + (["virtual camera"] if vcam else []) + (["preview"] if want_preview else [])
