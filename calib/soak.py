@@ -88,15 +88,14 @@ class Monitor:
         stats: Stats = self.stats_of()
         now = time.perf_counter()
         m = self._mark
-        frames, dropped = stats.frames, stats.dropped
-        lat = stats.latency_since(m["frames"])
+        dropped = stats.dropped
+        lat = stats.series("latency", m["frames"])  # one latency per delivered frame
+        frames = m["frames"] + lat.size
         stage = {}
         for s in STAGES:
-            xs = stats.stage_ms[s]
-            n = len(xs)
-            chunk = np.frombuffer(xs, np.float64)[m["stages"][s] : n] if n else np.zeros(0)
+            chunk = stats.series(s, m["stages"][s])
             stage[s] = round(float(np.median(chunk)), 2) if chunk.size else None
-            m["stages"][s] = n
+            m["stages"][s] += chunk.size
         df, dd, dt = frames - m["frames"], dropped - m["dropped"], now - m["t"]
         sample = {
             "interval": len(self.samples) + 1,

@@ -2,7 +2,8 @@
 
 Samples are kept for the whole run (the summary's percentiles are over every frame) in
 ``array('d')`` columns: 8 bytes a sample, so an hour of 30 fps live video with its six series
-costs about 5 MB, not the ~30 MB of Python float lists.
+costs about 5 MB, not the ~30 MB of Python float lists. Other threads read them with
+:meth:`Stats.series` (a copy): a column cannot grow while a numpy view of it is alive.
 """
 
 from __future__ import annotations
@@ -90,10 +91,16 @@ class Stats:
     def wall(self) -> float:
         return (self.finished or time.perf_counter()) - self.started
 
-    def latency_since(self, start: int) -> np.ndarray:
-        """Latencies (ms) of the frames delivered after the first ``start`` ones (a soak's interval)."""
+    def series(self, name: str, start: int = 0) -> np.ndarray:
+        """A copy of the samples of ``name`` (a stage, or ``"latency"``) from index ``start`` on.
+
+        Read the samples through this (or under ``_lock``): a numpy view of a column held while the
+        pipeline appends to it would make that append fail (an array cannot grow while it exports
+        its buffer).
+        """
         with self._lock:
-            return np.frombuffer(self.latency_ms, np.float64)[start:].copy()
+            xs = self.latency_ms if name == "latency" else self.stage_ms[name]
+            return np.array(xs[start:], np.float64)
 
     def recent(self) -> dict[str, Any]:
         """fps, latency and stage medians over the last frames, for a live display (cheap at any run length)."""

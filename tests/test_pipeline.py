@@ -375,3 +375,32 @@ def test_frames_without_a_face_pass_through_byte_identical(shared_data):
     assert sum(changed[:60]) > 50  # the face is re-expressed while it is there
     assert not any(changed[75:])  # no face: byte-identical
     assert stats.frames_without_face >= 15
+
+
+def test_stats_series_copies_while_the_pipeline_appends():
+    """Readers get copies: holding one must never stop a stage from appending its next sample."""
+    stats = pipeline.Stats("live")
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def writer() -> None:
+        try:
+            for i in range(20000):
+                stats.add("track", float(i))
+                stats.delivered(Frame(np.zeros((1, 1, 3), np.uint8), 0.0, i, time.perf_counter()), time.perf_counter())
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            done.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    held = []
+    while not done.is_set():
+        held.append(stats.series("track", max(0, len(held) - 5)))  # keep every copy alive
+        held.append(stats.series("latency"))
+        stats.summary(), stats.recent()
+    t.join()
+    assert not errors, errors
+    assert len(stats.series("track")) == 20000 and len(stats.series("latency", 19990)) == 10
+    assert stats.series("track", 19998).tolist() == [19998.0, 19999.0]

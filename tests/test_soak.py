@@ -21,8 +21,9 @@ def test_soak_smoke(shared_data, tmp_path):
          "--json", str(out)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp)},
     )
-    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
     report = json.loads(out.read_text())
+    assert report["result"] is not None, proc.stderr[-3000:]  # the run finished (no traceback on the way)
     cfg = report["config"]
     assert cfg["size"] == [320, 180] and cfg["fps"] == 30 and cfg["loop_frames"] == 40 and cfg["rss_start_mb"] > 0
     assert len(cfg["sinks"]) == 3 and cfg["sinks"][1].startswith("udp://127.0.0.1:")
