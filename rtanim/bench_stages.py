@@ -89,12 +89,8 @@ class PacedDecodeSource(_LiveSource):
                 return
             if self.on_decode is not None:
                 self.on_decode((time.perf_counter() - d0) * 1e3)
-            due = t0 + i / self.fps
-            while not self._stop.is_set() and (wait := due - time.perf_counter()) > 0:
-                self._stop.wait(min(wait, 0.05))
-            if self._stop.is_set():
+            if not self._publish_at(t0 + i / self.fps, Frame(f.image, i / self.fps, i, 0.0)):
                 return
-            self._slot.put(Frame(f.image, i / self.fps, i, time.perf_counter()))
             i += 1
 
     def close(self) -> None:

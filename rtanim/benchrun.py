@@ -63,12 +63,8 @@ class PacedMemorySource(_LiveSource):
     def _produce(self) -> None:
         t0 = time.perf_counter()
         for i, f in enumerate(self.frames):
-            due = t0 + i / self.fps
-            while not self._stop.is_set() and (wait := due - time.perf_counter()) > 0:
-                self._stop.wait(min(wait, 0.05))
-            if self._stop.is_set():
+            if not self._publish_at(t0 + i / self.fps, Frame(f.image, i / self.fps, i, 0.0)):
                 return
-            self._slot.put(Frame(f.image, i / self.fps, i, time.perf_counter()))
 
 
 @dataclass

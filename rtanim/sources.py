@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -373,6 +373,16 @@ class _LiveSource(_SourceBase):
     def _produce(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _publish_at(self, due: float, frame: Frame) -> bool:
+        """Wait until ``due`` (perf_counter seconds), then publish ``frame`` stamped with the wall
+        clock; False (nothing published) once the source is closed, so the producer returns."""
+        while not self._stop.is_set() and (wait := due - time.perf_counter()) > 0:
+            self._stop.wait(min(wait, 0.05))
+        if self._stop.is_set():
+            return False
+        self._slot.put(replace(frame, wall=time.perf_counter()))
+        return True
+
     def __iter__(self) -> Iterator[Frame]:
         self._start()
         while True:
@@ -424,12 +434,8 @@ class PacedFileSource(_LiveSource):
                 if first is None:
                     first = f.pts
                 pts = f.pts + offset
-                due = t0 + (pts - first) / self.speed
-                while not self._stop.is_set() and (wait := due - time.perf_counter()) > 0:
-                    self._stop.wait(min(wait, 0.05))
-                if self._stop.is_set():
+                if not self._publish_at(t0 + (pts - first) / self.speed, Frame(f.image, pts, index, 0.0)):
                     return
-                self._slot.put(Frame(f.image, pts, index, time.perf_counter()))
                 index += 1
                 last = pts
                 if self.max_frames is not None and index >= self.max_frames:

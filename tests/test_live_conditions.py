@@ -50,11 +50,8 @@ class ScriptedCamera(_LiveSource):
     def _produce(self) -> None:
         t0 = time.perf_counter()
         for i, (image, t) in enumerate(zip(self.images, self.times, strict=True)):
-            while not self._stop.is_set() and (wait := t0 + t - time.perf_counter()) > 0:
-                self._stop.wait(min(wait, 0.05))
-            if self._stop.is_set():
+            if not self._publish_at(t0 + t, Frame(image, self.pts[i], i, 0.0)):
                 return
-            self._slot.put(Frame(image, self.pts[i], i, time.perf_counter()))
             self.published += 1
 
     def __iter__(self):
