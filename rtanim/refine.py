@@ -302,6 +302,27 @@ def with_flow_head(net: RefineNet) -> RefineNet:
     return out
 
 
+def with_res_blocks(net: RefineNet, n_res: int) -> RefineNet:
+    """The same network with ``n_res`` bottleneck blocks; the added ones start as the identity (their
+    second convolution at zero), so the deeper net starts as ``net`` and only learns what the extra
+    depth buys: more room for *what* to paint (teeth or a dark cavity for these AUs) at S/8, where a
+    block costs a fifth of a decoder layer."""
+    if n_res < net.spec.n_res:
+        raise ValueError(f"cannot drop bottleneck blocks ({net.spec.n_res} -> {n_res})")
+    if n_res == net.spec.n_res:
+        return net
+    from dataclasses import replace
+
+    out = RefineNet(replace(net.spec, n_res=n_res))
+    state = out.state_dict()
+    state.update(net.state_dict())
+    for i in range(net.spec.n_res, n_res):
+        state[f"res.{i}.b.weight"].zero_()
+        state[f"res.{i}.b.bias"].zero_()
+    out.load_state_dict(state)
+    return out
+
+
 def shift(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """``image`` [N,C,S,S] resampled by a normalised backward flow [N,2,S,S], as compose does
     (pixel centres, border replicated)."""

@@ -26,6 +26,7 @@ from rtanim.refine import (
     shift,
     warp_image,
     with_flow_head,
+    with_res_blocks,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +82,27 @@ def test_flow_head_starts_as_the_net_it_widens_and_shifts_as_compose_does():
     by_torch = shift(torch.from_numpy(img).permute(2, 0, 1)[None], torch.from_numpy(f)[None])[0].permute(1, 2, 0)
     assert np.abs(by_torch.numpy() - warp_image(img, f))[4:-4, 4:-4].max() < 0.05
     assert np.abs(img - warp_image(img, f)).mean() > 5  # the flow does move pixels
+
+
+def test_deeper_bottleneck_starts_as_the_net_it_grows_and_then_learns():
+    net = RefineNet().eval()
+    for p in net.parameters():
+        p.data.normal_(0, 0.05)
+    deep = with_res_blocks(net, 4)
+    assert deep.spec.n_res == 4 and len(deep.res) == 4
+    x, a, g = torch.rand(2, 3, 128, 128) * 2 - 1, torch.rand(2, 30), torch.rand(2, 4, 128, 128)
+    with torch.no_grad():
+        before = net(x, a, g)
+        after = deep.eval()(x, a, g)
+    assert all(torch.equal(u, v) for u, v in zip(before, after, strict=True))
+    # the new blocks get gradient (a zero second convolution still learns), so depth can be used
+    deep.train()
+    att, col = deep(x, a, g)
+    (col.mean() + att.mean()).backward()
+    assert deep.res[3].b.weight.grad.abs().sum() > 0
+    assert with_res_blocks(deep, 4) is deep
+    with pytest.raises(ValueError):
+        with_res_blocks(deep, 2)
 
 
 def test_fixed_batch_is_learned():
@@ -312,6 +334,10 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert main([*args, "--steps", "1"]) == 0
     _, extra = load_refine(run / "refine.safetensors")
     assert extra["training"]["l2_terms"] == [{"from_step": 13, "weight": 10.0}, {"from_step": 15, "weight": 0.0}]
+    assert main([*args, "--steps", "1", "--n-res", "3"]) == 0  # a deeper bottleneck, the same function at first
+    net, extra = load_refine(run / "refine.safetensors")
+    assert net.spec.n_res == 3 and extra["training"]["res_blocks"] == [{"from_step": 16, "n_res": 3}]
+    assert main([*args, "--steps", "1", "--n-res", "2"]) == 2  # grows, never shrinks
     assert (run / "metrics.jsonl").read_text().count("\n") >= 2
 
     empty = tmp_path / "empty"
@@ -323,7 +349,7 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     for bad, option in ((["--basis-warp", "1.5"], "--basis-warp"), (["--lr-end", "-1"], "--lr-end"),
                         (["--adv", "-1"], "--adv"), (["--l2", "-1"], "--l2"), (["--paint-min", "0.2"], "--paint-min"),
                         (["--paint-mask", "--paint-min", "1.5"], "--paint-min"),
-                        (["--paint-mask", "--paint-grow", "0", "4"], "--paint-grow")):
+                        (["--paint-mask", "--paint-grow", "0", "4"], "--paint-grow"), (["--n-res", "-1"], "--n-res")):
         assert main([*args[:2], "--run", str(tmp_path / "y"), *bad]) == 2
         assert not (tmp_path / "y").exists(), option
 

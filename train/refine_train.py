@@ -39,6 +39,7 @@ from rtanim.refine import (
     save_refine,
     shift,
     with_flow_head,
+    with_res_blocks,
 )
 from train.refine_data import Frames, Pair, PairMaker, PairMix, load_frames, mix_report, split_people
 from train.state_io import adam_tensors, carry_adam, restore_adam
@@ -224,6 +225,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--widths", type=int, nargs=3, default=list(RefineSpec.widths))
     p.add_argument("--basis-warp", type=float, default=PairMix.basis_warp,
                    help="share of video pairs warped by the AU basis as at run time (the rest: to the real landmarks)")
+    p.add_argument("--n-res", type=int, default=0,
+                   help="grow the bottleneck to this many residual blocks (new ones start as the identity; "
+                        "0: keep the net's)")
     p.add_argument("--flow", action="store_true", help="add a residual flow head (zero at first) if the net lacks one")
     p.add_argument("--adv", type=float, default=0.0,
                    help="weight of the patch critic's hinge loss on mouth and eyes (0: L1 only), on a converged "
@@ -257,6 +261,8 @@ def train(a: argparse.Namespace) -> int:
         raise InputError("--basis-warp", f"must be a share between 0 and 1, got {a.basis_warp:g}")
     if a.adv < 0:
         raise InputError("--adv", f"must be a weight of at least 0, got {a.adv:g}")
+    if a.n_res < 0:
+        raise InputError("--n-res", f"must be a number of blocks (0: keep the net's), got {a.n_res}")
     if a.l2 < 0:
         raise InputError("--l2", f"must be a weight of at least 0, got {a.l2:g}")
     if a.lr_end < 0 or a.lr <= 0:
@@ -290,6 +296,13 @@ def train(a: argparse.Namespace) -> int:
         else:
             net = RefineNet(RefineSpec(widths=tuple(a.widths)))
         opt = torch.optim.Adam(net.parameters(), lr=a.lr, betas=(0.9, 0.99))
+    if a.n_res and a.n_res != net.spec.n_res:
+        if a.n_res < net.spec.n_res:
+            raise InputError("--n-res", f"the net has {net.spec.n_res} bottleneck blocks; it can grow, not shrink")
+        deep = with_res_blocks(net, a.n_res)
+        opt, net = carry_adam(net, opt, deep, a.lr), deep
+        totals.setdefault("res_blocks", []).append({"from_step": totals["steps"], "n_res": a.n_res})
+        print(f"bottleneck grown to {a.n_res} residual blocks at step {totals['steps']}", flush=True)
     if a.flow and not net.spec.flow:
         wide = with_flow_head(net)
         opt, net = carry_adam(net, opt, wide, a.lr), wide
