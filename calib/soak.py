@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{report['config']['model']}; sinks: {'; '.join(report['config']['sinks'])}", flush=True)
         monitor.start()
         try:
-            stats = pipeline.run(source, sinks.write)
+            stats = pipeline.run(source, sinks)  # each sink on its own thread
         finally:
             monitor.stop()
         file_sink.close()
@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     verdict = memory_verdict(monitor.samples, args.limit_mb)
     report["samples"] = monitor.samples
     report["result"] = {
-        "frames": s["frames"], "dropped": s["dropped"], "drop_rate": s["drop_rate"], "fps": s["fps"],
+        "frames": s["frames"], "dropped": s["dropped"], "drop_rate": s["drop_rate"], "sink_dropped": s["sink_dropped"],
+        "sink_drops": s["sink_drops"], "fps": s["fps"],
         "latency_ms": s["latency_ms"], "stage_median_ms": s["stage_median_ms"], "reused": s["reused"],
         "generated": s["generated"], "queue_peak": s["queue_peak"], "file_frames": written,
         "file_mb": None if file_bytes is None else round(file_bytes / 1e6, 1), **verdict,

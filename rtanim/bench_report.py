@@ -30,13 +30,19 @@ def _pct(cpu: dict[str, Any]) -> str:
     return "-" if one is None else f"{one:.0f}% ({every:.0f}% of {cpu.get('cores', '?')})"
 
 
+def _dropped(s: dict[str, Any]) -> str:
+    """Frames dropped (and rate); the sinks' share by sink when a sink's queue dropped any (live)."""
+    sinks = ", ".join(f"{k} {v:.0f}" for k, v in (s.get("sink_drops") or {}).items() if v)
+    return f"{s['dropped']:.0f} ({100 * s['drop_rate']:.0f}%)" + (f", in sinks: {sinks}" if sinks else "")
+
+
 def _rows(stages: list[str]) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
     rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("frames", lambda s: str(s["frames"])),
         ("fps", lambda s: f"{s['fps'] or 0:.1f}"),
         ("added latency p50 ms", lambda s: _ms(s["latency_ms"]["p50"])),
         ("added latency p95 ms", lambda s: _ms(s["latency_ms"]["p95"])),
-        ("dropped", lambda s: f"{s['dropped']:.0f} ({100 * s['drop_rate']:.0f}%)"),
+        ("dropped", _dropped),
         ("CPU: one core (all)", lambda s: _pct(s["cpu"])),
     ]
     rows += [(f"{STAGE_LABELS.get(st, st)} ms", lambda s, st=st: _ms(s["stage_ms"].get(st))) for st in stages]
@@ -72,7 +78,8 @@ def caption_lines(report: dict[str, Any]) -> list[str]:
              f"{report['track_every']} frame(s), " + (f"median of {reps} runs per cell" if reps > 1 else "one run")]
     lines += list(dict.fromkeys(c["setup"] for c in cells))
     lines += list(dict.fromkeys(f"{c['model']}: {c['generator']}" for c in cells))
-    lines.append("stage figures: median ms per frame (stages overlap on threads); CPU: the whole process, "
+    lines.append("stage figures: median ms per frame (stages overlap on threads; sinks (all): the slowest sink's "
+                 "write when each sink has its thread, their sum when written in turn); CPU: the whole process, "
                  "% of one core (% of all cores)")
     return lines
 

@@ -5,7 +5,7 @@
   once (H.264, crf 18, audio kept) into the bench's temporary folder before any timing.
 - :class:`PacedDecodeSource`: a live source that decodes the clip in real time on its own thread
   and publishes only the newest frame, like a camera; each decode is timed as the ``capture`` stage.
-- :class:`BenchSinks`: the sinks a user runs, each timed per frame: ``file`` (the file sink of
+- :class:`BenchSinks`: the sinks a user runs, each on its thread and timed per frame: ``file`` (the file sink of
   ``rtanim video``: x264 crf 18 with the clip's audio copied, into the temporary folder),
   ``vcam`` (what the virtual-camera sink does to a frame; with no camera device here, the same
   conversion without the device write) and ``udp`` (the stream sink to ``udp://127.0.0.1:PORT``).
@@ -24,6 +24,7 @@ import numpy as np
 from rtanim.checks import BENCH_SINKS as SINKS
 from rtanim.errors import InputError
 from rtanim.sink_base import fit_image
+from rtanim.sinks import MultiSink
 from rtanim.sources import Frame, VideoFileSource, _LiveSource
 
 __all__ = ["SINKS", "BenchSinks", "PacedDecodeSource", "VcamConversion", "cpu_meter", "open_vcam", "prepare_clip"]
@@ -102,6 +103,8 @@ class VcamConversion:
     """The virtual-camera sink's work on a frame without a device: its ``fit_image``, then the RGB to
     I420 conversion pyvirtualcam's v4l2loopback backend does natively before writing (here OpenCV's)."""
 
+    kind = "vcam"
+
     def __init__(self, size: tuple[int, int]) -> None:
         self.size = size
 
@@ -133,8 +136,9 @@ def open_vcam(size: tuple[int, int], fps: float) -> tuple[object, str]:
     return sink, f"vcam: the real virtual camera ({sink.backend} {sink.device})"
 
 
-class BenchSinks:
-    """The requested sinks fed each frame in turn, each write timed (ms) under its name.
+class BenchSinks(MultiSink):
+    """The requested sinks, named ``file`` / ``vcam`` / ``udp``: the pipeline writes each on its own thread
+    and times each write under its name (``Stats.sink_ms``).
 
     ``close()`` finalises them all (the file sink's encoder flush and audio mux) and times that too;
     the file written is removed afterwards, its byte size kept in ``file_bytes``.
@@ -145,42 +149,36 @@ class BenchSinks:
         from rtanim.file_sink import VideoFileSink
         from rtanim.stream_sink import NetworkSink
 
-        self.names = tuple(n for n in SINKS if n in names)
-        self.ms: dict[str, list[float]] = {n: [] for n in self.names}
+        super().__init__([])
         self.notes: list[str] = []
         self.close_ms = 0.0
         self.file_bytes: int | None = None
-        self._sinks: dict[str, object] = {}
         self._receiver: socket.socket | None = None
         self._path = folder / f"out{tag}.mp4"
         try:
-            for name in self.names:
+            for name in (n for n in SINKS if n in names):
+                sink: object
                 if name == "file":
-                    self._sinks[name] = VideoFileSink(self._path, size, fps, time_base=time_base, audio_from=clip)
+                    sink = VideoFileSink(self._path, size, fps, time_base=time_base, audio_from=clip)
                 elif name == "vcam":
-                    self._sinks[name], note = open_vcam(size, fps)
+                    sink, note = open_vcam(size, fps)
                     self.notes.append(note)
                 else:  # a bound socket that nobody reads: the kernel drops what overflows, no ICMP errors
                     self._receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                     self._receiver.bind(("127.0.0.1", 0))
                     port = self._receiver.getsockname()[1]
-                    self._sinks[name] = NetworkSink(f"udp://127.0.0.1:{port}", size, fps)
+                    sink = NetworkSink(f"udp://127.0.0.1:{port}", size, fps)
                     self.notes.append("udp: x264 ultrafast / zerolatency MPEG-TS to a local UDP port")
+                self.sinks.append(sink)
+                self.names.append(name)
         except BaseException:
             self.discard()
             raise
 
-    def write(self, frame: Frame, image: np.ndarray) -> None:
-        for name, sink in self._sinks.items():
-            t0 = time.perf_counter()
-            sink.write(frame, image)
-            self.ms[name].append((time.perf_counter() - t0) * 1e3)
-
     def close(self) -> None:
         t0 = time.perf_counter()
         try:
-            for sink in self._sinks.values():
-                sink.close()
+            super().close()
         finally:
             self.close_ms = (time.perf_counter() - t0) * 1e3
             if self._path.exists():
@@ -188,9 +186,8 @@ class BenchSinks:
             self._cleanup()
 
     def discard(self) -> None:
-        for sink in self._sinks.values():
-            with contextlib.suppress(Exception):
-                getattr(sink, "discard", sink.close)()
+        with contextlib.suppress(Exception):
+            super().discard()
         self._cleanup()
 
     def _cleanup(self) -> None:
@@ -198,15 +195,6 @@ class BenchSinks:
         if self._receiver is not None:
             self._receiver.close()
             self._receiver = None
-
-    def __enter__(self) -> BenchSinks:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.discard()
 
 
 @contextlib.contextmanager

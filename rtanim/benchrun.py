@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 
 from rtanim.bench_stages import SINKS, BenchSinks, PacedDecodeSource, cpu_meter, prepare_clip
@@ -69,11 +68,10 @@ class PacedMemorySource(_LiveSource):
 
 @dataclass
 class BenchResult:
-    """One mode of one run: the pipeline's stats, each sink's write times, CPU use and the sinks' flush."""
+    """One mode of one run: the pipeline's stats (with each sink's write times), CPU use and the sinks' flush."""
 
     mode: str
     stats: Stats
-    sink_ms: dict[str, list[float]] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
     close_ms: float = 0.0
     decode_timed: bool = True
@@ -81,6 +79,7 @@ class BenchResult:
     fps: float = 0.0
     setup: str = ""
     notes: list[str] = field(default_factory=list)
+    sink_threads: bool = True
 
     def summary(self) -> dict[str, Any]:
         """The figures of this mode. Offline fps counts the sinks' flush at the end; live fps is the delivered rate."""
@@ -89,12 +88,12 @@ class BenchResult:
         stages = {"decode": med["capture"] if self.decode_timed else None,
                   **{k: med[k] for k in ("track", "generate", "compose", "sink")}}
         for name in SINKS:
-            xs = self.sink_ms.get(name)
-            stages[name] = round(float(np.median(xs)), 2) if xs else None
+            stages[name] = s["sink_median_ms"].get(name)
         wall = s["wall_s"] + (self.close_ms / 1e3 if self.mode == "offline" else 0.0)
         return {"frames": s["frames"], "fps": round(s["frames"] / wall, 2) if wall > 0 else None,
                 "latency_ms": {"p50": s["latency_ms"]["p50"], "p95": s["latency_ms"]["p95"]},
-                "dropped": s["dropped"], "drop_rate": s["drop_rate"], "stage_ms": stages, "cpu": dict(self.cpu),
+                "dropped": s["dropped"], "drop_rate": s["drop_rate"], "sink_drops": s["sink_drops"],
+                "stage_ms": stages, "cpu": dict(self.cpu),
                 "sink_close_ms": round(self.close_ms, 1), "faces": s["faces"],
                 "frames_without_face": s["frames_without_face"], "reused": s.get("reused")}
 
@@ -139,7 +138,7 @@ def _run_mode(mode: str, source: Any, make_sinks: Callable[[], BenchSinks | None
         sinks = make_sinks()
         with cpu_meter() as cpu:
             try:
-                p.run(source, sinks.write if sinks is not None else lambda f, im: None)
+                p.run(source, sinks if sinks is not None else lambda f, im: None)
             except BaseException:
                 if sinks is not None:
                     sinks.discard()
@@ -150,8 +149,9 @@ def _run_mode(mode: str, source: Any, make_sinks: Callable[[], BenchSinks | None
             if sinks is not None:
                 sinks.close()
     if sinks is None:
-        return BenchResult(mode, p.stats, {}, cpu, 0.0, decode_timed)
-    return BenchResult(mode, p.stats, dict(sinks.ms), cpu, sinks.close_ms, decode_timed, notes=list(sinks.notes))
+        return BenchResult(mode, p.stats, cpu, 0.0, decode_timed, sink_threads=p.sink_threads)
+    return BenchResult(mode, p.stats, cpu, sinks.close_ms, decode_timed, notes=list(sinks.notes),
+                       sink_threads=p.sink_threads)
 
 
 def bench_pipeline(
@@ -226,7 +226,10 @@ def bench_pipeline(
            "real decode (live: decoded in real time, newest frame only)"
            + (", of a copy transcoded to the size before timing" if path != Path(clip) else "")
            + "; sinks " + ", ".join(f"{m}: {'+'.join(sink_names(sinks, m))}" for m in modes))
-    setup = "; ".join([how, *dict.fromkeys(note for r in results for note in r.notes)])
+    threads = ("each sink on its own thread" if all(r.sink_threads for r in results) else
+               "sinks in turn on the compose thread (RTANIM_SINK_THREADS=0)")
+    setup = "; ".join([how + ("" if preloaded else f" ({threads})"),
+                       *dict.fromkeys(note for r in results for note in r.notes)])
     for r in results:
         r.size, r.fps, r.setup = (w, h), rate, setup
     desc = (f"{Path(clip).name} at {w}x{h}, {n} frames ({rate:.2f} fps), {_describe(generator)}, "

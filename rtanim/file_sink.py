@@ -60,6 +60,8 @@ class VideoFileSink(SinkBase):
     every frame written so far and the audio up to its end.
     """
 
+    kind = "file"
+
     def __init__(self, path: str | Path, size: tuple[int, int], fps: float | None = None, *,
                  time_base: Fraction | None = None, codec: str | None = None, crf: int | None = 18,
                  audio_from: str | Path | None = None, options: Mapping[str, str] | None = None,

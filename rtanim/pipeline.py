@@ -16,16 +16,22 @@ In both, the generate stage runs the generator only on faces that changed: a fac
 still under unchanged target AUs gets its last output again (rtanim.reuse; ``reuse=None``
 turns that off), counted in ``Stats.reused``. Run statistics live in rtanim.stats.
 
-The last stage (compose and sinks) runs on the calling thread, so a preview window lives on
-the main thread and Ctrl-C lands where outputs can be finalised. A stage that raises stops
-every stage, and :meth:`Pipeline.run` re-raises its error (wrapped in :class:`StageError`
-unless it already is an :class:`~rtanim.errors.InputError` / :class:`~rtanim.errors.RunError`).
+Compose runs on the calling thread, so a preview window lives on the main thread and Ctrl-C
+lands where outputs can be finalised. Sink objects (a :class:`~rtanim.sinks.MultiSink`, a file
+sink...) then write on their own threads (rtanim.sink_threads: each sink behind a small queue, so
+compose of the next frame and the sinks' encodes overlap; offline blocks, live drops the oldest);
+a plain callable sink is called on the calling thread. A stage that raises stops every stage,
+and :meth:`Pipeline.run` re-raises its error (wrapped in :class:`StageError` unless it already is
+an :class:`~rtanim.errors.InputError` / :class:`~rtanim.errors.RunError`; a sink's error as it is).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
 import queue
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -39,7 +45,9 @@ from rtanim.aus import to_vector
 from rtanim.compose import FaceOutput, compose, unbatch
 from rtanim.errors import InputError, RunError
 from rtanim.reuse import OutputCache, ReuseTolerance
-from rtanim.sinks import Controls
+from rtanim.sink_base import Sink
+from rtanim.sink_threads import SinkThreads
+from rtanim.sinks import Controls, named_sinks
 from rtanim.sources import Frame
 from rtanim.stats import RECENT, STAGES, Stats
 from rtanim.timeline import Timeline
@@ -178,9 +186,12 @@ class Pipeline:
         queue_size: int = 8,
         controls: Controls | None = None,
         reuse: ReuseTolerance | None = ReuseTolerance(),
+        sink_threads: bool | None = None,
     ) -> None:
         """``reuse``: when a face and its targets count as unchanged, so that its last generator output is
-        used again instead of running the generator (rtanim.reuse); None runs the generator on every face."""
+        used again instead of running the generator (rtanim.reuse); None runs the generator on every face.
+        ``sink_threads``: write sink objects on their own threads (None: yes, unless the environment sets
+        ``RTANIM_SINK_THREADS=0``, the baseline the bench compares against)."""
         if policy not in ("live", "offline"):
             raise ValueError(f"policy must be 'live' or 'offline', not {policy!r}")
         self.tracker, self.generator, self.timeline = tracker, generator, timeline
@@ -190,12 +201,15 @@ class Pipeline:
         self.controls = controls or Controls()
         self.stats = Stats(policy)
         self.reuse = None if reuse is None else OutputCache(reuse)
+        self.sink_threads = os.environ.get("RTANIM_SINK_THREADS", "1") != "0" if sink_threads is None else sink_threads
+        self._sinks: SinkThreads | None = None
+        self._handoff: collections.deque[float] = collections.deque(maxlen=15)  # ms the calling thread gives sinks
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._clock = _Clock()
         self._gen_took: float | None = None  # when the generate stage last took a job (live pacing)
-        self._post_took: float | None = None  # when the compose + sink stage last took a job (live pacing)
-        self._n_tracked = self._n_posted = 0  # jobs out of the track stage / into the compose stage
+        self._post_took: float | None = None  # when the compose stage last took a job (live pacing)
+        self._n_tracked = self._n_posted = self._n_sunk = 0  # jobs out of the track stage / into compose / to sinks
 
     # -- queue helpers that never hang: every wait wakes up to check for a stop
     def _put(self, q: queue.Queue, item: Any) -> bool:
@@ -256,22 +270,29 @@ class Pipeline:
 
         Starting earlier only makes the frame wait in a queue behind the slowest stage (older at the
         sink, same fps): up to two of its periods of extra latency. The generate stage is free
-        ``generate`` ms after it took its last job, the compose + sink stage ``post`` ms after it took
-        its last one, plus ``post`` for each job already on its way to it; the frame needs ``track`` ms to
-        reach the first and ``track + generate`` the second. Counting the jobs on the way drains a backlog
-        (say, from start-up) instead of keeping it at the bottleneck's pace forever.
+        ``generate`` ms after it took its last job, the compose stage (compose, then handing the frame to
+        the sinks: ``post`` ms) ``post`` ms after it took its last one, plus ``post`` for each job already
+        on its way to it; the frame needs ``track`` ms to reach the first and ``track + generate`` the
+        second. Counting the jobs on the way drains a backlog (say, from start-up) instead of keeping it
+        at the bottleneck's pace forever. Sinks on their own threads are one more stage: free when their
+        slowest worker has written what it holds plus one write for each job on its way to them
+        (:meth:`SinkThreads.free_at`), reached ``track + generate + post`` after the start.
         """
         est = self.stats.recent_median
         track, generate = est("track"), est("generate")
         if track is None or generate is None:
             return 0.0
-        post = (est("compose") or 0.0) + (est("sink") or 0.0)
+        post = (est("compose") or 0.0) + (statistics.median(self._handoff) if self._handoff else 0.0)
         due = 0.0
         if self._gen_took is not None:
             due = self._gen_took + (generate - track) / 1e3
         if self._post_took is not None:
             ahead = max(0, self._n_tracked - self._n_posted)  # tracked jobs the compose stage has not taken yet
             due = max(due, self._post_took + (post * (1 + ahead) - generate - track) / 1e3)
+        if self._sinks is not None:  # the sinks' own threads: free after what they hold and the jobs on the way
+            free = self._sinks.free_at(max(0, self._n_tracked - self._n_sunk))
+            if free is not None:
+                due = max(due, free - (track + generate + post) / 1e3)
         return due
 
     def _pace(self, out: queue.Queue) -> None:
@@ -384,14 +405,19 @@ class Pipeline:
     def run(
         self,
         source: Iterable[Frame],
-        sink: Callable[[Frame, np.ndarray], None],
+        sink: Sink | Callable[[Frame, np.ndarray], None],
         on_frame: Callable[[Stats, FrameJob], None] | None = None,
     ) -> Stats:
         """Run to the end of the source, a quit request or an error; always stops every thread.
 
-        Errors of any stage (and of ``sink`` / ``on_frame``, which run here) propagate after
-        the other stages have stopped; so does a KeyboardInterrupt, leaving the caller to
-        finalise its outputs with every frame delivered so far.
+        ``sink``: a sink object (a :class:`~rtanim.sinks.MultiSink`'s sinks each) is written on its own
+        thread (:mod:`rtanim.sink_threads`; a preview on this one); a plain callable is called here.
+        The caller keeps the sinks and finalises them after the run: when it returns (or raises
+        KeyboardInterrupt) every frame handed to them has been written.
+
+        Errors of any stage (and of the sinks and ``on_frame``) propagate after the other stages
+        have stopped; so does a KeyboardInterrupt, leaving the caller to finalise its outputs
+        with every frame delivered so far.
         """
         if self._stop.is_set() or self.stats.finished is not None:
             raise RuntimeError("a Pipeline runs once; make a new one")
@@ -399,6 +425,11 @@ class Pipeline:
         q_tracked: queue.Queue = queue.Queue(maxsize=self.queue_size)
         q_generated: queue.Queue = queue.Queue(maxsize=self.queue_size)
         self.stats.started = time.perf_counter()
+        out = None
+        if isinstance(sink, Sink):
+            out = self._sinks = SinkThreads(
+                named_sinks(sink), self.stats, policy=self.policy, depth=1 if self.policy == "live" else 4,
+                threaded=self.sink_threads, stop=self._stop, on_error=self._sink_failed)
         threads = []
         if self.policy == "live" and getattr(source, "live", False):
             # the source's own newest-frame slot is the only buffer, and its drop count the only one
@@ -409,25 +440,43 @@ class Pipeline:
             frames = self._drain(q_frames)
         threads.append(self._worker("track", lambda: self._track(frames, q_tracked)))
         threads.append(self._worker("generate", lambda: self._generate(q_tracked, q_generated)))
+        ended = "error"
         try:
             while (job := self._get(q_generated)) is not _END:
                 self._post_took = time.perf_counter()
                 self._n_posted += 1
                 image = self.finish(job)
                 t0 = time.perf_counter()
-                sink(job.frame, image)
-                now = time.perf_counter()
-                self.stats.add("sink", (now - t0) * 1e3)
-                self.stats.delivered(job.frame, now)
+                if out is not None:
+                    out.write(job.frame, image)  # delivered when the sinks have written it
+                    self._handoff.append((time.perf_counter() - t0) * 1e3)
+                else:
+                    sink(job.frame, image)
+                    now = time.perf_counter()
+                    self._handoff.append((now - t0) * 1e3)
+                    self.stats.add("sink", (now - t0) * 1e3)
+                    self.stats.delivered(job.frame, now)
+                self._n_sunk += 1
                 if on_frame is not None:
                     on_frame(self.stats, job)
                 if self.controls.quit:
                     break
+            ended = "end"
+        except (KeyboardInterrupt, SystemExit):
+            ended = "interrupt"
+            raise
         finally:
             self._stop.set()
             for t in threads:
                 t.join(timeout=5.0)
+            if out is not None:  # write what the sinks hold (the end, Ctrl-C), or drop it (a failure)
+                out.finish(flush=ended != "error" and not self._errors)
             self.stats.finished = time.perf_counter()
         if self._errors:
             raise self._errors[0]
         return self.stats
+
+    def _sink_failed(self, exc: BaseException) -> None:
+        """A sink's worker raised: stop every stage; :meth:`run` raises its error as it is."""
+        self._errors.append(exc)
+        self._stop.set()

@@ -121,8 +121,12 @@ class PreviewSink(SinkBase):
 
     The pipeline calls ``set_overlay(stats, aus)`` before ``write`` to update the
     overlay and reads ``controls`` after. ``write`` also pumps the window's events
-    (``waitKey(1)``), so it must run on the thread that opened the window.
+    (``waitKey(1)``), so it must run on the thread that opened the window: the pipeline writes it
+    on its calling thread (``main_thread``), the other sinks on their own threads.
     """
+
+    kind = "preview"
+    main_thread = True
 
     def __init__(self, title: str = "rtanim", controls: Any = None,
                  on_preset: Callable[[int], None] | None = None) -> None:

@@ -216,9 +216,12 @@ def live_line(stats: Stats, controls: Controls) -> Text:
     stage = r["stage_ms"]
     notes = [n for n, on in (("effect off", not controls.effect_on), ("paused", controls.paused)) if on]
     head = (f"{_ms(r['fps'])} fps  latency {_ms(r['latency_p50'])} ms (p95 {_ms(r['latency_p95'])})  "
-            f"frames {stats.frames}  dropped {stats.dropped}  reused {stats.reused}"
+            f"frames {stats.frames}  dropped {stats.dropped}"
+            + (f" (in sinks {stats.sink_dropped})" if stats.sink_dropped else "") + f"  reused {stats.reused}"
             + ("  [" + ", ".join(notes) + "]" if notes else ""))
     ms = "  ".join(f"{s} {_ms(stage.get(s))}" for s in ("track", "generate", "compose", "sink"))
+    if len(r["sink_ms"]) > 1:  # which sink is the slow one
+        ms += " (" + ", ".join(f"{k} {_ms(v)}" for k, v in r["sink_ms"].items()) + ")"
     return Text(f"{head}\nms: {ms}")
 
 
@@ -232,9 +235,13 @@ def summary_table(stats: Stats, title: str) -> Group:
     table.add_column("median ms", justify="right")
     for name in STAGES:
         table.add_row(name, _ms(s["stage_median_ms"][name]))
+    if len(s["sink_median_ms"]) > 1:
+        for name, ms in s["sink_median_ms"].items():
+            table.add_row(f"  {name}", _ms(ms))
     lat = s["latency_ms"]
     line = (f"{s['frames']} frames in {s['wall_s']:.1f} s: {s['fps'] or 0:.1f} fps; latency p50 {_ms(lat['p50'])} ms, "
-            f"p95 {_ms(lat['p95'])} ms; dropped {s['dropped']} ({100 * s['drop_rate']:.1f}%); "
+            f"p95 {_ms(lat['p95'])} ms; dropped {s['dropped']} ({100 * s['drop_rate']:.1f}%"
+            f"{f', {sc} in sinks' if (sc := s['sink_dropped']) else ''}); "
             f"faces {s['faces']} (model run on {s['generated']}, reused for {s['reused']}), "
             f"frames without a face {s['frames_without_face']}")
     return Group(table, Text(line))
@@ -322,7 +329,7 @@ def run_video(
         interrupted = False
         try:
             with _progress(err_console, "re-expressing", total) as advance:
-                pipeline.run(source, sink.write, on_frame=lambda stats, job: advance(1))
+                pipeline.run(source, sink, on_frame=lambda stats, job: advance(1))
         except KeyboardInterrupt:
             interrupted = True
             raise
@@ -461,12 +468,12 @@ def run_webcam(
 
         tracker = stack.enter_context(FaceTracker(max_faces, mode="video", fps=source.fps or 30.0,
                                                        landmark_every=track_every))
-        write = sinks.write
         if panel_opts is not None:
             from rtanim.panel.live import start_panel
 
-            panel_run, write = start_panel(stack, panel_opts, panel_sock, tl, controls, write,
-                                           model=_describe(generator), source=str(camera), console=err_console)
+            panel_run = start_panel(stack, panel_opts, panel_sock, tl, controls,
+                                    model=_describe(generator), source=str(camera), console=err_console)
+            sinks.add(panel_run)  # its browser preview: the newest output
         target = tl if panel_run is None else panel_run.target
         pipeline = Pipeline(tracker, generator, target, policy="live", faces=faces, controls=controls,
                             reuse=ReuseTolerance() if reuse else None)
@@ -497,7 +504,7 @@ def run_webcam(
                     get_renderable=lambda: live_line(pipeline.stats, controls))
         try:
             with live:
-                pipeline.run(source, write, on_frame=on_frame)
+                pipeline.run(source, sinks, on_frame=on_frame)
         except KeyboardInterrupt:
             interrupted = True
             raise

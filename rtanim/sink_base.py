@@ -25,7 +25,14 @@ class Sink(Protocol):
 
 
 class SinkBase:
-    """A sink as a context manager: kept on success and Ctrl-C, discarded on a failure."""
+    """A sink as a context manager: kept on success and Ctrl-C, discarded on a failure.
+
+    ``kind`` names the sink in run statistics; ``main_thread`` marks a sink that must be written on
+    the thread that opened it (a GUI window) rather than on a worker thread of its own.
+    """
+
+    kind = "sink"  # subclasses name their kind
+    main_thread = False
 
     def __enter__(self):
         return self

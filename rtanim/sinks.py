@@ -9,7 +9,9 @@ audio muxed up to the last written frame) and only then renamed to its name.
 
 Each kind has its own module (:mod:`rtanim.file_sink`, :mod:`rtanim.stream_sink`,
 :mod:`rtanim.vcam_sink`, :mod:`rtanim.preview`, all on :mod:`rtanim.sink_base`);
-this one opens what a command asks for and feeds them together.
+this one opens what a command asks for and feeds them together. Given to the pipeline, a
+:class:`MultiSink`'s sinks each write on their own thread (:mod:`rtanim.sink_threads`), named
+by :func:`named_sinks`; its own ``write`` feeds them in turn on the caller's thread.
 """
 
 from __future__ import annotations
@@ -31,11 +33,22 @@ from rtanim.vcam_sink import VirtualCameraSink
 
 
 class MultiSink(SinkBase):
-    """Several sinks fed the same frames; ``close()`` closes every one even if some fail."""
+    """Several sinks fed the same frames; ``close()`` closes every one even if some fail.
 
-    def __init__(self, sinks: Sequence[Sink]) -> None:
+    ``names`` (one per sink) name them in run statistics; by default each sink's ``kind``.
+    """
+
+    def __init__(self, sinks: Sequence[Sink], names: Sequence[str] | None = None) -> None:
         self.sinks = list(sinks)
+        if names is not None and len(names) != len(self.sinks):
+            raise ValueError(f"{len(names)} names for {len(self.sinks)} sinks")
+        self.names = list(names) if names is not None else [_kind(s) for s in self.sinks]
         self._default_controls = Controls()
+
+    def add(self, sink: Sink) -> None:
+        """One more sink, named by its ``kind``."""
+        self.sinks.append(sink)
+        self.names.append(_kind(sink))
 
     @property
     def preview(self) -> PreviewSink | None:
@@ -73,6 +86,23 @@ class MultiSink(SinkBase):
 
     def __len__(self) -> int:
         return len(self.sinks)
+
+
+def _kind(sink: object) -> str:
+    return getattr(sink, "kind", type(sink).__name__.lower())
+
+
+def named_sinks(sink: Sink) -> list[tuple[str, Sink]]:
+    """The sinks inside ``sink`` (a MultiSink's members, else itself) with unique names for statistics."""
+    pairs = list(zip(sink.names, sink.sinks, strict=True)) if isinstance(sink, MultiSink) else [(_kind(sink), sink)]
+    out: list[tuple[str, Sink]] = []
+    for base, s in pairs:
+        name, n = base, 1
+        while any(name == taken for taken, _ in out):
+            n += 1
+            name = f"{base} {n}"
+        out.append((name, s))
+    return out
 
 
 def open_sinks(out: Sequence[str | Path] = (), vcam: bool = False, preview: bool = False, *,

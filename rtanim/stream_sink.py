@@ -27,6 +27,8 @@ class NetworkSink(SinkBase):
     every second, so a viewer that joins late starts within a second.
     """
 
+    kind = "stream"
+
     def __init__(self, url: str, size: tuple[int, int], fps: float | None = None, *,
                  bitrate: int | None = None, options: Mapping[str, str] | None = None, timeout: float = 5.0) -> None:
         self.url = url

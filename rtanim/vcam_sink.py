@@ -23,6 +23,8 @@ class VirtualCameraSink(SinkBase):
     ``sleep_until_next_frame``. With no device, one InputError line says how to get one.
     """
 
+    kind = "vcam"
+
     def __init__(self, size: tuple[int, int], fps: float | None = 30.0, *, backend: str | None = None,
                  device: str | None = None) -> None:
         import pyvirtualcam

@@ -11,7 +11,6 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
@@ -91,19 +90,17 @@ def bind(options: PanelOptions) -> tuple[socket.socket, PanelOptions]:
     return sock, replace(options, port=sock.getsockname()[1])
 
 
-def write_both(first: Callable[[Frame, np.ndarray], None],
-               second: Callable[[Frame, np.ndarray], None]) -> Callable[[Frame, np.ndarray], None]:
-    """One sink callable feeding the run's sinks, then the panel's preview."""
-
-    def write(frame: Frame, image: np.ndarray) -> None:
-        first(frame, image)
-        second(frame, image)
-
-    return write
-
-
 class PanelRun:
-    """Shared between the pipeline (``write``, ``on_frame``) and the web server (everything else)."""
+    """Shared between the pipeline (``write``, ``on_frame``) and the web server (everything else).
+
+    As a sink (one of the run's :class:`~rtanim.sinks.MultiSink`) it only keeps the newest output, so it
+    is written on the pipeline's calling thread (``main_thread``) and has nothing to finalise. Its frame
+    numbers (``posted_frame``, ``reached_frame``) count the frames handed to the outputs, in order, as
+    each leaves compose (the other sinks finish writing it a little later, on their threads).
+    """
+
+    kind = "panel"
+    main_thread = True
 
     def __init__(self, target: PanelTarget, controls: Controls, *, model: str, source: str) -> None:
         self.target, self.controls, self.model, self.source = target, controls, model, source
@@ -125,6 +122,9 @@ class PanelRun:
         with self._lock:
             self._image, self._frame_no = image, self._frame_no + 1
 
+    def close(self) -> None:
+        """Nothing to finalise (the server stops with the run's stack)."""
+
     def on_frame(self, stats: Stats, job: FrameJob) -> None:
         """After each delivered frame: faces, the applied target, and whether the latest change shows yet."""
         if self.controls.paused:  # the preview's p key: with a panel it pauses the panel's timeline, and the
@@ -138,14 +138,14 @@ class PanelRun:
             c = self._change
             if c is not None and c.reached_frame is None and target is not None and all(
                     abs(target[EXTENDED_CODES[i]] - v) < 1e-3 for i, v in zip(c.codes, c.values, strict=True)):
-                self._change = replace(c, reached_frame=stats.frames, reached_at=time.perf_counter())
+                self._change = replace(c, reached_frame=self._frame_no, reached_at=time.perf_counter())
 
     # ------------------------------------------------------------ server threads
 
     def changed(self, final: dict[int, float]) -> dict[str, Any]:
         """Note an accepted update whose end values are known (``final``: extended index -> value)."""
-        frames = self.stats.frames if self.stats is not None else 0
         with self._lock:
+            frames = self._frame_no
             passthrough = set(self.target.passthrough)
             codes = tuple(i for i in final if not {EXTENDED_CODES[i], base_code(EXTENDED_CODES[i])} & passthrough)
             self._change = Change(self.target.version, frames, time.perf_counter(), codes,
@@ -220,12 +220,11 @@ class PanelRun:
 
 
 def start_panel(stack: contextlib.ExitStack, options: PanelOptions, sock: socket.socket, timeline: Timeline,
-                controls: Controls, write: Callable[[Frame, np.ndarray], None], *, model: str, source: str,
-                console: Any) -> tuple[PanelRun, Callable[[Frame, np.ndarray], None]]:
+                controls: Controls, *, model: str, source: str, console: Any) -> PanelRun:
     """Serve the panel for a live run (stopped by ``stack``) and print its URL.
 
-    Returns the panel's run (its ``target`` replaces the run's timeline; set its ``stats`` once the
-    pipeline exists) and the sink callable that also feeds the preview.
+    Returns the panel's run: its ``target`` replaces the run's timeline; set its ``stats`` once the
+    pipeline exists, and add it to the run's sinks to feed the panel's preview.
     """
     from rtanim.panel.server import PanelServer
 
@@ -235,4 +234,4 @@ def start_panel(stack: contextlib.ExitStack, options: PanelOptions, sock: socket
     if options.token:
         console.print("(from another machine, put this machine's address in the URL; keep the token private: "
                       "anyone with it can drive your face)", highlight=False)
-    return run, write_both(write, run.write)
+    return run
