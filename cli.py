@@ -590,6 +590,9 @@ def video_cmd(
     codec: str = typer.Option(None, "--codec", metavar="NAME", help="Video encoder (default libx264; libvpx-vp9 for .webm)."),
     crf: int = typer.Option(18, "--crf", metavar="Q",
                             help="Quality for x264/x265/VP9/AV1: 0 lossless, 18 default, higher smaller."),
+    preset: str = typer.Option(checks.DEFAULT_PRESET, "--preset", metavar="NAME",
+                               help="x264/x265 speed: ultrafast ... veryfast (default) ... medium (FFmpeg's default: "
+                                    "about twice the CPU for a slightly smaller file) ... veryslow."),
     frames: int = typer.Option(None, "--frames", metavar="N",
                                help="Only the first N frames (a quick look); audio is cut to match."),
 ) -> None:
@@ -606,8 +609,8 @@ def video_cmd(
 
     with guard():
         run_video(src, out, aus=aus, timeline=timeline, model=model, engine=engine, faces=faces, max_faces=max_faces,
-                  track_every=track_every, batch=batch, stats_json=stats_json, codec=codec, crf=crf, max_frames=frames,
-                  reuse=reuse, console=console, err_console=err_console)
+                  track_every=track_every, batch=batch, stats_json=stats_json, codec=codec, crf=crf, preset=preset,
+                  max_frames=frames, reuse=reuse, console=console, err_console=err_console)
     console.print(f"wrote {out}", highlight=False)
 
 

@@ -18,6 +18,7 @@ import av
 import numpy as np
 
 from rtanim.audio_copy import AudioCopy
+from rtanim.checks import DEFAULT_PRESET, check_preset
 from rtanim.errors import InputError, RunError
 from rtanim.sink_base import SinkBase, check_size
 from rtanim.sources import Frame, _ffmpeg_reason
@@ -28,8 +29,6 @@ CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", "
               ".avi": "avi", ".ts": "mpegts", ".flv": "flv"}
 #: Codecs whose quality is set with ``crf``.
 CRF_CODECS = {"libx264", "libx264rgb", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1"}
-
-
 @contextlib.contextmanager
 def _sigint_deferred() -> Iterator[None]:
     """Hold off Ctrl-C while finalising, so a second press cannot leave a half-written file; re-raise after."""
@@ -65,7 +64,7 @@ class VideoFileSink(SinkBase):
     def __init__(self, path: str | Path, size: tuple[int, int], fps: float | None = None, *,
                  time_base: Fraction | None = None, codec: str | None = None, crf: int | None = 18,
                  audio_from: str | Path | None = None, options: Mapping[str, str] | None = None,
-                 pix_fmt: str | None = None) -> None:
+                 pix_fmt: str | None = None, preset: str | None = DEFAULT_PRESET) -> None:
         self.path = Path(path)
         self.size = check_size(size, str(path))
         if self.path.is_dir():
@@ -88,6 +87,9 @@ class VideoFileSink(SinkBase):
         if c.type != "video":
             raise InputError(self.path, f"{codec!r} is not a video encoder", field="codec")
         opts = dict(options or {})
+        check_preset(preset, self.path)
+        if preset is not None and codec in ("libx264", "libx264rgb", "libx265"):
+            opts.setdefault("preset", preset)
         if crf is not None and codec in CRF_CODECS:
             opts.setdefault("crf", str(crf))
             if codec == "libvpx-vp9":

@@ -276,6 +276,7 @@ def run_video(
     stats_json: str | Path | None = None,
     codec: str | None = None,
     crf: int | None = 18,
+    preset: str | None = checks.DEFAULT_PRESET,
     max_frames: int | None = None,
     reuse: bool = True,
     console: Console | None = None,
@@ -297,6 +298,7 @@ def run_video(
         raise InputError("--batch", "must be >= 1")
     if max_frames is not None and max_frames < 1:
         raise InputError("--frames", "must be >= 1")
+    checks.check_preset(preset)
     checks.engine(engine)
     checks.model(model)
     checks.input_path(inp)
@@ -312,7 +314,7 @@ def run_video(
     with sigterm_as_interrupt(), contextlib.ExitStack() as stack:  # handlers stay while the sinks finalise
         source = stack.enter_context(VideoFileSource(inp, max_frames=max_frames))
         sink = stack.enter_context(VideoFileSink(out, source.size, source.fps, time_base=source.time_base,
-                                                 codec=codec, crf=crf, audio_from=inp))
+                                                 codec=codec, crf=crf, audio_from=inp, preset=preset))
         generator = load_generator(model, engine, batch=batch)
         tl = analyse_driving(target, err_console) if isinstance(target, DrivingVideo) else target
         from rtanim.tracking import FaceTracker

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from rtanim.checks import DEFAULT_PRESET
 from rtanim.file_sink import VideoFileSink
 from rtanim.preview import Controls, OverlayStats, PreviewSink
 from rtanim.sink_base import Sink, SinkBase
@@ -108,7 +109,7 @@ def named_sinks(sink: Sink) -> list[tuple[str, Sink]]:
 def open_sinks(out: Sequence[str | Path] = (), vcam: bool = False, preview: bool = False, *,
                size: tuple[int, int], fps: float | None = None, time_base: Fraction | None = None,
                audio_from: str | Path | None = None, codec: str | None = None, crf: int | None = 18,
-               title: str = "rtanim", controls: Any = None, on_preset: Callable[[int], None] | None = None,
+               preset: str | None = DEFAULT_PRESET, title: str = "rtanim", controls: Any = None, on_preset: Callable[[int], None] | None = None,
                vcam_backend: str | None = None, vcam_device: str | None = None) -> MultiSink:
     """Open every requested sink (each ``--out`` is a file, or a stream URL), or none: on any error, close the rest.
 
@@ -122,7 +123,7 @@ def open_sinks(out: Sequence[str | Path] = (), vcam: bool = False, preview: bool
                 opened.append(NetworkSink(s, size, fps))
             else:
                 opened.append(VideoFileSink(s, size, fps, time_base=time_base, codec=codec, crf=crf,
-                                            audio_from=audio_from))
+                                            audio_from=audio_from, preset=preset))
         if vcam:
             opened.append(VirtualCameraSink(size, fps, backend=vcam_backend, device=vcam_device))
         if preview:

@@ -364,3 +364,21 @@ def test_failed_run_discards_but_interrupt_keeps(tmp_path):
             sinks.write(Frame(img, 0.0, 0, 0.0), img)
             raise exc
         assert out.exists() == kept and not list(tmp_path.glob("*.part"))
+
+
+def test_x264_preset_reaches_the_encoder_and_a_bad_one_is_one_line(tmp_path):
+    """x264 writes its settings into the stream (an SEI message): subme=2 is veryfast, 7 medium."""
+    frame = np.full((72, 96, 3), 120, np.uint8)
+    written = {}
+    for preset in (None, "medium"):
+        out = tmp_path / f"{preset}.mp4"
+        kw = {} if preset is None else {"preset": preset}
+        with VideoFileSink(out, (96, 72), 25.0, **kw) as sink:
+            for i in range(3):
+                sink.write(Frame(frame, i / 25.0, i, 0.0), frame)
+        written[preset] = out.read_bytes()
+    assert b"subme=2" in written[None] and b"subme=7" in written["medium"]
+    with pytest.raises(InputError) as e:
+        VideoFileSink(tmp_path / "bad.mp4", (96, 72), 25.0, preset="fastest")
+    assert "--preset" in e.value.line() and "veryfast" in e.value.line()
+    assert not list(tmp_path.glob("*bad*"))

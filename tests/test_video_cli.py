@@ -157,6 +157,7 @@ BAD = {
     "bad faces": (["{clip}", "-o", "{out}", "--aus", "smile", "--faces", "some"], "--faces"),
     "bad model": (["{clip}", "-o", "{out}", "--aus", "smile", "--model", "nosuchmodel"], "no such file or model"),
     "bad codec": (["{clip}", "-o", "{out}", "--aus", "smile", "--codec", "nosuchcodec"], "unknown video encoder"),
+    "bad x264 preset": (["{clip}", "-o", "{out}", "--aus", "smile", "--preset", "fastest"], "unknown x264 preset"),
 }
 
 
