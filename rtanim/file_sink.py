@@ -29,6 +29,10 @@ CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", "
               ".avi": "avi", ".ts": "mpegts", ".flv": "flv"}
 #: Codecs whose quality is set with ``crf``.
 CRF_CODECS = {"libx264", "libx264rgb", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1"}
+#: Codecs whose speed is set with ``preset`` (rtanim.checks.X26X_PRESETS).
+PRESET_CODECS = {"libx264", "libx264rgb", "libx265"}
+
+
 @contextlib.contextmanager
 def _sigint_deferred() -> Iterator[None]:
     """Hold off Ctrl-C while finalising, so a second press cannot leave a half-written file; re-raise after."""
@@ -88,7 +92,7 @@ class VideoFileSink(SinkBase):
             raise InputError(self.path, f"{codec!r} is not a video encoder", field="codec")
         opts = dict(options or {})
         check_preset(preset, self.path)
-        if preset is not None and codec in ("libx264", "libx264rgb", "libx265"):
+        if preset is not None and codec in PRESET_CODECS:
             opts.setdefault("preset", preset)
         if crf is not None and codec in CRF_CODECS:
             opts.setdefault("crf", str(crf))

@@ -298,7 +298,6 @@ def run_video(
         raise InputError("--batch", "must be >= 1")
     if max_frames is not None and max_frames < 1:
         raise InputError("--frames", "must be >= 1")
-    checks.check_preset(preset)
     checks.engine(engine)
     checks.model(model)
     checks.input_path(inp)

@@ -109,7 +109,8 @@ def named_sinks(sink: Sink) -> list[tuple[str, Sink]]:
 def open_sinks(out: Sequence[str | Path] = (), vcam: bool = False, preview: bool = False, *,
                size: tuple[int, int], fps: float | None = None, time_base: Fraction | None = None,
                audio_from: str | Path | None = None, codec: str | None = None, crf: int | None = 18,
-               preset: str | None = DEFAULT_PRESET, title: str = "rtanim", controls: Any = None, on_preset: Callable[[int], None] | None = None,
+               preset: str | None = DEFAULT_PRESET, title: str = "rtanim", controls: Any = None,
+               on_preset: Callable[[int], None] | None = None,
                vcam_backend: str | None = None, vcam_device: str | None = None) -> MultiSink:
     """Open every requested sink (each ``--out`` is a file, or a stream URL), or none: on any error, close the rest.
 
