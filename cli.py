@@ -877,6 +877,9 @@ def demo_cmd(
 
 
 def main() -> None:
+    from rtanim.malloc_arenas import limit_arenas
+
+    limit_arenas()  # before any thread exists: glibc reads the limit once (flat memory in long live runs)
     app()
 
 

@@ -134,6 +134,9 @@ def memory_verdict(samples: list[dict[str, Any]], limit_mb: float) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rtanim.malloc_arenas import limit_arenas
+
+    limit_arenas()  # as the rtanim entry point does, before the pipeline's threads exist
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=30.0, help="how long to run (default 30)")
     ap.add_argument("--clip", type=Path, default=CLIP, help="the clip to loop (default: the shared talking head)")
