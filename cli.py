@@ -800,6 +800,10 @@ def eval_cmd(
                                  help="Self-reenactment test on held-out clips: a clip, a folder or a .txt list "
                                  "(rows copy, warp and --model; reenact.md)."),
     pairs: int = typer.Option(6, "--pairs", min=1, metavar="N", help="Self-reenactment: frame pairs per clip."),
+    reference: str = typer.Option("before", "--reference", metavar="WHEN",
+                                  help="Self-reenactment, for a model that remembers the person's open mouth: "
+                                       "what it has seen (before: the frames before the source, as live; clip: "
+                                       "the whole clip but the target's second; none)."),
     faces: int = typer.Option(8, "--faces", min=1, metavar="N", help="Faces to re-express."),
     aus: str = typer.Option(None, "--aus", metavar="AU,...", help="AUs to command, e.g. AU12,AU26 (default: all 17)."),
     frames: int = typer.Option(90, "--frames", min=2, metavar="N", help="Frames of the flicker clip."),
@@ -828,6 +832,8 @@ def eval_cmd(
             if path is not None:
                 checks.input_path(path, option, folder_ok=option in ("--data", "--reenact"))
         checks.output_folder(out)
+        if reference not in checks.REFERENCE_POLICIES:
+            raise InputError(reference, f"not one of {', '.join(checks.REFERENCE_POLICIES)}", field="--reference")
         from rtanim.aus import parse_codes
 
         codes = parse_codes(aus)
@@ -844,7 +850,8 @@ def eval_cmd(
         if reenact is not None:
             from rtanim.reenact import ReenactOptions, evaluate_reenact
 
-            r = evaluate_reenact(model, reenact, out, ReenactOptions(pairs_per_clip=pairs), engine=engine)
+            r = evaluate_reenact(model, reenact, out, ReenactOptions(pairs_per_clip=pairs, reference=reference),
+                                 engine=engine)
             best = {k: v.get("mouth_psnr") for k, v in r.rows.items()}
             console.print(f"wrote {out}/reenact.md: {r.pairs} pairs; mouth PSNR {best}", highlight=False)
 

@@ -15,6 +15,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from rtanim.checks import REFERENCE_POLICIES  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", default=str(ROOT / "calib" / "reenact_clips.txt"), help="clip, folder or .txt list")
     p.add_argument("--pairs", type=int, default=6, help="frame pairs per clip")
     p.add_argument("--engine", default="auto")
+    p.add_argument("--reference", default="before", choices=REFERENCE_POLICIES,
+                   help="what a model that remembers a mouth has seen: frames before the source (a live run), "
+                        "the whole clip but the target's second (a run that met the person earlier), or nothing")
     a = p.parse_args(argv)
 
     from rtanim.checks import output_folder
@@ -39,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             if label in gens:
                 raise InputError(label, "a label used twice (labels name the rows)", field="models")
             gens[label] = load_generator(model, a.engine)
-        report, strip = reenact(gens, clip_paths(a.clips), ReenactOptions(pairs_per_clip=a.pairs),
+        report, strip = reenact(gens, clip_paths(a.clips), ReenactOptions(pairs_per_clip=a.pairs, reference=a.reference),
                                 identity=Identity.create())
     except InputError as e:
         print(f"error: {e.line()}", file=sys.stderr)

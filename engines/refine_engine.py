@@ -3,7 +3,9 @@
 The graph has the generator contract's outputs (``attention`` [N,1,S,S] in [0,1], ``color``
 [N,3,S,S] in [-1,1]; with a flow head also ``flow`` [N,2,S,S], the residual flow) and one input
 more than GANimation's: ``image`` float32 [N,3,S,S] in [-1,1] is the *warped* crop, ``aus`` float32 [N,K] the target AUs and ``geometry`` float32
-[N,4,S,S] the maps of rtanim.refine.geometry_maps. Batch is dynamic; metadata names the model,
+[N,4,S,S] the maps of rtanim.refine.geometry_maps; a net trained with a remembered mouth also
+takes ``reference`` float32 [N,4,S,S] (rtanim.reference, zeros when nothing is remembered).
+Batch is dynamic; metadata names the model,
 the AU list and the inputs, so TensorRT (``trtexec --onnx``, or engines.trt_engine on a GPU
 machine) builds it like any ONNX file: plain convolutions, no custom ops.
 """
@@ -26,7 +28,7 @@ from rtanim.files import staged
 from rtanim.models import weights_digest
 from rtanim.refine import RefineNet
 
-INPUTS = ("image", "aus", "geometry")
+INPUTS = ("image", "aus", "geometry")  # + ("reference",) for a net that takes one: RefineSpec.inputs
 OUTPUTS = ("attention", "color")  # + ("flow",) for a net with a flow head: RefineSpec.outputs
 BACKENDS = ("onnxruntime", "torch")
 
@@ -43,24 +45,27 @@ def export_refine_onnx(net: RefineNet, path: str | Path, *, opset: int = ONNX_OP
     clone.eval()
     s, k = net.spec.crop_size, len(net.spec.au_codes)
     dummy = (torch.zeros(2, 3, s, s), torch.full((2, k), 0.5), torch.zeros(2, net.spec.n_geometry, s, s))
+    if net.spec.n_reference:
+        dummy = (*dummy, torch.zeros(2, net.spec.n_reference, s, s))
+    inputs = list(net.spec.inputs)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with staged(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(clone, dummy, str(tmp), dynamo=False, input_names=list(INPUTS),
+            torch.onnx.export(clone, dummy, str(tmp), dynamo=False, input_names=inputs,
                               output_names=list(net.spec.outputs),
-                              dynamic_axes={n: {0: "N"} for n in (*INPUTS, *net.spec.outputs)},
+                              dynamic_axes={n: {0: "N"} for n in (*inputs, *net.spec.outputs)},
                               opset_version=opset, do_constant_folding=True)
         finish_onnx(tmp, {"rtanim.model": "refine", "rtanim.au_codes": json.dumps(list(net.spec.au_codes)),
-                          "rtanim.inputs": json.dumps(list(INPUTS)), "rtanim.weights_sha256": refine_digest(net),
+                          "rtanim.inputs": json.dumps(inputs), "rtanim.weights_sha256": refine_digest(net),
                           "rtanim.precision": "fp32"})
     return path
 
 
 class RefineEngine:
-    """Runs the refine network on numpy batches: ``run(image, aus, geometry) -> (attention, color,
-    flow or None)``."""
+    """Runs the refine network on numpy batches: ``run(image, aus, geometry, reference=None) ->
+    (attention, color, flow or None)``; ``reference`` only for a net that takes one (zeros if None)."""
 
     def __init__(self, net: RefineNet, backend: str = "onnxruntime", *, threads: int | None = None,
                  cache: EngineCache | None = None) -> None:
@@ -86,17 +91,19 @@ class RefineEngine:
                                                 providers=["CPUExecutionProvider"])
             log.info("onnxruntime: refine %s", self.path.name)
 
-    def run(self, image: np.ndarray, aus: np.ndarray, geometry: np.ndarray
+    def run(self, image: np.ndarray, aus: np.ndarray, geometry: np.ndarray, reference: np.ndarray | None = None,
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        image = np.ascontiguousarray(image, np.float32)
-        aus = np.ascontiguousarray(aus, np.float32)
-        geometry = np.ascontiguousarray(geometry, np.float32)
+        feed = {"image": np.ascontiguousarray(image, np.float32), "aus": np.ascontiguousarray(aus, np.float32),
+                "geometry": np.ascontiguousarray(geometry, np.float32)}
+        if self.spec.n_reference:
+            n, _, h, w = feed["image"].shape
+            feed["reference"] = (np.zeros((n, self.spec.n_reference, h, w), np.float32) if reference is None
+                                 else np.ascontiguousarray(reference, np.float32))
         if self.backend == "onnxruntime":
-            outs = self.session.run(list(self.spec.outputs), {"image": image, "aus": aus, "geometry": geometry})
+            outs = self.session.run(list(self.spec.outputs), feed)
         else:
             with torch.inference_mode():
-                outs = [t.numpy() for t in self.net(torch.from_numpy(image), torch.from_numpy(aus),
-                                                    torch.from_numpy(geometry))]
+                outs = [t.numpy() for t in self.net(*(torch.from_numpy(feed[k]) for k in self.spec.inputs))]
         return outs[0], outs[1], outs[2] if len(outs) > 2 else None
 
     def describe(self) -> str:

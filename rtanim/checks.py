@@ -152,6 +152,8 @@ X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 #: The default: FFmpeg's own (medium) spent 2.0-2.2x veryfast's CPU per 720p frame (48-53 vs 24 ms,
 #: the bench clip upscaled, crf 18) for a file 5 % smaller; a real-time tool keeps the encode cheap.
 DEFAULT_PRESET = "veryfast"
+#: What a model that remembers a person's open mouth has seen in the self-reenactment test (rtanim.reenact).
+REFERENCE_POLICIES = ("before", "clip", "none")
 
 
 def check_preset(preset: str | None, where: str | Path = "--preset") -> None:

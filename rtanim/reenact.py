@@ -15,6 +15,12 @@ generate -> compose at frame resolution), and is scored against the real target 
   blendshapes (both read in image mode), and the same for the AU25 / AU26 / AU45 read-back;
 - identity: dlib embedding distance between output and real frame (the ``eval`` extra).
 
+A model that remembers the person's open mouth (rtanim.reference) is shown, before each pair, the
+widest-open frame a run would have seen (:func:`reference_frame`): with ``reference="before"``
+(default) only frames before the source, as in a live run that reached the source frame; with
+``"clip"`` any frame of the clip, as a run that met the person earlier; with ``"none"`` nothing.
+Frames within :data:`REFERENCE_GAP` of the target never count: they would show the answer.
+
 Rows: ``copy`` (the unchanged source: the floor), ``warp`` and each model, in one run.
 """
 
@@ -31,6 +37,7 @@ import cv2
 import numpy as np
 
 from rtanim.align import crop
+from rtanim.checks import REFERENCE_POLICIES
 from rtanim.compose import compose
 from rtanim.errors import InputError
 from rtanim.files import write_bytes
@@ -42,6 +49,7 @@ EYES = (EYE_A, EYE_B)
 READ_BACK = ("AU12", "AU25", "AU26", "AU45")
 PAD = 4  # crop px around the lips / eyes
 CLOSED_EYES = 0.6  # AU45 above which a target counts as closed-eyed (as in training's sampling)
+REFERENCE_GAP = 25  # tracked frames (1 s at 25 fps) around the target that a reference never comes from
 
 
 @dataclass
@@ -50,6 +58,7 @@ class ReenactOptions:
     max_frames: int = 300  # frames tracked per clip
     max_rigid_px: float = 2.5  # pose match: mean rigid-landmark distance after alignment, crop px
     seed: int = 0
+    reference: str = "before"  # REFERENCE_POLICIES: what a model that remembers a mouth has seen
 
 
 @dataclass
@@ -65,6 +74,7 @@ class PairScore:
     expression: float  # mean |blendshape diff|, NaN when no face was read back
     read_back: dict[str, float] = field(default_factory=dict)  # |AU(output) - AU(real)|
     identity: float = math.nan
+    reference: bool = False  # the model was shown a remembered open mouth
 
 
 def clip_paths(spec: str | Path) -> list[Path]:
@@ -184,6 +194,26 @@ def choose_pairs(tracked: list[tuple[np.ndarray, Any]], n: int, o: ReenactOption
     return chosen
 
 
+def reference_frame(tracked: list[tuple[np.ndarray, Any]], s: int, t: int, policy: str) -> int | None:
+    """The widest-open mouth a run would remember for pair (s, t) under ``policy``, if one is open enough."""
+    from rtanim.reference import MIN_OPEN_PX, mouth_area
+
+    if policy not in REFERENCE_POLICIES:
+        raise InputError(policy, f"unknown reference policy (one of {', '.join(REFERENCE_POLICIES)})",
+                         field="--reference")
+    if policy == "none":
+        return None
+    frames = range(s) if policy == "before" else range(len(tracked))
+    best, best_area = None, MIN_OPEN_PX
+    for i in frames:
+        if abs(i - t) < REFERENCE_GAP:
+            continue
+        area = mouth_area(_crop_landmarks(tracked[i][1]))
+        if area >= best_area:
+            best, best_area = i, area
+    return best
+
+
 # ----------------------------------------------------------------------------- the test
 
 
@@ -212,6 +242,7 @@ def summarise(scores: Sequence[PairScore]) -> dict[str, Any]:
     for code in READ_BACK:
         out[f"{code}_err"] = mean([s.read_back.get(code, math.nan) for s in scores])
     out["identity"] = med([s.identity for s in scores])
+    out["with_reference"] = sum(s.reference for s in scores)
     return out
 
 
@@ -227,6 +258,7 @@ def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions
     rng = np.random.default_rng(o.seed)
     tick = tick or (lambda stage, done, total: None)
     names = ["copy", *generators]
+    remembers = any(getattr(g, "memory", None) is not None for g in generators.values())
     scores: dict[str, list[PairScore]] = {n: [] for n in names}
     strip_rows: list[np.ndarray] = []
     with FaceTracker(1, mode="image") as reader:
@@ -246,7 +278,14 @@ def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions
                 real_au = real_read[0].aus if real_read else None
                 ref = identity.embed(tgt_img, tgt_face.bbox) if identity is not None else None
                 row = [crop(src_img, src_face.transform), real_crop]
+                r = reference_frame(tracked, s, t, o.reference) if remembers else None
                 for name in names:
+                    memory = getattr(generators.get(name), "memory", None)
+                    if memory is not None:  # what this run would have seen of the person's mouth
+                        memory.clear()
+                        if r is not None:
+                            ref_img, ref_face = tracked[r]
+                            memory.observe(src_face.face_id, crop(ref_img, ref_face.transform), _crop_landmarks(ref_face))
                     if name == "copy":
                         out = src_img
                     else:
@@ -265,7 +304,8 @@ def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions
                     ident = math.nan
                     if ref is not None:
                         ident = float(np.linalg.norm(identity.embed(out, tgt_face.bbox) - ref))
-                    scores[name].append(PairScore(clip.name, s, t, kind, mp, ms, ep, es, expr, rb, ident))
+                    scores[name].append(PairScore(clip.name, s, t, kind, mp, ms, ep, es, expr, rb, ident,
+                                                  memory is not None and r is not None))
                 if len(strip_rows) < examples and kind != "random":
                     strip_rows.append(np.concatenate(row, 1))
         tick("self-reenactment", len(clips), len(clips))
@@ -301,7 +341,8 @@ def render_markdown(r: ReenactReport) -> str:
                  "|---|---|" + "---|" * len(COLUMNS)]
         for name, v in rows.items():
             cells = " | ".join("n/a" if v.get(k) is None else f"{v[k]:.3f}" for k, _ in COLUMNS)
-            lines.append(f"| {name} | {v['n']} | {cells} |")
+            n = f"{v['n']} ({v['with_reference']} with a reference)" if v.get("with_reference") else f"{v['n']}"
+            lines.append(f"| {name} | {n} | {cells} |")
         return lines
 
     lines = ["# Self-reenactment", "", f"{r.pairs} pose-matched frame pairs from {len(r.clips)} held-out clips: the "

@@ -150,10 +150,15 @@ class RefineSpec:
     paint_mask: bool = False  # paint only where the warp changed mouth or eyes (paint_region); elsewhere A = 1
     paint_grow: tuple[int, int] = (14, 7)  # paint_region's reach around a changed mouth / eyes (px at 128)
     paint_min: float = 0.0  # paint_region ignores changes of smaller local coverage (0: any change)
+    n_reference: int = 0  # channels of a remembered open mouth (rtanim.reference; 0: no such input)
 
     @property
     def in_channels(self) -> int:
-        return 3 + self.n_geometry
+        return 3 + self.n_geometry + self.n_reference
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return ("image", "aus", "geometry", "reference") if self.n_reference else ("image", "aus", "geometry")
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -165,7 +170,7 @@ class RefineSpec:
         return json.dumps({"widths": list(self.widths), "n_res": self.n_res, "au_codes": list(self.au_codes),
                            "crop_size": self.crop_size, "n_geometry": self.n_geometry, "flow": self.flow,
                            "paint_mask": self.paint_mask, "paint_grow": list(self.paint_grow),
-                           "paint_min": self.paint_min})
+                           "paint_min": self.paint_min, "n_reference": self.n_reference})
 
     @classmethod
     def from_json(cls, text: str) -> RefineSpec:
@@ -176,7 +181,7 @@ class RefineSpec:
                    crop_size=int(s["crop_size"]), n_geometry=int(s["n_geometry"]), flow=bool(s.get("flow", False)),
                    paint_mask=bool(s.get("paint_mask", False)),
                    paint_grow=tuple(int(v) for v in s.get("paint_grow", (14, 7))),
-                   paint_min=float(s.get("paint_min", 0.0)))
+                   paint_min=float(s.get("paint_min", 0.0)), n_reference=int(s.get("n_reference", 0)))
 
 
 #: Paint region: a change of a whole pixel's coverage (ANTIALIAS_FULL) opens it fully, sub-pixel
@@ -261,8 +266,13 @@ class RefineNet(nn.Module):
         # whatever A is; A starts at 0.5, where its sigmoid still has gradient to learn from.
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, image: torch.Tensor, aus: torch.Tensor, geometry: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x1 = self.e1(F.pixel_unshuffle(torch.cat([image, geometry], 1), 2))
+    def forward(self, image: torch.Tensor, aus: torch.Tensor, geometry: torch.Tensor,
+                reference: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        parts = [image, geometry]
+        if self.spec.n_reference:  # nothing remembered: zeros, which the net learned to mean "none"
+            n, _, h, w = image.shape
+            parts.append(image.new_zeros(n, self.spec.n_reference, h, w) if reference is None else reference)
+        x1 = self.e1(F.pixel_unshuffle(torch.cat(parts, 1), 2))
         x2 = self.e2(x1)
         x3 = self.e3(x2)
         gamma, beta = self.film(aus).chunk(2, 1)
@@ -319,6 +329,26 @@ def with_res_blocks(net: RefineNet, n_res: int) -> RefineNet:
     for i in range(net.spec.n_res, n_res):
         state[f"res.{i}.b.weight"].zero_()
         state[f"res.{i}.b.bias"].zero_()
+    out.load_state_dict(state)
+    return out
+
+
+def with_reference(net: RefineNet, channels: int) -> RefineNet:
+    """The same network with ``channels`` reference input channels (rtanim.reference) whose first-layer
+    weights start at zero, so it starts exactly as ``net`` and learns only what a remembered mouth adds.
+    Space-to-depth puts input channel c at c*4..c*4+3, so the new ones are appended to e1's inputs."""
+    if net.spec.n_reference == channels:
+        return net
+    if net.spec.n_reference:
+        raise ValueError(f"the net already takes {net.spec.n_reference} reference channels")
+    from dataclasses import replace
+
+    out = RefineNet(replace(net.spec, n_reference=channels))
+    state = net.state_dict()
+    old = state["e1.0.weight"]
+    new = out.state_dict()["e1.0.weight"].clone().zero_()
+    new[:, : old.shape[1]] = old
+    state["e1.0.weight"] = new
     out.load_state_dict(state)
     return out
 

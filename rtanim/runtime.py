@@ -53,7 +53,9 @@ class RefineGenerator:
     Per face: the warp model's flow and target landmarks for live -> target AUs, the crop
     resampled by that flow, the geometry maps (rtanim.refine.geometry_maps); one batched network
     call gives A and C (and a residual flow, composed with the warp's); compose applies the flow at
-    full resolution.
+    full resolution. A net trained with a remembered mouth (rtanim.reference) is also shown the
+    widest-open mouth seen so far of each tracked face: every face that passes is remembered
+    (:meth:`remember`), before it is generated, so a run learns the person's teeth as it goes.
     """
 
     name = "refine"
@@ -68,26 +70,46 @@ class RefineGenerator:
         self.engine = refine_engine(net, engine)
         self.au_codes = net.spec.au_codes
         self.warp = WarpModel()
+        self.memory = None
+        if net.spec.n_reference:
+            from rtanim.reference import MouthMemory
 
-    def inputs(self, job: FaceJob) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(warped crop [3,S,S] in [-1,1], geometry [4,S,S], AUs [K], flow [2,S,S]) for one face."""
+            self.memory = MouthMemory()
+
+    def remember(self, job: FaceJob) -> None:
+        """Let the model see this face as it is now (its widest-open mouth is kept as the reference)."""
+        if self.memory is not None:
+            self.memory.observe(job.face.face_id, job.crop, job.face.transform.to_crop(job.face.landmarks)[:, :2])
+
+    def inputs(self, job: FaceJob) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """(warped crop [3,S,S] in [-1,1], geometry [4,S,S], AUs [K], flow [2,S,S], reference [4,S,S] or
+        None) for one face."""
         from rtanim.aus import to_vector
         from rtanim.geometry import warp_face
         from rtanim.refine import warp_inputs
 
         wf = warp_face(job.face, job.target)
-        warped, geometry, flow, _ = warp_inputs(self.warp, job.crop, wf.landmarks, wf.live_aus, wf.target_aus)
+        warped, geometry, flow, target = warp_inputs(self.warp, job.crop, wf.landmarks, wf.live_aus, wf.target_aus)
         image = warped.transpose(2, 0, 1).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
-        return image, geometry, to_vector(job.target, self.au_codes), flow
+        reference = None
+        if self.memory is not None:
+            from rtanim.reference import reference_maps
+
+            seen = self.memory.get(job.face.face_id)
+            reference = reference_maps(seen and seen.crop, seen and seen.landmarks, target, job.crop.shape[0])
+        return image, geometry, to_vector(job.target, self.au_codes), flow, reference
 
     def generate(self, jobs: Sequence[FaceJob]) -> list[FaceOutput]:
         if not jobs:
             return []
+        for j in jobs:
+            self.remember(j)
         items = [self.inputs(j) for j in jobs]
         from rtanim.refine import compose_flows
 
+        refs = None if self.memory is None else np.stack([i[4] for i in items])
         att, col, residual = self.engine.run(np.stack([i[0] for i in items]), np.stack([i[2] for i in items]),
-                                             np.stack([i[1] for i in items]))
+                                             np.stack([i[1] for i in items]), refs)
         flows = [i[3] if residual is None else compose_flows(i[3], residual[k]) for k, i in enumerate(items)]
         return [FaceOutput(att[k], col[k], flows[k]) for k in range(len(jobs))]
 

@@ -33,3 +33,14 @@ def portrait_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from rtanim.demo import make_sample_clip
 
     return make_sample_clip(tmp_path_factory.mktemp("portrait") / "portrait6.mp4", seconds=6.0, size=256)
+
+
+@pytest.fixture(scope="session")
+def clip_frames(shared_data: Path, tmp_path_factory) -> Path:
+    """Prepared frames of one short talking clip (every frame at 10 fps)."""
+    from train.prepare import PrepareOptions, prepare
+
+    out = tmp_path_factory.mktemp("refine") / "clip"
+    prepare([shared_data / "video" / "single_face.mp4"], out, PrepareOptions(fps=10, test_fraction=0.0, dedup=0.0),
+            progress=False)
+    return out

@@ -246,17 +246,6 @@ def test_checkpoint_roundtrip_and_bad_files(tmp_path):
 # ----------------------------------------------------------------------------- with the shared data
 
 
-@pytest.fixture(scope="module")
-def clip_frames(shared_data: Path, tmp_path_factory) -> Path:
-    """Prepared frames of one short talking clip (every frame at 10 fps)."""
-    from train.prepare import PrepareOptions, prepare
-
-    out = tmp_path_factory.mktemp("refine") / "clip"
-    prepare([shared_data / "video" / "single_face.mp4"], out, PrepareOptions(fps=10, test_fraction=0.0, dedup=0.0),
-            progress=False)
-    return out
-
-
 def test_pairs_of_every_kind(clip_frames):
     from train.refine_data import PairMaker, PairMix, load_frames, region_weight
 
@@ -338,6 +327,10 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     net, extra = load_refine(run / "refine.safetensors")
     assert net.spec.n_res == 3 and extra["training"]["res_blocks"] == [{"from_step": 16, "n_res": 3}]
     assert main([*args, "--steps", "1", "--n-res", "2"]) == 2  # grows, never shrinks
+    assert main([*args, "--steps", "1", "--reference", "0.5"]) == 0  # a remembered mouth as a new input
+    net, extra = load_refine(run / "refine.safetensors")
+    assert net.spec.n_reference == 4 and extra["training"]["reference_from_step"] == 17
+    assert main([*args, "--steps", "1"]) == 0  # resumes with it (shown at 0.75 by default)
     assert (run / "metrics.jsonl").read_text().count("\n") >= 2
 
     empty = tmp_path / "empty"
@@ -349,7 +342,8 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     for bad, option in ((["--basis-warp", "1.5"], "--basis-warp"), (["--lr-end", "-1"], "--lr-end"),
                         (["--adv", "-1"], "--adv"), (["--l2", "-1"], "--l2"), (["--paint-min", "0.2"], "--paint-min"),
                         (["--paint-mask", "--paint-min", "1.5"], "--paint-min"),
-                        (["--paint-mask", "--paint-grow", "0", "4"], "--paint-grow"), (["--n-res", "-1"], "--n-res")):
+                        (["--paint-mask", "--paint-grow", "0", "4"], "--paint-grow"), (["--n-res", "-1"], "--n-res"),
+                        (["--reference", "1.5"], "--reference")):
         assert main([*args[:2], "--run", str(tmp_path / "y"), *bad]) == 2
         assert not (tmp_path / "y").exists(), option
 

@@ -31,6 +31,7 @@ from rtanim.align import CROP_SIZE
 from rtanim.aus import EXTENDED_CODES
 from rtanim.errors import InputError
 from rtanim.geometry import AUBasis, ThinPlate, WarpModel
+from rtanim.reference import MIN_OPEN_PX, MovedReference, move_reference
 from rtanim.refine import (
     EYE_A,
     EYE_B,
@@ -53,6 +54,9 @@ CLOSED_MOUTH_PX = 120.0
 #: blink blendshape says it better than the polygon's area), as open below OPEN_EYES_AU45.
 CLOSED_EYES_AU45 = 0.6
 OPEN_EYES_AU45 = 0.3
+#: A reference mouth comes from the same clip at least this many frames from the target (about
+#: a second at 12.5 fps), so it is another moment of the same person, not a near copy of the answer.
+REFERENCE_GAP = 12
 
 
 # ----------------------------------------------------------------------------- frames
@@ -226,6 +230,7 @@ class PairMix:
     grey: float = 0.1  # pairs turned to greyscale (old photos, webcams in low light)
     jitter: float = 0.5  # pairs with random per-channel gain and brightness
     residual_flow: bool = False  # basis-warped video pairs carry the flow that supervises a flow head
+    reference: float = 0.0  # pairs shown a remembered open mouth of the same clip, where it has one
 
 
 @dataclass
@@ -239,6 +244,10 @@ class Pair:
     #: 2 x S x S float32: the residual flow that would carry the input's geometry to the target's
     #: real landmarks (zero where the input is already warped to them); supervises a flow head.
     flow: np.ndarray | None = None
+    #: a remembered open mouth of the same person moved onto the target's lips (rtanim.reference)
+    reference: MovedReference | None = None
+    frame: int = -1  # the target's frame (which clip a reference may come from)
+    target_landmarks: np.ndarray | None = None  # where the input's lips are meant to be (crop px)
 
 
 def region_weight(landmarks: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
@@ -318,7 +327,26 @@ class PairMaker:
         return best
 
     def __call__(self) -> Pair:
-        return recolour(self._draw(), self.rng, self.mix)
+        pair = self._draw()
+        if self.mix.reference > 0 and self.rng.random() < self.mix.reference:
+            pair.reference = self.reference_for(pair)
+        return recolour(pair, self.rng, self.mix)
+
+    def reference_for(self, pair: Pair, tries: int = 3) -> MovedReference | None:
+        """The widest of a few open mouths of the target's clip, at least REFERENCE_GAP frames
+        from it (what a run remembers is the widest mouth seen so far), moved onto the lips the
+        pair's input shows; None for stills and clips without another open mouth."""
+        t, lm = pair.frame, pair.target_landmarks
+        if t < 0 or lm is None or self.f.index[t] < 0 or int(self.f.clip[t]) not in self.by_clip:
+            return None
+        cands = self.by_clip[int(self.f.clip[t])]
+        cands = cands[(np.abs(self.f.index[cands] - self.f.index[t]) >= REFERENCE_GAP)
+                      & (self.f.mouth_px[cands] >= MIN_OPEN_PX)]
+        if len(cands) == 0:
+            return None
+        pick = self.rng.choice(cands, size=min(tries, len(cands)), replace=False)
+        r = int(pick[np.argmax(self.f.mouth_px[pick])])
+        return move_reference(self.f.images[r], self.f.landmarks[r], lm)
 
     def _draw(self) -> Pair:
         r = self.rng.random()
@@ -354,7 +382,7 @@ class PairMaker:
             target = f.landmarks[t]
             warped, geo = warp_image(f.images[s], flow), geometry_maps(target, f.landmarks[s], flow)
         weight = np.maximum(region_weight(f.landmarks[t]), region_weight(target))
-        return Pair(warped, geo, f.aus[t], f.images[t], weight, "video", residual)
+        return Pair(warped, geo, f.aus[t], f.images[t], weight, "video", residual, frame=t, target_landmarks=target)
 
     def cycle_pair(self, i: int) -> Pair:
         f, ctrl, b = self.f, self.basis.controls, self.basis
@@ -371,12 +399,13 @@ class PairMaker:
         lm_b = lm + b.displacement(b.vector(other) - b.vector(a))[: len(lm)]
         warped = warp_image(filled, compose_flows(self.tps_flow(lm[ctrl], lm_b[ctrl]), self.tps_flow(lm_b[ctrl], lm[ctrl])))
         geo = geometry_maps(lm, lm, None, source_hidden=(hide_mouth, hide_eyes))
-        return Pair(warped, geo, a, f.images[i], region_weight(lm), "cycle")
+        return Pair(warped, geo, a, f.images[i], region_weight(lm), "cycle", frame=i, target_landmarks=lm)
 
     def identity_pair(self, i: int) -> Pair:
         f = self.f
         geo = geometry_maps(f.landmarks[i], f.landmarks[i], None)
-        return Pair(f.images[i], geo, f.aus[i], f.images[i], region_weight(f.landmarks[i]), "identity")
+        return Pair(f.images[i], geo, f.aus[i], f.images[i], region_weight(f.landmarks[i]), "identity", frame=i,
+                    target_landmarks=f.landmarks[i])
 
 
 def recolour(pair: Pair, rng: np.random.Generator, mix: PairMix) -> Pair:
@@ -395,22 +424,29 @@ def recolour(pair: Pair, rng: np.random.Generator, mix: PairMix) -> Pair:
             return np.clip(x.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
     else:
         return pair
-    return Pair(change(pair.warped), pair.geometry, pair.aus, change(pair.target), pair.weight, pair.kind, pair.flow)
+    ref = pair.reference
+    if ref is not None:
+        ref = MovedReference(change(ref.rgb), ref.window, ref.inner)
+    return Pair(change(pair.warped), pair.geometry, pair.aus, change(pair.target), pair.weight, pair.kind, pair.flow,
+                ref, pair.frame, pair.target_landmarks)
 
 
 def mix_report(frames: Frames, maker: PairMaker, n: int = 2000) -> dict[str, float]:
     """Measured share of pair kinds and of rare target states over ``n`` draws (for MODELS.md)."""
     kinds: dict[str, int] = defaultdict(int)
-    open_, closed = 0, 0
+    open_, closed, refs = 0, 0, 0
     k45 = [EXTENDED_CODES.index("AU45L"), EXTENDED_CODES.index("AU45R")]
     for _ in range(n):
         p = maker()
         kinds[p.kind] += 1
         open_ += int(p.geometry[0].sum() > OPEN_MOUTH_PX)
         closed += int(p.aus[k45].mean() > CLOSED_EYES_AU45)
+        refs += int(p.reference is not None)
     out = {f"kind_{k}": v / n for k, v in sorted(kinds.items())}
     out["target_open_mouth"] = open_ / n
     out["target_closed_eyes"] = closed / n
+    if maker.mix.reference > 0:
+        out["with_reference"] = refs / n
     out["frames_open_mouth"] = float(frames.open_mouth.mean())
     out["frames_closed_eyes"] = float(frames.closed_eyes.mean())
     return out

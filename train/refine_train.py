@@ -30,6 +30,7 @@ import torch
 
 from rtanim.compose import feather_mask
 from rtanim.errors import InputError
+from rtanim.reference import REFERENCE_CHANNELS, reference_channels
 from rtanim.refine import (
     FLOW_MAX,
     RefineNet,
@@ -39,6 +40,7 @@ from rtanim.refine import (
     save_refine,
     shift,
     with_flow_head,
+    with_reference,
     with_res_blocks,
 )
 from train.refine_data import Frames, Pair, PairMaker, PairMix, load_frames, mix_report, split_people
@@ -71,7 +73,8 @@ W_FLOW_SUP = 0.05
 ADV_RAMP_STEPS = 500
 
 
-def to_batch(pairs: list[Pair]) -> dict[str, torch.Tensor]:
+def to_batch(pairs: list[Pair], reference: bool = False) -> dict[str, torch.Tensor]:
+    """Pairs as tensors; with ``reference`` also the reference channels (zeros where a pair has none)."""
     def img(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.stack(x)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
@@ -82,6 +85,9 @@ def to_batch(pairs: list[Pair]) -> dict[str, torch.Tensor]:
         "aus": torch.from_numpy(np.stack([p.aus for p in pairs]).astype(np.float32)),
         "weight": torch.from_numpy(np.stack([p.weight for p in pairs]))[:, None],
     }
+    if reference:
+        batch["reference"] = torch.from_numpy(np.stack([reference_channels(p.reference, p.weight.shape[0])
+                                                        for p in pairs]))
     if any(p.flow is not None for p in pairs):  # only a flow head's training asks for them (PairMix)
         batch["flow"] = torch.from_numpy(np.stack([np.zeros((2, *p.weight.shape), np.float32) if p.flow is None
                                                    else p.flow for p in pairs]))
@@ -98,7 +104,7 @@ class PairStream(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         maker = PairMaker(self.frames, mix=self.mix, seed=self.seed * 1000 + (info.id if info else 0))
         while True:
-            yield to_batch([maker() for _ in range(self.batch)])
+            yield to_batch([maker() for _ in range(self.batch)], reference=self.mix.reference > 0)
 
 
 def _loader_worker_init(_worker_id: int) -> None:
@@ -121,7 +127,7 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, ste
     ``l2`` adds the same-weighted squared error: L1 is minimised by the median of what a mouth may
     look like (teeth or a dark cavity, whichever is likelier), squared error by their mean, which is
     what PSNR against the real frame rewards."""
-    att, color, *flow = net(b["warped"], b["aus"], b["geometry"])
+    att, color, *flow = net(b["warped"], b["aus"], b["geometry"], b.get("reference"))
     moved = shift(b["warped"], flow[0]) if flow else b["warped"]
     out = compose_crop(moved, att, color, region)
     w = b["weight"]
@@ -196,7 +202,10 @@ def sample_grid(path: Path, b: dict[str, torch.Tensor], out: torch.Tensor, att: 
     rows = []
     for i in range(min(n, out.shape[0])):
         a = (att[i, 0].detach().clamp(0, 1) * 255).round().byte().numpy()
-        rows.append(np.concatenate([img(b["warped"][i]), img(out[i]), img(b["target"][i]), np.stack([a] * 3, -1)], 1))
+        cols = [img(b["warped"][i]), img(out[i]), img(b["target"][i]), np.stack([a] * 3, -1)]
+        if "reference" in b:  # what the net was shown of a remembered mouth (grey: nothing)
+            cols.append(img(b["reference"][i, :3]))
+        rows.append(np.concatenate(cols, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
 
@@ -228,6 +237,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n-res", type=int, default=0,
                    help="grow the bottleneck to this many residual blocks (new ones start as the identity; "
                         "0: keep the net's)")
+    p.add_argument("--reference", type=float, default=None, metavar="SHARE",
+                   help="show this share of pairs a remembered open mouth of the same clip (rtanim.reference); adds "
+                        "the reference input (zero at first) if the net lacks it; default: 0.75 for a net that has it")
     p.add_argument("--flow", action="store_true", help="add a residual flow head (zero at first) if the net lacks one")
     p.add_argument("--adv", type=float, default=0.0,
                    help="weight of the patch critic's hinge loss on mouth and eyes (0: L1 only), on a converged "
@@ -273,6 +285,8 @@ def train(a: argparse.Namespace) -> int:
         raise InputError("--paint-grow", f"must be at least 1 px each, got {a.paint_grow}")
     if a.paint_min is not None and not 0.0 <= a.paint_min < 1.0:
         raise InputError("--paint-min", f"must be a coverage in [0, 1), got {a.paint_min:g}")
+    if a.reference is not None and not 0.0 <= a.reference <= 1.0:
+        raise InputError("--reference", f"must be a share between 0 and 1, got {a.reference:g}")
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -303,6 +317,11 @@ def train(a: argparse.Namespace) -> int:
         opt, net = carry_adam(net, opt, deep, a.lr), deep
         totals.setdefault("res_blocks", []).append({"from_step": totals["steps"], "n_res": a.n_res})
         print(f"bottleneck grown to {a.n_res} residual blocks at step {totals['steps']}", flush=True)
+    if a.reference and not net.spec.n_reference:
+        wide = with_reference(net, len(REFERENCE_CHANNELS))
+        opt, net = carry_adam(net, opt, wide, a.lr), wide
+        totals["reference_from_step"] = totals["steps"]
+        print(f"added the reference input ({len(REFERENCE_CHANNELS)} channels) at step {totals['steps']}", flush=True)
     if a.flow and not net.spec.flow:
         wide = with_flow_head(net)
         opt, net = carry_adam(net, opt, wide, a.lr), wide
@@ -326,7 +345,8 @@ def train(a: argparse.Namespace) -> int:
                   f"{want.paint_min:g}) from step {totals['steps']}", flush=True)
     for g in opt.param_groups:
         g["lr"] = a.lr
-    mix = PairMix(basis_warp=a.basis_warp, residual_flow=net.spec.flow)
+    share = (a.reference if a.reference is not None else 0.75) if net.spec.n_reference else 0.0
+    mix = PairMix(basis_warp=a.basis_warp, residual_flow=net.spec.flow, reference=share)
     held_people = sorted(set(np.array(frames.persons)[held]))
     report = mix_report(train_frames, PairMaker(train_frames, mix=mix, seed=a.seed + 7), n=400)
     info = {"data": [str(d) for d in a.data], "frames": len(frames), "train_frames": len(train_frames),
