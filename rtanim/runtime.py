@@ -81,6 +81,11 @@ class RefineGenerator:
         if self.memory is not None:
             self.memory.observe(job.face.face_id, job.crop, job.face.transform.to_crop(job.face.landmarks)[:, :2])
 
+    def forget(self) -> None:
+        """Start a new run: another photo or clip may reuse face ids for other people."""
+        if self.memory is not None:
+            self.memory.clear()
+
     def inputs(self, job: FaceJob) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """(warped crop [3,S,S] in [-1,1], geometry [4,S,S], AUs [K], flow [2,S,S], reference [4,S,S] or
         None) for one face."""

@@ -54,6 +54,7 @@ def reexpress(
     if not faces:
         return StillResult(image, [], [])
     jobs = [FaceJob(f, crop(image, f.transform), t) for f, t in zip(faces, targets, strict=True)]
+    getattr(gen, "forget", lambda: None)()  # a photo's face ids say nothing about the last photo's people
     outputs = gen.generate(jobs)
     return StillResult(compose(image, outputs, [f.transform for f in faces]), list(faces), outputs)
 

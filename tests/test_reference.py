@@ -197,3 +197,5 @@ def test_refine_generator_shows_what_it_remembers(shared_data, tmp_path, closed)
     seen = gen.engine.run(image[None], aus[None], geometry[None], shown[None])[1][0]
     blind = gen.engine.run(image[None], aus[None], geometry[None])[1][0]
     assert np.allclose(out.color, seen, atol=1e-5) and not np.allclose(out.color, blind, atol=1e-3)
+    gen.forget()  # a new photo or clip: face ids may now be other people
+    assert gen.memory.get(face.face_id) is None and not gen.inputs(job)[4].any()
