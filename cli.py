@@ -832,8 +832,7 @@ def eval_cmd(
             if path is not None:
                 checks.input_path(path, option, folder_ok=option in ("--data", "--reenact"))
         checks.output_folder(out)
-        if reference not in checks.REFERENCE_POLICIES:
-            raise InputError(reference, f"not one of {', '.join(checks.REFERENCE_POLICIES)}", field="--reference")
+        checks.choice(reference, checks.REFERENCE_POLICIES, "--reference", "reference policy")
         from rtanim.aus import parse_codes
 
         codes = parse_codes(aus)

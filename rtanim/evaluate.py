@@ -84,11 +84,6 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 # ----------------------------------------------------------------------------- generators
 
 
-def forget(gen: Any) -> None:
-    """A generator that remembers faces (rtanim.reference) starts afresh; others have nothing to forget."""
-    getattr(gen, "forget", lambda: None)()
-
-
 def load_generator(model: str, engine: str = "auto", basis: str | None = None) -> Any:
     """``--model`` as the product resolves it (rtanim.runtime), so eval measures what users run."""
     from rtanim.runtime import WarpGenerator
@@ -258,7 +253,7 @@ def evaluate(model: str, data: str | Path, out: str | Path, options: EvalOptions
 
 def _evaluate(model: str, data: str | Path, out: str | Path, options: EvalOptions | None,
               progress: Callable[[str, int, int], None] | None) -> EvalReport:
-    from rtanim.pipeline import FaceJob
+    from rtanim.pipeline import FaceJob, forget_faces
     from rtanim.tracking import FaceTracker
 
     o = options or EvalOptions()
@@ -316,7 +311,7 @@ def _evaluate(model: str, data: str | Path, out: str | Path, options: EvalOption
             raise InputError(data, "no face found to evaluate on", field="--data")
         report.faces = len(subjects)
         for fi, (img, face) in enumerate(subjects):
-            forget(gen)  # each photo is another person: never show one the mouth another opened
+            forget_faces(gen)  # each photo is another person: never show one the mouth another opened
             region = face_region(face.transform, img.shape)
             ref = identity.embed(img, face.bbox) if identity else None
             crop_in = crop(img, face.transform)
@@ -383,7 +378,7 @@ def _evaluate(model: str, data: str | Path, out: str | Path, options: EvalOption
 
 def flicker(gen: Any, clip: Path, o: EvalOptions, tick: Callable[[str, int, int], None]) -> dict[str, Any]:
     """Frame-to-frame change inside the face region, output minus input, with constant target AUs."""
-    from rtanim.pipeline import FaceJob
+    from rtanim.pipeline import FaceJob, forget_faces
     from rtanim.sources import VideoFileSource
     from rtanim.tracking import FaceTracker
 
@@ -396,7 +391,7 @@ def flicker(gen: Any, clip: Path, o: EvalOptions, tick: Callable[[str, int, int]
     d_in, d_out = [], []
     prev_in = prev_out = None
     frames = 0
-    forget(gen)
+    forget_faces(gen)
     with VideoFileSource(clip, max_frames=o.frames) as src, FaceTracker(1, mode="video") as tracker:
         for frame in src:
             faces = tracker.track(frame.image, frame.pts)

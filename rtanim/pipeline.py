@@ -126,6 +126,13 @@ class Generator(Protocol):
     def generate(self, jobs: Sequence[FaceJob]) -> list[FaceOutput]: ...
 
 
+def forget_faces(gen: Generator) -> None:
+    """Start ``gen`` afresh for another photo or clip: a generator that remembers faces by id
+    (rtanim.reference, via ``forget()``) must not show one person what another's face looked like;
+    the others remember nothing."""
+    getattr(gen, "forget", lambda: None)()
+
+
 class EngineGenerator:
     """Adapts an engine (``run(crops, aus) -> Outputs``) to the pipeline: one batched call."""
 

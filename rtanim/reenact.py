@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from rtanim.align import crop
-from rtanim.checks import REFERENCE_POLICIES
+from rtanim.checks import REFERENCE_POLICIES, choice
 from rtanim.compose import compose
 from rtanim.errors import InputError
 from rtanim.files import write_bytes
@@ -198,9 +198,7 @@ def reference_frame(tracked: list[tuple[np.ndarray, Any]], s: int, t: int, polic
     """The widest-open mouth a run would remember for pair (s, t) under ``policy``, if one is open enough."""
     from rtanim.reference import MIN_OPEN_PX, mouth_area
 
-    if policy not in REFERENCE_POLICIES:
-        raise InputError(policy, f"unknown reference policy (one of {', '.join(REFERENCE_POLICIES)})",
-                         field="--reference")
+    choice(policy, REFERENCE_POLICIES, "--reference", "reference policy")
     if policy == "none":
         return None
     frames = range(s) if policy == "before" else range(len(tracked))

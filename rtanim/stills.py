@@ -16,7 +16,7 @@ from rtanim.compose import FaceOutput, compose
 from rtanim.errors import InputError
 from rtanim.files import read_image as read_image  # re-exported: callers read stills here
 from rtanim.files import write_bytes
-from rtanim.pipeline import FaceJob, Generator
+from rtanim.pipeline import FaceJob, Generator, forget_faces
 from rtanim.timeline import Timeline
 from rtanim.tracking import Face, FaceTracker
 
@@ -54,7 +54,7 @@ def reexpress(
     if not faces:
         return StillResult(image, [], [])
     jobs = [FaceJob(f, crop(image, f.transform), t) for f, t in zip(faces, targets, strict=True)]
-    getattr(gen, "forget", lambda: None)()  # a photo's face ids say nothing about the last photo's people
+    forget_faces(gen)  # a photo's face ids say nothing about the last photo's people
     outputs = gen.generate(jobs)
     return StillResult(compose(image, outputs, [f.transform for f in faces]), list(faces), outputs)
 
