@@ -56,11 +56,18 @@ class FaceOutput:
 
     ``attention`` [1,S,S] in [0,1] (1 keeps the input); ``color`` [3,S,S] float in [-1,1] or
     uint8; ``flow`` [2,S,S] normalised backward offsets, or None for models without flow.
+
+    ``color_base`` ([3,S,S], the scale of ``color``) is the crop the colour was painted over (the
+    refine model's warped crop). With it, compose adds ``color - color_base`` to the frame's own
+    moved pixels instead of replacing them by ``color``, so a repainted lip or lid keeps the
+    frame's full-resolution detail (Yi et al. 2020 carry high frequencies the same way); at crop
+    resolution the two are the same composite. Without it, ``color`` replaces the pixels.
     """
 
     attention: np.ndarray
     color: np.ndarray
     flow: np.ndarray | None = None
+    color_base: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -113,8 +120,9 @@ def _color01(color: np.ndarray) -> np.ndarray:
 def crop_stack(out: FaceOutput) -> np.ndarray:
     """The crop-space quantities compose resamples, premultiplied by the region mask.
 
-    Channels: w*C (premultiplied, so resampling never bleeds C where w is 0), w = mask*(1-A)
-    (how much C replaces the input), then, for flow models, mask*F in crop pixels (x, y).
+    Channels: w*C (premultiplied, so resampling never bleeds C where w is 0; w*(C - color_base)
+    when the output has a colour base), w = mask*(1-A) (how much C replaces the input), then, for
+    flow models, mask*F in crop pixels (x, y).
     Returns [S,S,6] float32 with flow, [S,S,4] without.
     """
     size = out.size
@@ -122,7 +130,10 @@ def crop_stack(out: FaceOutput) -> np.ndarray:
     att = np.clip(out.attention.reshape(size, size).astype(np.float32), 0.0, 1.0)
     w = mask * (1.0 - att)
     stack = np.empty((size, size, 4 if out.flow is None else 6), np.float32)
-    stack[..., 0:3] = (_color01(out.color) * w[None]).transpose(1, 2, 0)
+    color = _color01(out.color)
+    if out.color_base is not None:
+        color -= _color01(out.color_base)
+    stack[..., 0:3] = (color * w[None]).transpose(1, 2, 0)
     stack[..., 3] = w
     if out.flow is not None:
         stack[..., 4:] = (out.flow.astype(np.float32) * (size / 2.0) * mask[None]).transpose(1, 2, 0)
@@ -251,8 +262,12 @@ def _compose_into(result: np.ndarray, out: FaceOutput, transform: HasMatrix, ste
     if not rest[..., 0].any():  # nothing repainted (the warp model): round the moved pixels into the frame
         cv2.convertScaleAbs(base, dst=roi)
         return
-    # result = base * (1 - w) + w*C in two passes; the second rounds (half to even, where
-    # compose_torch rounds half up: they differ on exact ties only) and saturates into the frame.
+    # result = base * (1 - w) + w*C in two passes (base + w*(C - color_base) in one); the last
+    # rounds (half to even, where compose_torch rounds half up: they differ on exact ties only)
+    # and saturates into the frame.
+    if out.color_base is not None:
+        cv2.add(base, _upsample(wc, k, pad, shape, "up3"), dst=roi, dtype=cv2.CV_8U)
+        return
     keep = _scratch.get("keep", (ny, nx, 3))
     np.subtract(1.0, rest[..., 0:1], out=keep)
     cv2.multiply(base, _upsample(keep, k, pad, shape, "up3"), dst=base)
@@ -283,11 +298,13 @@ def compose(
 # ----------------------------------------------------------------------------- torch
 
 
-def compose_torch(frame: Any, attention: Any, color: Any, flow: Any, transforms: Sequence[HasMatrix]) -> Any:
+def compose_torch(frame: Any, attention: Any, color: Any, flow: Any, transforms: Sequence[HasMatrix],
+                  color_base: Any = None) -> Any:
     """The same composite on tensors (any device), with grid_sample instead of OpenCV.
 
     ``frame`` uint8 [H,W,3] tensor (the pipeline's layout); ``attention`` [N,1,S,S], ``color``
-    [N,3,S,S] in [-1,1], ``flow`` [N,2,S,S] or None, one transform per face. Returns a new uint8
+    [N,3,S,S] in [-1,1], ``flow`` [N,2,S,S] or None, ``color_base`` [N,3,S,S] or None
+    (:class:`FaceOutput`), one transform per face. Returns a new uint8
     [H,W,3] tensor. Resamples A, C and F at every frame pixel: agrees with ``compose(..., step=0)``
     within 1 grey level on natural images (OpenCV quantises sample positions to 1/32 px,
     grid_sample does not), and with the default :func:`compose` within its grid's few grey levels.
@@ -311,6 +328,9 @@ def compose_torch(frame: Any, attention: Any, color: Any, flow: Any, transforms:
         wgt = mask * (1.0 - attention[i, 0].float().clamp(0, 1))
         col = color[i].float()
         col = col if color.dtype == torch.uint8 else (col.clamp(-1, 1) + 1.0) * 127.5
+        if color_base is not None:
+            under = color_base[i].float()
+            col = col - (under if color_base.dtype == torch.uint8 else (under.clamp(-1, 1) + 1.0) * 127.5)
         chans = [wgt[None], col * wgt[None]]
         if flow is not None:
             chans.append(flow[i].float() * (size / 2.0) * mask[None])
@@ -339,6 +359,6 @@ def compose_torch(frame: Any, attention: Any, color: Any, flow: Any, transforms:
             base = F.grid_sample(src, fgrid, mode="bilinear", padding_mode="border", align_corners=False)[0]
         else:
             base = result[y0:y1, x0:x1].permute(2, 0, 1).float()
-        blended = base * (1.0 - wr) + warped[1:4]
+        blended = (base if color_base is not None else base * (1.0 - wr)) + warped[1:4]
         result[y0:y1, x0:x1] = (blended + 0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
     return result

@@ -116,7 +116,8 @@ class RefineGenerator:
         att, col, residual = self.engine.run(np.stack([i[0] for i in items]), np.stack([i[2] for i in items]),
                                              np.stack([i[1] for i in items]), refs)
         flows = [i[3] if residual is None else compose_flows(i[3], residual[k]) for k, i in enumerate(items)]
-        return [FaceOutput(att[k], col[k], flows[k]) for k in range(len(jobs))]
+        # colour over the warped crop: compose keeps the frame's own detail under the paint
+        return [FaceOutput(att[k], col[k], flows[k], color_base=items[k][0]) for k in range(len(jobs))]
 
     def describe(self) -> str:
         steps = self.extras.get("training", {}).get("steps", "?")

@@ -208,3 +208,52 @@ def test_coarse_grid_on_a_real_face_with_real_flow_and_a_hard_edged_repaint(shar
     assert (diff[region] > 8).mean() < 0.01, ((diff[region] > 8).mean(), diff.max())
     k = grid_factor(t.matrix)
     assert np.array_equal(fast[~grown_support(t, img.shape, k)], img[~grown_support(t, img.shape, k)])
+
+
+def crop_of(frame: np.ndarray, t: CropTransform) -> np.ndarray:
+    """The frame's crop ([3,S,S] in [-1,1]): what a refine model paints over."""
+    c = cv2.warpAffine(frame, t.matrix, (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return c.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0
+
+
+def test_colour_base_keeps_the_frames_detail_under_the_paint(photo):
+    """With ``color_base``, compose adds C - base to the frame's pixels: a face twice the crop's
+    size keeps its full-resolution texture where it is repainted, and a flat offset painted over it
+    moves it by that offset; replacing the pixels by C (no base) loses that texture."""
+    t = similarity((300, 220), 256)  # 2 frame px per crop px
+    base = crop_of(photo, t)
+    offset = np.float32(20 / 127.5)
+    paint = np.zeros((1, S, S), np.float32)  # A = 0: the colour everywhere in the region
+    out_base = FaceOutput(paint, np.clip(base + offset, -1, 1), color_base=base)
+    out_plain = FaceOutput(paint, np.clip(base + offset, -1, 1))
+    with_base, plain = compose(photo, [out_base], [t]), compose(photo, [out_plain], [t])
+    inner = cv2.warpAffine((feather_mask(S) >= 1).astype(np.uint8), t.inverse, photo.shape[1::-1],
+                           flags=cv2.INTER_NEAREST).astype(bool)
+    inner &= (photo.astype(np.int16) + 20 < 250).all(-1)  # where +20 does not saturate or clip C
+    lap = lambda x: np.abs(cv2.Laplacian(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F))  # noqa: E731
+    assert lap(with_base)[inner].mean() > 1.5 * lap(plain)[inner].mean()  # texture kept, not blurred
+    shift = with_base[inner].astype(np.int16) - photo[inner]
+    assert abs(float(np.median(shift)) - 20) <= 1
+
+
+def test_colour_base_is_the_same_composite_at_crop_resolution(photo):
+    """Where crop pixels are frame pixels, painting C over a base that is the frame's own crop
+    is replacing the pixels by C: the base only adds detail the crop does not hold."""
+    t = similarity((300.5, 220.5), S)  # crop pixel centres on frame pixel centres
+    o = smooth_outputs(6, flow_scale=0.0)
+    base = crop_of(photo, t)
+    plain = compose(photo, [FaceOutput(o.attention, o.color)], [t])
+    with_base = compose(photo, [FaceOutput(o.attention, o.color, color_base=base)], [t])
+    diff = np.abs(plain.astype(np.int16) - with_base)
+    assert diff.max() <= 1 and (plain != photo).any()
+
+
+def test_colour_base_numpy_and_torch_agree(photo):
+    t = similarity((300, 220), 230, 0.3)
+    o = smooth_outputs(7)
+    base = crop_of(photo, t)
+    ref = compose(photo, [FaceOutput(o.attention, o.color, o.flow, color_base=base)], [t], step=0)
+    got = compose_torch(torch.from_numpy(photo), torch.from_numpy(o.attention[None]), torch.from_numpy(o.color[None]),
+                        torch.from_numpy(o.flow[None]), [t], color_base=torch.from_numpy(base[None])).numpy()
+    diff = np.abs(ref.astype(np.int16) - got)
+    assert diff.max() <= 1 and (ref != photo).any()

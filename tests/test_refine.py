@@ -282,6 +282,36 @@ def test_pairs_of_every_kind(clip_frames):
     cyc = maker.cycle_pair(5)
     assert cyc.geometry[2].sum() == 0 and cyc.geometry[0].sum() > 0
     assert {maker().kind for _ in range(40)} == {"video", "cycle", "identity"}
+    # every pair carries the self-reenactment test's boxes on its real target: lips below the eyes
+    from train.refine_data import score_boxes
+
+    assert np.array_equal(video.boxes, score_boxes(frames.landmarks[t]))
+    for pair in (video, ident, cyc):
+        mouth, eyes = pair.boxes.astype(bool)
+        assert mouth.sum() > 100 and eyes.sum() > 100 and not (mouth & eyes).any()
+        assert np.argwhere(mouth)[:, 0].min() > np.argwhere(eyes)[:, 0].max()
+
+
+def test_box_psnr_term_is_the_tests_per_pair_psnr():
+    """The term's dB figure is the mean of each pair's PSNR in its boxes (as the self-reenactment
+    test averages it), and its gradient favours the pair that is nearly right."""
+    from train.refine_train import PSNR_FLOOR, box_psnr_loss
+
+    target = torch.zeros(2, 3, 16, 16)
+    boxes = torch.zeros(2, 2, 16, 16)
+    boxes[:, 0, 8:12, 4:12] = 1
+    boxes[:, 1, 2:5, 2:14] = 1
+    out = target.clone()
+    out[0] += 0.02  # nearly right
+    out[1] += 0.4  # far off
+    out.requires_grad_(True)
+    loss, db = box_psnr_loss(out, target, boxes)
+    want = np.mean([-10 * np.log10((e * e + PSNR_FLOOR) / 4) for e in (0.02, 0.02, 0.4, 0.4)])
+    assert abs(float(db) - want) < 1e-3
+    loss.backward()
+    g = out.grad.abs().sum((1, 2, 3))
+    assert g[0] > g[1]  # log error: the same relative gain is worth as much, so small errors pull harder
+    assert float(out.grad[:, :, 0, 0].abs().sum()) == 0  # nothing outside the boxes
 
 
 def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_path):
@@ -323,13 +353,18 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert main([*args, "--steps", "1"]) == 0
     _, extra = load_refine(run / "refine.safetensors")
     assert extra["training"]["l2_terms"] == [{"from_step": 13, "weight": 10.0}, {"from_step": 15, "weight": 0.0}]
+    assert main([*args, "--steps", "1", "--psnr", "0.1"]) == 0  # the per-pair PSNR term, recorded likewise
+    assert main([*args, "--steps", "1"]) == 0
+    _, extra = load_refine(run / "refine.safetensors")
+    assert extra["training"]["psnr_terms"] == [{"from_step": 16, "weight": 0.1}, {"from_step": 17, "weight": 0.0}]
+    assert "psnr" in (run / "metrics.jsonl").read_text().splitlines()[-1]
     assert main([*args, "--steps", "1", "--n-res", "3"]) == 0  # a deeper bottleneck, the same function at first
     net, extra = load_refine(run / "refine.safetensors")
-    assert net.spec.n_res == 3 and extra["training"]["res_blocks"] == [{"from_step": 16, "n_res": 3}]
+    assert net.spec.n_res == 3 and extra["training"]["res_blocks"] == [{"from_step": 18, "n_res": 3}]
     assert main([*args, "--steps", "1", "--n-res", "2"]) == 2  # grows, never shrinks
     assert main([*args, "--steps", "1", "--reference", "0.5"]) == 0  # a remembered mouth as a new input
     net, extra = load_refine(run / "refine.safetensors")
-    assert net.spec.n_reference == 4 and extra["training"]["reference_from_step"] == 17
+    assert net.spec.n_reference == 4 and extra["training"]["reference_from_step"] == 19
     assert main([*args, "--steps", "1"]) == 0  # resumes with it (shown at 0.75 by default)
     assert (run / "metrics.jsonl").read_text().count("\n") >= 2
 
@@ -340,7 +375,7 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "aus.csv" in r.stderr, r.stderr
     assert not (tmp_path / "x").exists()
     for bad, option in ((["--basis-warp", "1.5"], "--basis-warp"), (["--lr-end", "-1"], "--lr-end"),
-                        (["--adv", "-1"], "--adv"), (["--l2", "-1"], "--l2"), (["--paint-min", "0.2"], "--paint-min"),
+                        (["--adv", "-1"], "--adv"), (["--l2", "-1"], "--l2"), (["--psnr", "-1"], "--psnr"), (["--paint-min", "0.2"], "--paint-min"),
                         (["--paint-mask", "--paint-min", "1.5"], "--paint-min"),
                         (["--paint-mask", "--paint-grow", "0", "4"], "--paint-grow"), (["--n-res", "-1"], "--n-res"),
                         (["--reference", "1.5"], "--reference")):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -248,6 +248,20 @@ class Pair:
     reference: MovedReference | None = None
     frame: int = -1  # the target's frame (which clip a reference may come from)
     target_landmarks: np.ndarray | None = None  # where the input's lips are meant to be (crop px)
+    #: 2 x S x S float32: the self-reenactment test's mouth box and eye boxes on the real target
+    #: (:func:`score_boxes`), for the trainer's per-pair PSNR term
+    boxes: np.ndarray | None = None
+
+
+def score_boxes(landmarks: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """The boxes the self-reenactment test scores (rtanim.reenact: lips and eyes, padded) as
+    [2,S,S] float32: the mouth box, then both eye boxes."""
+    from rtanim.reenact import EYES, OUTER_LIPS, box_mask
+
+    lm = np.asarray(landmarks)[:, :2]
+    mouth = box_mask(lm[list(OUTER_LIPS)], size)
+    eyes = box_mask(lm[list(EYES[0])], size) | box_mask(lm[list(EYES[1])], size)
+    return np.stack([mouth, eyes]).astype(np.float32)
 
 
 def region_weight(landmarks: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
@@ -382,7 +396,8 @@ class PairMaker:
             target = f.landmarks[t]
             warped, geo = warp_image(f.images[s], flow), geometry_maps(target, f.landmarks[s], flow)
         weight = np.maximum(region_weight(f.landmarks[t]), region_weight(target))
-        return Pair(warped, geo, f.aus[t], f.images[t], weight, "video", residual, frame=t, target_landmarks=target)
+        return Pair(warped, geo, f.aus[t], f.images[t], weight, "video", residual, frame=t, target_landmarks=target,
+                    boxes=score_boxes(f.landmarks[t]))
 
     def cycle_pair(self, i: int) -> Pair:
         f, ctrl, b = self.f, self.basis.controls, self.basis
@@ -399,13 +414,14 @@ class PairMaker:
         lm_b = lm + b.displacement(b.vector(other) - b.vector(a))[: len(lm)]
         warped = warp_image(filled, compose_flows(self.tps_flow(lm[ctrl], lm_b[ctrl]), self.tps_flow(lm_b[ctrl], lm[ctrl])))
         geo = geometry_maps(lm, lm, None, source_hidden=(hide_mouth, hide_eyes))
-        return Pair(warped, geo, a, f.images[i], region_weight(lm), "cycle", frame=i, target_landmarks=lm)
+        return Pair(warped, geo, a, f.images[i], region_weight(lm), "cycle", frame=i, target_landmarks=lm,
+                    boxes=score_boxes(lm))
 
     def identity_pair(self, i: int) -> Pair:
         f = self.f
         geo = geometry_maps(f.landmarks[i], f.landmarks[i], None)
         return Pair(f.images[i], geo, f.aus[i], f.images[i], region_weight(f.landmarks[i]), "identity", frame=i,
-                    target_landmarks=f.landmarks[i])
+                    target_landmarks=f.landmarks[i], boxes=score_boxes(f.landmarks[i]))
 
 
 def recolour(pair: Pair, rng: np.random.Generator, mix: PairMix) -> Pair:
@@ -427,8 +443,7 @@ def recolour(pair: Pair, rng: np.random.Generator, mix: PairMix) -> Pair:
     ref = pair.reference
     if ref is not None:
         ref = MovedReference(change(ref.rgb), ref.window, ref.inner)
-    return Pair(change(pair.warped), pair.geometry, pair.aus, change(pair.target), pair.weight, pair.kind, pair.flow,
-                ref, pair.frame, pair.target_landmarks)
+    return replace(pair, warped=change(pair.warped), target=change(pair.target), reference=ref)
 
 
 def mix_report(frames: Frames, maker: PairMaker, n: int = 2000) -> dict[str, float]:

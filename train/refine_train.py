@@ -68,6 +68,10 @@ W_FLOW_MAG = 0.001
 #: others): photometric gradients alone barely move a flow that starts at zero (measured: the
 #: head's weights stayed at 3e-4 over 600 steps), landmarks tell it where lips and lids really go.
 W_FLOW_SUP = 0.05
+#: The per-pair PSNR term (--psnr): the log of each pair's squared error in the boxes the
+#: self-reenactment test scores, floored at this (in [-1, 1] units: 36 dB) so that an unchanged
+#: identity pair does not pull without bound.
+PSNR_FLOOR = 1e-3
 #: The adversarial weight (--adv) ramps in over the critic's first steps: a fresh critic's
 #: gradients say nothing yet about what real mouths look like.
 ADV_RAMP_STEPS = 500
@@ -85,6 +89,8 @@ def to_batch(pairs: list[Pair], reference: bool = False) -> dict[str, torch.Tens
         "aus": torch.from_numpy(np.stack([p.aus for p in pairs]).astype(np.float32)),
         "weight": torch.from_numpy(np.stack([p.weight for p in pairs]))[:, None],
     }
+    if all(p.boxes is not None for p in pairs):
+        batch["boxes"] = torch.from_numpy(np.stack([p.boxes for p in pairs]))
     if reference:
         batch["reference"] = torch.from_numpy(np.stack([reference_channels(p.reference, p.weight.shape[0])
                                                         for p in pairs]))
@@ -119,14 +125,27 @@ def gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
 
+def box_psnr_loss(out: torch.Tensor, target: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, mean PSNR in dB): the mean over pairs and boxes of log(squared error in the box).
+
+    The self-reenactment test averages each pair's PSNR, i.e. -log of its error, so a pair that is
+    nearly right gains as much from halving its error as a hard one does; a pooled squared error
+    (``l2``) is ruled by the hard pairs instead."""
+    err = ((out - target) ** 2).mean(1, keepdim=True)  # [B,1,S,S]
+    mse = (err * boxes).sum((2, 3)) / boxes.sum((2, 3)).clamp(min=1.0)  # [B,2]
+    loss = torch.log(mse + PSNR_FLOOR).mean()
+    db = (-10.0 * torch.log10((mse.detach() + PSNR_FLOOR) / 4.0)).mean()  # [0, 1] units, as the test
+    return loss, db
+
+
 def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, step: int = PRIOR_RAMP_STEPS,
-           l2: float = 0.0) -> dict[str, torch.Tensor]:
+           l2: float = 0.0, psnr: float = 0.0) -> dict[str, torch.Tensor]:
     """Weighted L1 and gradient L1 of the composite against the target, the colour's own L1 around
     mouth and eyes, and the attention prior (ramped in over the first ``PRIOR_RAMP_STEPS``).
 
     ``l2`` adds the same-weighted squared error: L1 is minimised by the median of what a mouth may
     look like (teeth or a dark cavity, whichever is likelier), squared error by their mean, which is
-    what PSNR against the real frame rewards."""
+    what PSNR against the real frame rewards. ``psnr`` adds :func:`box_psnr_loss` at that weight."""
     att, color, *flow = net(b["warped"], b["aus"], b["geometry"], b.get("reference"))
     moved = shift(b["warped"], flow[0]) if flow else b["warped"]
     out = compose_crop(moved, att, color, region)
@@ -145,6 +164,11 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, ste
     att_tv = ax.abs().mean() + ay.abs().mean()
     col = (focus * (color - b["target"]).abs()).sum() / (focus.sum() * 3 + 1e-6)
     total = rec + W_GRAD * grad + W_COLOR * col + att_prior + ramp * W_ATT_TV * att_tv + l2 * sq
+    box_db = torch.zeros(())
+    if "boxes" in b:
+        box_loss, box_db = box_psnr_loss(out, b["target"], b["boxes"])
+        if psnr > 0:
+            total = total + psnr * box_loss
     flow_px = flow_err = torch.zeros(())
     if flow:
         px = flow[0] * (net.spec.crop_size / 2.0)
@@ -155,7 +179,7 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, ste
         total = (total + W_FLOW_SUP * sup + W_FLOW_TV * ((fx ** 2).mean() + (fy ** 2).mean())
                  + W_FLOW_MAG * (px ** 2).mean())
     return {"loss": total, "l1": rec, "l2": sq, "grad": grad, "color": col, "att": att_mean, "att_tv": att_tv,
-            "flow_px": flow_px, "flow_err": flow_err, "out": out, "A": att}
+            "flow_px": flow_px, "flow_err": flow_err, "psnr": box_db, "out": out, "A": att}
 
 
 # ----------------------------------------------------------------------------- state
@@ -248,6 +272,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--l2", type=float, default=0.0,
                    help="weight of a squared-error term beside the L1 (0: L1 only), e.g. 10 on a converged base: "
                         "the mean of the plausible mouths, which PSNR rewards, instead of their median")
+    p.add_argument("--psnr", type=float, default=0.0,
+                   help="weight of the per-pair PSNR term (0: off), e.g. 0.03: the log of each pair's squared error in "
+                        "the self-reenactment test's mouth and eye boxes, which averages PSNR per pair")
     p.add_argument("--paint-mask", action="store_true",
                    help="let the net paint only where the warp changed mouth or eyes (RefineSpec.paint_mask), from here on")
     p.add_argument("--paint-grow", type=int, nargs=2, metavar=("MOUTH", "EYES"), default=None,
@@ -277,6 +304,8 @@ def train(a: argparse.Namespace) -> int:
         raise InputError("--n-res", f"must be a number of blocks (0: keep the net's), got {a.n_res}")
     if a.l2 < 0:
         raise InputError("--l2", f"must be a weight of at least 0, got {a.l2:g}")
+    if a.psnr < 0:
+        raise InputError("--psnr", f"must be a weight of at least 0, got {a.psnr:g}")
     if a.lr_end < 0 or a.lr <= 0:
         raise InputError("--lr-end" if a.lr_end < 0 else "--lr", "must be positive (--lr-end 0: no annealing)")
     if (a.paint_grow is not None or a.paint_min is not None) and not a.paint_mask:
@@ -385,6 +414,9 @@ def train(a: argparse.Namespace) -> int:
     if a.l2 != (totals.get("l2_terms") or [{"weight": 0.0}])[-1]["weight"]:  # each change in the totals
         totals.setdefault("l2_terms", []).append({"from_step": totals["steps"], "weight": a.l2})
         print(f"squared error at weight {a.l2:g} from step {totals['steps']}", flush=True)
+    if a.psnr != (totals.get("psnr_terms") or [{"weight": 0.0}])[-1]["weight"]:
+        totals.setdefault("psnr_terms", []).append({"from_step": totals["steps"], "weight": a.psnr})
+        print(f"per-pair PSNR term at weight {a.psnr:g} from step {totals['steps']}", flush=True)
     t0 = last_save = last_log = time.time()
     budget = a.minutes * 60.0
     step0, steps, ema = totals["steps"], 0, None
@@ -395,7 +427,7 @@ def train(a: argparse.Namespace) -> int:
                 lr = a.lr * (a.lr_end / a.lr) ** min(1.0, (time.time() - t0) / budget)
                 for g in opt.param_groups:
                     g["lr"] = lr
-            out = losses(net, b, region, totals["steps"], l2=a.l2)
+            out = losses(net, b, region, totals["steps"], l2=a.l2, psnr=a.psnr)
             loss = out["loss"]
             if critic is not None:  # ramps in while the fresh critic learns what real mouths look like
                 pw = refine_adv.patch_weight(b["weight"])
@@ -414,7 +446,7 @@ def train(a: argparse.Namespace) -> int:
             totals["steps"] += 1
             totals["images"] += a.batch
             vals = {k: float(out[k].detach()) for k in ("loss", "l1", "l2", "grad", "color", "att", "att_tv", "flow_px", "flow_err",
-                                                         "adv_g", "adv_d") if k in out}
+                                                         "psnr", "adv_g", "adv_d") if k in out}
             ema = vals if ema is None else {k: 0.95 * ema[k] + 0.05 * v for k, v in vals.items()}
             now = time.time()
             if tb is not None and totals["steps"] % 10 == 0:
@@ -427,7 +459,7 @@ def train(a: argparse.Namespace) -> int:
                 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 print(f"step {totals['steps']} ({steps} this run) {rate:.2f} steps/s {rate * a.batch:.1f} img/s "
                       f"loss {ema['loss']:.4f} l1 {ema['l1']:.4f} l2 {ema['l2']:.4f} grad {ema['grad']:.4f} color {ema['color']:.4f} "
-                      f"att {ema['att']:.4f} lr {opt.param_groups[0]['lr']:.1e} flow {ema['flow_px']:.2f}px (err {ema['flow_err']:.2f}) "
+                      f"att {ema['att']:.4f} boxes {ema['psnr']:.2f} dB lr {opt.param_groups[0]['lr']:.1e} flow {ema['flow_px']:.2f}px (err {ema['flow_err']:.2f}) "
                       + (f"adv G {ema['adv_g']:.3f} D {ema['adv_d']:.3f} " if critic is not None else "") +
                       f"ETA {max(eta, 0) / 60:.1f} min, peak RSS {rss:.0f} MB", flush=True)
                 log.write(json.dumps({"step": totals["steps"], "time": now, "lr": opt.param_groups[0]["lr"], **ema}) + "\n")
