@@ -150,6 +150,8 @@ class RefineSpec:
     paint_mask: bool = False  # paint only where the warp changed mouth or eyes (paint_region); elsewhere A = 1
     paint_grow: tuple[int, int] = (14, 7)  # paint_region's reach around a changed mouth / eyes (px at 128)
     paint_min: float = 0.0  # paint_region ignores changes of smaller local coverage (0: any change)
+    paint_small: int = 0  # paint_region's mouth reach for a small change (px at 128; 0: always paint_grow[0])
+    paint_area: tuple[float, float] = (20.0, 100.0)  # changed mouth px (at 128) from paint_small to paint_grow[0]
     n_reference: int = 0  # channels of a remembered open mouth (rtanim.reference; 0: no such input)
 
     @property
@@ -170,7 +172,8 @@ class RefineSpec:
         return json.dumps({"widths": list(self.widths), "n_res": self.n_res, "au_codes": list(self.au_codes),
                            "crop_size": self.crop_size, "n_geometry": self.n_geometry, "flow": self.flow,
                            "paint_mask": self.paint_mask, "paint_grow": list(self.paint_grow),
-                           "paint_min": self.paint_min, "n_reference": self.n_reference})
+                           "paint_min": self.paint_min, "paint_small": self.paint_small,
+                           "paint_area": list(self.paint_area), "n_reference": self.n_reference})
 
     @classmethod
     def from_json(cls, text: str) -> RefineSpec:
@@ -181,7 +184,9 @@ class RefineSpec:
                    crop_size=int(s["crop_size"]), n_geometry=int(s["n_geometry"]), flow=bool(s.get("flow", False)),
                    paint_mask=bool(s.get("paint_mask", False)),
                    paint_grow=tuple(int(v) for v in s.get("paint_grow", (14, 7))),
-                   paint_min=float(s.get("paint_min", 0.0)), n_reference=int(s.get("n_reference", 0)))
+                   paint_min=float(s.get("paint_min", 0.0)), paint_small=int(s.get("paint_small", 0)),
+                   paint_area=tuple(float(v) for v in s.get("paint_area", (20.0, 100.0))),
+                   n_reference=int(s.get("n_reference", 0)))
 
 
 #: Paint region: a change of a whole pixel's coverage (ANTIALIAS_FULL) opens it fully, sub-pixel
@@ -194,14 +199,19 @@ ANTIALIAS_FULL = 0.5
 
 
 def paint_region(geometry: torch.Tensor, crop_size: int = CROP_SIZE, grow_px: tuple[int, int] = (14, 7),
-                 min_change: float = 0.0) -> torch.Tensor:
+                 min_change: float = 0.0, small_px: int = 0,
+                 area: tuple[float, float] = (20.0, 100.0)) -> torch.Tensor:
     """Where the net may paint [N,1,S,S] in [0, 1]: where the target's mouth / eye maps differ from
     the source's carried by the warp (a mouth that opens or closes, lids that close), grown by
     max-pooling and feathered by average-pooling. Nothing changed, nothing painted: the output is
     then exactly ``warp``'s. With ``min_change`` > 0 the change is first averaged over 3x3 px and
     must exceed it: a lip line that only slides (a closed-mouth smile) changes a sliver of pixels
     by a fraction, and repainting the whole mouth for it costs identity (MODELS.md, session 4).
-    Pure pooling, so the exported graph needs no extra input."""
+    With ``small_px`` > 0 the mouth's reach follows the size of its change: ``small_px`` below
+    ``area[0]`` changed px (of a 128 px crop), ``grow_px[0]`` above ``area[1]``, the larger of the two
+    regions blended in between; lips that only part get a slit painted, not both lips repainted
+    (session 8: where only AU25 is commanded, the repainted lips cost identity on stills).
+    Pure pooling and sums, so the exported graph needs no extra input."""
     scale = crop_size / 128.0  # a plain int, not the traced shape: the pool sizes are constants in ONNX
 
     def grow(x: torch.Tensor, px: float) -> torch.Tensor:
@@ -214,7 +224,12 @@ def paint_region(geometry: torch.Tensor, crop_size: int = CROP_SIZE, grow_px: tu
         local = F.avg_pool2d(change, 3, 1, 1, count_include_pad=False)
         return (local - min_change) / ANTIALIAS_FULL
 
-    mouth = grow(seed((geometry[:, 0:1] - geometry[:, 2:3]).abs()), grow_px[0])
+    mouth_seed = seed((geometry[:, 0:1] - geometry[:, 2:3]).abs())
+    mouth = grow(mouth_seed, grow_px[0])
+    if small_px > 0:
+        changed = mouth_seed.clamp(0.0, 1.0).sum((2, 3), keepdim=True) / (scale * scale)
+        t = ((changed - area[0]) / max(area[1] - area[0], 1e-6)).clamp(0.0, 1.0)
+        mouth = torch.maximum(grow(mouth_seed, small_px), t * mouth)
     eyes = grow(seed((geometry[:, 1:2] - geometry[:, 3:4]).abs()), grow_px[1])
     region = torch.clamp(torch.maximum(mouth, eyes), 0.0, 1.0)
     f = max(1, round(PAINT_FEATHER_PX * scale))
@@ -285,7 +300,7 @@ class RefineNet(nn.Module):
         att = torch.sigmoid(out[:, :1])
         if self.spec.paint_mask:
             att = 1.0 - (1.0 - att) * paint_region(geometry, self.spec.crop_size, self.spec.paint_grow,
-                                                   self.spec.paint_min)
+                                                   self.spec.paint_min, self.spec.paint_small, self.spec.paint_area)
         if self.spec.flow:
             return att, color, FLOW_MAX * torch.tanh(out[:, 4:6])
         return att, color

@@ -130,7 +130,7 @@ def test_fixed_batch_is_learned():
     assert float(losses(net, b, region)["l1"].detach()) < 0.8 * first
 
 
-@pytest.mark.parametrize(("flow", "paint_mask"), [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize(("flow", "paint_mask"), [(False, False), (True, False), (False, True), (False, "small")])
 def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     import onnx
     import onnxruntime as ort
@@ -138,7 +138,8 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     from engines.refine_engine import INPUTS, OUTPUTS, RefineEngine, export_refine_onnx
 
     torch.manual_seed(1)
-    net = RefineNet(RefineSpec(flow=flow, paint_mask=paint_mask)).eval()
+    net = RefineNet(RefineSpec(flow=flow, paint_mask=bool(paint_mask), paint_min=0.25 if paint_mask else 0.0,
+                               paint_small=4 if paint_mask == "small" else 0)).eval()
     for p in net.parameters():  # non-trivial weights (the head starts at zero)
         p.data.normal_(0, 0.05)
     path = export_refine_onnx(net, tmp_path / "refine.onnx")
@@ -153,8 +154,10 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     ops = {n.op_type for n in proto.graph.node}
     assert ops <= {"Conv", "LeakyRelu", "Concat", "Resize", "Gemm", "Mul", "Add", "Split", "Unsqueeze", "Sigmoid",
                    "Slice", "Clip", "DepthToSpace", "SpaceToDepth", "Reshape", "Transpose", "Constant", "Shape",
-                   "Gather", "Cast", "Div", "Sub", "Identity", "Tanh", "Abs", "Max", "MaxPool", "AveragePool"}, ops  # plain ops TensorRT builds
-    assert ("MaxPool" in ops) == paint_mask
+                   "Gather", "Cast", "Div", "Sub", "Identity", "Tanh", "Abs", "Max", "MaxPool", "AveragePool",
+                   "ReduceSum"}, ops  # plain ops TensorRT builds
+    assert ("MaxPool" in ops) == bool(paint_mask)
+    assert ("ReduceSum" in ops) == (paint_mask == "small")
     x = np.random.default_rng(0).uniform(-1, 1, (3, 3, 128, 128)).astype(np.float32)
     a = np.random.default_rng(1).uniform(0, 1, (3, len(net.spec.au_codes))).astype(np.float32)
     g = np.random.default_rng(2).uniform(0, 1, (3, 4, 128, 128)).astype(np.float32)
@@ -228,6 +231,32 @@ def test_paint_min_ignores_a_sliding_lip_line_but_not_an_opening(mean_face):
     assert region[:40].max() == 0
 
 
+def test_paint_small_reach_follows_the_size_of_the_mouths_change(mean_face):
+    """With RefineSpec.paint_small, lips that part by two pixels get a slit painted, not both lips;
+    a wide opening gets the full reach; the spec survives the checkpoint's JSON."""
+    from dataclasses import replace
+
+    from rtanim.refine import paint_region
+
+    spec = replace(RefineSpec(), paint_mask=True, paint_min=0.25, paint_small=4, paint_area=(20.0, 100.0))
+    back = RefineSpec.from_json(spec.to_json())
+    assert back.paint_small == 4 and back.paint_area == (20.0, 100.0)
+    assert RefineSpec.from_json(RefineSpec().to_json().replace(', "paint_small": 0', "")).paint_small == 0  # old files
+
+    def regions(lift: float) -> tuple[np.ndarray, np.ndarray]:
+        opened = mean_face.copy()
+        opened[[317, 14, 87, 178, 88, 95, 324, 318, 402], 1] += lift
+        g = torch.from_numpy(geometry_maps(opened, mean_face, None))[None]
+        full = paint_region(g, min_change=0.25)[0, 0].numpy()
+        small = paint_region(g, min_change=0.25, small_px=4, area=(20.0, 100.0))[0, 0].numpy()
+        return full, small
+
+    full, small = regions(2.0)  # lips part by two pixels
+    assert small.sum() < 0.5 * full.sum() and small.max() == full.max() > 0.5 and (small <= full).all()
+    full, small = regions(8.0)  # a wide opening
+    assert np.array_equal(full, small)
+
+
 def test_checkpoint_roundtrip_and_bad_files(tmp_path):
     net = RefineNet()
     path = save_refine(net, tmp_path / "r.safetensors", extra={"training": {"steps": 7}})
@@ -292,6 +321,28 @@ def test_pairs_of_every_kind(clip_frames):
         assert np.argwhere(mouth)[:, 0].min() > np.argwhere(eyes)[:, 0].max()
 
 
+def test_mirrored_pairs_swap_sides_and_undo_themselves(clip_frames):
+    from rtanim.aus import EXTENDED_CODES
+    from train.refine_data import PairMaker, PairMix, load_frames, mirror
+
+    frames = load_frames([clip_frames])
+    maker = PairMaker(frames, mix=PairMix(residual_flow=True), seed=0)
+    p = maker.video_pair(0, len(frames) - 1, basis=True)
+    p.aus[EXTENDED_CODES.index("AU12L")], p.aus[EXTENDED_CODES.index("AU12R")] = 0.9, 0.1
+    m = mirror(p)
+    assert np.array_equal(m.warped, p.warped[:, ::-1]) and np.array_equal(m.target, p.target[:, ::-1])
+    assert np.array_equal(m.geometry, p.geometry[..., ::-1]) and np.array_equal(m.boxes, p.boxes[..., ::-1])
+    assert np.array_equal(m.weight, p.weight[:, ::-1])
+    assert m.aus[EXTENDED_CODES.index("AU12L")] == p.aus[EXTENDED_CODES.index("AU12R")] == np.float32(0.1)
+    assert m.aus[EXTENDED_CODES.index("AU25")] == p.aus[EXTENDED_CODES.index("AU25")]
+    assert np.array_equal(m.flow[0], -p.flow[0][:, ::-1]) and np.array_equal(m.flow[1], p.flow[1][:, ::-1])
+    back = mirror(m)
+    for k in ("warped", "target", "geometry", "aus", "weight", "boxes", "flow", "target_landmarks"):
+        assert np.allclose(getattr(back, k), getattr(p, k)), k
+    mixed = PairMaker(frames, mix=PairMix(mirror=1.0), seed=3)()
+    assert mixed.warped.flags["C_CONTIGUOUS"] and mixed.geometry.flags["C_CONTIGUOUS"]
+
+
 def test_box_psnr_term_is_the_tests_per_pair_psnr():
     """The term's dB figure is the mean of each pair's PSNR in its boxes (as the self-reenactment
     test averages it), and its gradient favours the pair that is nearly right."""
@@ -353,10 +404,12 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert main([*args, "--steps", "1"]) == 0
     _, extra = load_refine(run / "refine.safetensors")
     assert extra["training"]["l2_terms"] == [{"from_step": 13, "weight": 10.0}, {"from_step": 15, "weight": 0.0}]
-    assert main([*args, "--steps", "1", "--psnr", "0.1"]) == 0  # the per-pair PSNR term, recorded likewise
+    assert main([*args, "--steps", "1", "--psnr", "0.1", "--mirror", "0.5"]) == 0  # the per-pair PSNR term and
+    # mirrored pairs, recorded likewise
     assert main([*args, "--steps", "1"]) == 0
     _, extra = load_refine(run / "refine.safetensors")
     assert extra["training"]["psnr_terms"] == [{"from_step": 16, "weight": 0.1}, {"from_step": 17, "weight": 0.0}]
+    assert extra["training"]["mirror"] == [{"from_step": 16, "share": 0.5}, {"from_step": 17, "share": 0.0}]
     assert "psnr" in (run / "metrics.jsonl").read_text().splitlines()[-1]
     assert main([*args, "--steps", "1", "--n-res", "3"]) == 0  # a deeper bottleneck, the same function at first
     net, extra = load_refine(run / "refine.safetensors")
@@ -375,7 +428,7 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "aus.csv" in r.stderr, r.stderr
     assert not (tmp_path / "x").exists()
     for bad, option in ((["--basis-warp", "1.5"], "--basis-warp"), (["--lr-end", "-1"], "--lr-end"),
-                        (["--adv", "-1"], "--adv"), (["--l2", "-1"], "--l2"), (["--psnr", "-1"], "--psnr"), (["--paint-min", "0.2"], "--paint-min"),
+                        (["--adv", "-1"], "--adv"), (["--l2", "-1"], "--l2"), (["--psnr", "-1"], "--psnr"), (["--mirror", "2"], "--mirror"), (["--paint-min", "0.2"], "--paint-min"),
                         (["--paint-mask", "--paint-min", "1.5"], "--paint-min"),
                         (["--paint-mask", "--paint-grow", "0", "4"], "--paint-grow"), (["--n-res", "-1"], "--n-res"),
                         (["--reference", "1.5"], "--reference")):

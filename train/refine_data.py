@@ -231,6 +231,7 @@ class PairMix:
     jitter: float = 0.5  # pairs with random per-channel gain and brightness
     residual_flow: bool = False  # basis-warped video pairs carry the flow that supervises a flow head
     reference: float = 0.0  # pairs shown a remembered open mouth of the same clip, where it has one
+    mirror: float = 0.0  # pairs mirrored left-right, sided AUs swapped: more faces to learn mouths from
 
 
 @dataclass
@@ -344,7 +345,10 @@ class PairMaker:
         pair = self._draw()
         if self.mix.reference > 0 and self.rng.random() < self.mix.reference:
             pair.reference = self.reference_for(pair)
-        return recolour(pair, self.rng, self.mix)
+        pair = recolour(pair, self.rng, self.mix)
+        if self.mix.mirror > 0 and self.rng.random() < self.mix.mirror:
+            pair = mirror(pair)
+        return pair
 
     def reference_for(self, pair: Pair, tries: int = 3) -> MovedReference | None:
         """The widest of a few open mouths of the target's clip, at least REFERENCE_GAP frames
@@ -444,6 +448,40 @@ def recolour(pair: Pair, rng: np.random.Generator, mix: PairMix) -> Pair:
     if ref is not None:
         ref = MovedReference(change(ref.rgb), ref.window, ref.inner)
     return replace(pair, warped=change(pair.warped), target=change(pair.target), reference=ref)
+
+
+#: EXTENDED_CODES index of each code's other side (AU12L <-> AU12R; unsided codes map to themselves).
+MIRRORED_AUS = np.array([EXTENDED_CODES.index(c[:-1] + {"L": "R", "R": "L"}[c[-1]]) if c[-1] in "LR" else i
+                         for i, c in enumerate(EXTENDED_CODES)])
+
+
+def mirror(pair: Pair) -> Pair:
+    """The pair seen in a mirror: every image and map flipped left-right, the sided AUs swapped and
+    a flow's x component negated. The held-out people are few and the net learns their mouths from
+    some hundred others (self-reenactment on training people: +2.1 dB over warp, held out +0.9, session 8),
+    so a mirrored face is another face to learn from. ``target_landmarks`` keep their indices
+    (only their x is mirrored): they are read only when the pair is drawn, before this."""
+    def hwc(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x[:, ::-1])
+
+    def chw(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x[..., ::-1])
+
+    size = pair.target.shape[1]
+    flow = None
+    if pair.flow is not None:
+        flow = chw(pair.flow)
+        flow[0] *= -1.0
+    ref = pair.reference
+    if ref is not None:
+        ref = MovedReference(hwc(ref.rgb), chw(ref.window), chw(ref.inner))
+    lm = None
+    if pair.target_landmarks is not None:
+        lm = np.array(pair.target_landmarks, np.float64, copy=True)
+        lm[:, 0] = size - 1 - lm[:, 0]
+    return replace(pair, warped=hwc(pair.warped), target=hwc(pair.target), geometry=chw(pair.geometry),
+                   aus=pair.aus[MIRRORED_AUS], weight=chw(pair.weight), flow=flow, reference=ref,
+                   target_landmarks=lm, boxes=None if pair.boxes is None else chw(pair.boxes))
 
 
 def mix_report(frames: Frames, maker: PairMaker, n: int = 2000) -> dict[str, float]:
