@@ -389,7 +389,8 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     net, extra = load_refine(run / "refine.safetensors")  # a tighter region, the same weights and moments
     assert net.spec.paint_grow == (8, 4) and net.spec.paint_min == 0.25
     assert extra["training"]["paint_mask_from_step"] == 8
-    assert extra["training"]["paint_regions"][-1] == {"from_step": 9, "grow": [8, 4], "min": 0.25}
+    assert extra["training"]["paint_regions"][-1] == {"from_step": 9, "grow": [8, 4], "min": 0.25, "small": 0,
+                                                      "area": [20.0, 100.0]}
     assert main([*args, "--steps", "2", "--adv", "0.02"]) == 0  # the adversarial stage on top ...
     from train.refine_adv import load_critic
 
@@ -404,12 +405,13 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert main([*args, "--steps", "1"]) == 0
     _, extra = load_refine(run / "refine.safetensors")
     assert extra["training"]["l2_terms"] == [{"from_step": 13, "weight": 10.0}, {"from_step": 15, "weight": 0.0}]
-    assert main([*args, "--steps", "1", "--psnr", "0.1", "--mirror", "0.5"]) == 0  # the per-pair PSNR term and
-    # mirrored pairs, recorded likewise
+    # the per-pair PSNR term, mirrored pairs and a small-change reach, recorded likewise
+    assert main([*args, "--steps", "1", "--psnr", "0.1", "--mirror", "0.5", "--paint-mask", "--paint-small", "4"]) == 0
     assert main([*args, "--steps", "1"]) == 0
     _, extra = load_refine(run / "refine.safetensors")
     assert extra["training"]["psnr_terms"] == [{"from_step": 16, "weight": 0.1}, {"from_step": 17, "weight": 0.0}]
     assert extra["training"]["mirror"] == [{"from_step": 16, "share": 0.5}, {"from_step": 17, "share": 0.0}]
+    assert extra["training"]["paint_regions"][-1]["small"] == 4
     assert "psnr" in (run / "metrics.jsonl").read_text().splitlines()[-1]
     assert main([*args, "--steps", "1", "--n-res", "3"]) == 0  # a deeper bottleneck, the same function at first
     net, extra = load_refine(run / "refine.safetensors")
@@ -430,7 +432,8 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     for bad, option in ((["--basis-warp", "1.5"], "--basis-warp"), (["--lr-end", "-1"], "--lr-end"),
                         (["--adv", "-1"], "--adv"), (["--l2", "-1"], "--l2"), (["--psnr", "-1"], "--psnr"), (["--mirror", "2"], "--mirror"), (["--paint-min", "0.2"], "--paint-min"),
                         (["--paint-mask", "--paint-min", "1.5"], "--paint-min"),
-                        (["--paint-mask", "--paint-grow", "0", "4"], "--paint-grow"), (["--n-res", "-1"], "--n-res"),
+                        (["--paint-mask", "--paint-grow", "0", "4"], "--paint-grow"),
+                        (["--paint-small", "4"], "--paint-small"), (["--paint-mask", "--paint-small", "-1"], "--paint-small"), (["--n-res", "-1"], "--n-res"),
                         (["--reference", "1.5"], "--reference")):
         assert main([*args[:2], "--run", str(tmp_path / "y"), *bad]) == 2
         assert not (tmp_path / "y").exists(), option

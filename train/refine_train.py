@@ -282,6 +282,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--paint-grow", type=int, nargs=2, metavar=("MOUTH", "EYES"), default=None,
                    help="with --paint-mask: the region's reach around a changed mouth / eyes, px of a 128 px crop "
                         "(default 14 7)")
+    p.add_argument("--paint-small", type=int, default=None, metavar="PX",
+                   help="with --paint-mask: the mouth's reach for a change under 20 px (growing to the full reach at "
+                        "100 px), e.g. 4: lips that part get a slit painted, not both lips (default 0: always the full reach)")
     p.add_argument("--paint-min", type=float, default=None,
                    help="with --paint-mask: ignore changes of smaller 3x3 coverage, e.g. 0.25: a lip line that only "
                         "slides opens no region (default 0: any change)")
@@ -312,8 +315,12 @@ def train(a: argparse.Namespace) -> int:
         raise InputError("--psnr", f"must be a weight of at least 0, got {a.psnr:g}")
     if a.lr_end < 0 or a.lr <= 0:
         raise InputError("--lr-end" if a.lr_end < 0 else "--lr", "must be positive (--lr-end 0: no annealing)")
-    if (a.paint_grow is not None or a.paint_min is not None) and not a.paint_mask:
-        raise InputError("--paint-grow" if a.paint_grow is not None else "--paint-min", "needs --paint-mask")
+    given = [o for o, v in (("--paint-grow", a.paint_grow), ("--paint-min", a.paint_min), ("--paint-small", a.paint_small))
+             if v is not None]
+    if given and not a.paint_mask:
+        raise InputError(given[0], "needs --paint-mask")
+    if a.paint_small is not None and a.paint_small < 0:
+        raise InputError("--paint-small", f"must be 0 (off) or a reach in px, got {a.paint_small}")
     if a.paint_grow is not None and min(a.paint_grow) < 1:
         raise InputError("--paint-grow", f"must be at least 1 px each, got {a.paint_grow}")
     if a.paint_min is not None and not 0.0 <= a.paint_min < 1.0:
@@ -365,7 +372,8 @@ def train(a: argparse.Namespace) -> int:
 
         want = replace(net.spec, paint_mask=True,
                        paint_grow=tuple(a.paint_grow) if a.paint_grow is not None else net.spec.paint_grow,
-                       paint_min=a.paint_min if a.paint_min is not None else net.spec.paint_min)
+                       paint_min=a.paint_min if a.paint_min is not None else net.spec.paint_min,
+                       paint_small=a.paint_small if a.paint_small is not None else net.spec.paint_small)
         if want != net.spec:
             masked = RefineNet(want)
             masked.load_state_dict(net.state_dict())
@@ -373,9 +381,10 @@ def train(a: argparse.Namespace) -> int:
                 totals["paint_mask_from_step"] = totals["steps"]
             opt, net = carry_adam(net, opt, masked, a.lr), masked
             totals.setdefault("paint_regions", []).append(
-                {"from_step": totals["steps"], "grow": list(want.paint_grow), "min": want.paint_min})
-            print(f"paint mask (reach {want.paint_grow[0]}/{want.paint_grow[1]} px, min change "
-                  f"{want.paint_min:g}) from step {totals['steps']}", flush=True)
+                {"from_step": totals["steps"], "grow": list(want.paint_grow), "min": want.paint_min,
+                 "small": want.paint_small, "area": list(want.paint_area)})
+            print(f"paint mask (reach {want.paint_grow[0]}/{want.paint_grow[1]} px, {want.paint_small} px for a small "
+                  f"mouth change, min change {want.paint_min:g}) from step {totals['steps']}", flush=True)
     for g in opt.param_groups:
         g["lr"] = a.lr
     share = (a.reference if a.reference is not None else 0.75) if net.spec.n_reference else 0.0
