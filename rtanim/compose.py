@@ -44,6 +44,11 @@ FEATHER_PX = 6.0
 CORNER_PX = 24.0
 #: Largest spacing, in crop pixels, of the grid compose resamples A, C and F on (see grid_factor).
 GRID_STEP = 1.0
+#: With a colour base: how far (mean grey levels over RGB) the colour may move from its base and
+#: still carry the frame's detail; the share kept is exp(-|C - base| / DETAIL_TAU). Session 8:
+#: detail everywhere cost 0.03 dB of mouth PSNR in self-reenactment (stretched-lip texture left
+#: inside painted mouths); none cost identity on photos (blurred lips).
+DETAIL_TAU = 12.0
 
 
 class HasMatrix(Protocol):
@@ -58,10 +63,12 @@ class FaceOutput:
     uint8; ``flow`` [2,S,S] normalised backward offsets, or None for models without flow.
 
     ``color_base`` ([3,S,S], the scale of ``color``) is the crop the colour was painted over (the
-    refine model's warped crop). With it, compose adds ``color - color_base`` to the frame's own
-    moved pixels instead of replacing them by ``color``, so a repainted lip or lid keeps the
-    frame's full-resolution detail (Yi et al. 2020 carry high frequencies the same way); at crop
-    resolution the two are the same composite. Without it, ``color`` replaces the pixels.
+    refine model's warped crop). With it, where the colour only adjusts that crop (a lip or lid
+    recoloured), compose adds ``color - color_base`` to the frame's own moved pixels instead of
+    replacing them, so they keep the frame's full-resolution detail (Yi et al. 2020 carry high
+    frequencies the same way); where it paints something new (a dark mouth over stretched lips)
+    the colour replaces them, as the detail of what was there would be wrong (:data:`DETAIL_TAU`).
+    At crop resolution both are the same composite. Without it, ``color`` replaces the pixels.
     """
 
     attention: np.ndarray
@@ -120,9 +127,10 @@ def _color01(color: np.ndarray) -> np.ndarray:
 def crop_stack(out: FaceOutput) -> np.ndarray:
     """The crop-space quantities compose resamples, premultiplied by the region mask.
 
-    Channels: w*C (premultiplied, so resampling never bleeds C where w is 0; w*(C - color_base)
-    when the output has a colour base), w = mask*(1-A) (how much C replaces the input), then, for
-    flow models, mask*F in crop pixels (x, y).
+    Channels: w*C (premultiplied, so resampling never bleeds C where w is 0), w = mask*(1-A) (how
+    much of the frame's pixels C replaces), then, for flow models, mask*F in crop pixels (x, y).
+    With a colour base, w*(C - d*base) and w*(1-d) instead, d the detail kept
+    (:class:`FaceOutput`): the frame's pixels count d*w more, base's less by as much.
     Returns [S,S,6] float32 with flow, [S,S,4] without.
     """
     size = out.size
@@ -131,10 +139,15 @@ def crop_stack(out: FaceOutput) -> np.ndarray:
     w = mask * (1.0 - att)
     stack = np.empty((size, size, 4 if out.flow is None else 6), np.float32)
     color = _color01(out.color)
-    if out.color_base is not None:
-        color -= _color01(out.color_base)
+    if out.color_base is not None:  # C + detail * (frame - base): the frame's detail where C adjusts base
+        under = _color01(out.color_base)
+        detail = np.exp(np.abs(color - under).mean(0) * np.float32(-1.0 / DETAIL_TAU))
+        color -= detail[None] * under
+        w_keep = w * (1.0 - detail)
+    else:
+        w_keep = w
     stack[..., 0:3] = (color * w[None]).transpose(1, 2, 0)
-    stack[..., 3] = w
+    stack[..., 3] = w_keep
     if out.flow is not None:
         stack[..., 4:] = (out.flow.astype(np.float32) * (size / 2.0) * mask[None]).transpose(1, 2, 0)
     return stack
@@ -259,15 +272,11 @@ def _compose_into(result: np.ndarray, out: FaceOutput, transform: HasMatrix, ste
     else:
         base = _scratch.get("base", (*shape, 3))
         np.copyto(base, roi)
-    if not rest[..., 0].any():  # nothing repainted (the warp model): round the moved pixels into the frame
+    if not rest[..., 0].any() and not wc.any():  # nothing repainted (the warp model): round the moved pixels in
         cv2.convertScaleAbs(base, dst=roi)
         return
-    # result = base * (1 - w) + w*C in two passes (base + w*(C - color_base) in one); the last
-    # rounds (half to even, where compose_torch rounds half up: they differ on exact ties only)
-    # and saturates into the frame.
-    if out.color_base is not None:
-        cv2.add(base, _upsample(wc, k, pad, shape, "up3"), dst=roi, dtype=cv2.CV_8U)
-        return
+    # result = base * (1 - w) + w*C in two passes; the second rounds (half to even, where
+    # compose_torch rounds half up: they differ on exact ties only) and saturates into the frame.
     keep = _scratch.get("keep", (ny, nx, 3))
     np.subtract(1.0, rest[..., 0:1], out=keep)
     cv2.multiply(base, _upsample(keep, k, pad, shape, "up3"), dst=base)
@@ -328,10 +337,14 @@ def compose_torch(frame: Any, attention: Any, color: Any, flow: Any, transforms:
         wgt = mask * (1.0 - attention[i, 0].float().clamp(0, 1))
         col = color[i].float()
         col = col if color.dtype == torch.uint8 else (col.clamp(-1, 1) + 1.0) * 127.5
+        keep_w = wgt
         if color_base is not None:
             under = color_base[i].float()
-            col = col - (under if color_base.dtype == torch.uint8 else (under.clamp(-1, 1) + 1.0) * 127.5)
-        chans = [wgt[None], col * wgt[None]]
+            under = under if color_base.dtype == torch.uint8 else (under.clamp(-1, 1) + 1.0) * 127.5
+            detail = torch.exp((col - under).abs().mean(0) * (-1.0 / DETAIL_TAU))
+            col = col - detail[None] * under
+            keep_w = wgt * (1.0 - detail)
+        chans = [keep_w[None], col * wgt[None]]
         if flow is not None:
             chans.append(flow[i].float() * (size / 2.0) * mask[None])
         stack = torch.cat(chans, 0)[None]  # [1,C,S,S]
@@ -359,6 +372,6 @@ def compose_torch(frame: Any, attention: Any, color: Any, flow: Any, transforms:
             base = F.grid_sample(src, fgrid, mode="bilinear", padding_mode="border", align_corners=False)[0]
         else:
             base = result[y0:y1, x0:x1].permute(2, 0, 1).float()
-        blended = (base if color_base is not None else base * (1.0 - wr)) + warped[1:4]
+        blended = base * (1.0 - wr) + warped[1:4]
         result[y0:y1, x0:x1] = (blended + 0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
     return result

@@ -216,24 +216,33 @@ def crop_of(frame: np.ndarray, t: CropTransform) -> np.ndarray:
     return c.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0
 
 
-def test_colour_base_keeps_the_frames_detail_under_the_paint(photo):
-    """With ``color_base``, compose adds C - base to the frame's pixels: a face twice the crop's
-    size keeps its full-resolution texture where it is repainted, and a flat offset painted over it
-    moves it by that offset; replacing the pixels by C (no base) loses that texture."""
+def test_colour_base_keeps_the_frames_detail_where_the_colour_only_adjusts_it(photo):
+    """With ``color_base``, a colour that shifts its base by a few grey levels (a recoloured lip)
+    moves the frame's own full-resolution pixels by that much, texture kept; replacing the pixels
+    by C (no base) loses the texture. A colour far from its base (a dark mouth painted over lips)
+    replaces the pixels either way: the detail of what was there would be wrong."""
     t = similarity((300, 220), 256)  # 2 frame px per crop px
     base = crop_of(photo, t)
-    offset = np.float32(20 / 127.5)
     paint = np.zeros((1, S, S), np.float32)  # A = 0: the colour everywhere in the region
-    out_base = FaceOutput(paint, np.clip(base + offset, -1, 1), color_base=base)
-    out_plain = FaceOutput(paint, np.clip(base + offset, -1, 1))
-    with_base, plain = compose(photo, [out_base], [t]), compose(photo, [out_plain], [t])
     inner = cv2.warpAffine((feather_mask(S) >= 1).astype(np.uint8), t.inverse, photo.shape[1::-1],
                            flags=cv2.INTER_NEAREST).astype(bool)
-    inner &= (photo.astype(np.int16) + 20 < 250).all(-1)  # where +20 does not saturate or clip C
-    lap = lambda x: np.abs(cv2.Laplacian(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F))  # noqa: E731
+    inner &= (photo.astype(np.int16) + 4 < 250).all(-1)  # where the shift does not saturate
+
+    def lap(x: np.ndarray) -> np.ndarray:
+        return np.abs(cv2.Laplacian(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F))
+
+    shifted = np.clip(base + np.float32(4 / 127.5), -1, 1)
+    with_base = compose(photo, [FaceOutput(paint, shifted, color_base=base)], [t])
+    plain = compose(photo, [FaceOutput(paint, shifted)], [t])
     assert lap(with_base)[inner].mean() > 1.5 * lap(plain)[inner].mean()  # texture kept, not blurred
-    shift = with_base[inner].astype(np.int16) - photo[inner]
-    assert abs(float(np.median(shift)) - 20) <= 1
+    assert abs(float(np.median(with_base[inner].astype(np.int16) - photo[inner])) - 4) <= 1
+    dark = np.full_like(base, -0.8)  # 25 grey levels: nothing of the frame's texture belongs in it
+    painted = compose(photo, [FaceOutput(paint, dark, color_base=base)], [t])
+    far_crop = (np.abs((base + 1) * 127.5 - 25).min(0) > 100).astype(np.uint8)  # base far from the paint
+    far_crop = cv2.erode(far_crop, np.ones((5, 5), np.uint8))  # clear of where it comes near
+    far = inner & cv2.warpAffine(far_crop, t.inverse, photo.shape[1::-1], flags=cv2.INTER_NEAREST).astype(bool)
+    far = cv2.erode(far.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)  # off the feathered edge
+    assert far.sum() > 1000 and np.abs(painted[far].astype(np.int16) - 25).max() <= 2
 
 
 def test_colour_base_is_the_same_composite_at_crop_resolution(photo):
