@@ -152,6 +152,7 @@ class RefineSpec:
     paint_min: float = 0.0  # paint_region ignores changes of smaller local coverage (0: any change)
     paint_small: int = 0  # paint_region's mouth reach for a small change (px at 128; 0: always paint_grow[0])
     paint_area: tuple[float, float] = (20.0, 100.0)  # changed mouth px (at 128) from paint_small to paint_grow[0]
+    mirror_average: bool = False  # also run the face's mirror image and average (twice the cost, see RefineNet)
     n_reference: int = 0  # channels of a remembered open mouth (rtanim.reference; 0: no such input)
 
     @property
@@ -173,7 +174,8 @@ class RefineSpec:
                            "crop_size": self.crop_size, "n_geometry": self.n_geometry, "flow": self.flow,
                            "paint_mask": self.paint_mask, "paint_grow": list(self.paint_grow),
                            "paint_min": self.paint_min, "paint_small": self.paint_small,
-                           "paint_area": list(self.paint_area), "n_reference": self.n_reference})
+                           "paint_area": list(self.paint_area), "n_reference": self.n_reference,
+                           "mirror_average": self.mirror_average})
 
     @classmethod
     def from_json(cls, text: str) -> RefineSpec:
@@ -186,7 +188,7 @@ class RefineSpec:
                    paint_grow=tuple(int(v) for v in s.get("paint_grow", (14, 7))),
                    paint_min=float(s.get("paint_min", 0.0)), paint_small=int(s.get("paint_small", 0)),
                    paint_area=tuple(float(v) for v in s.get("paint_area", (20.0, 100.0))),
-                   n_reference=int(s.get("n_reference", 0)))
+                   n_reference=int(s.get("n_reference", 0)), mirror_average=bool(s.get("mirror_average", False)))
 
 
 #: Paint region: a change of a whole pixel's coverage (ANTIALIAS_FULL) opens it fully, sub-pixel
@@ -236,6 +238,13 @@ def paint_region(geometry: torch.Tensor, crop_size: int = CROP_SIZE, grow_px: tu
     return F.avg_pool2d(region, 2 * f + 1, 1, f, count_include_pad=False)
 
 
+def mirrored_aus(codes: Sequence[str]) -> list[int]:
+    """Index of each AU code's other side (AU12L <-> AU12R; unsided codes map to themselves)."""
+    other = {"L": "R", "R": "L"}
+    return [codes.index(c[:-1] + other[c[-1]]) if c[-1] in other and c[:-1] + other[c[-1]] in codes else i
+            for i, c in enumerate(codes)]
+
+
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.1, inplace=True))
 
@@ -283,6 +292,32 @@ class RefineNet(nn.Module):
 
     def forward(self, image: torch.Tensor, aus: torch.Tensor, geometry: torch.Tensor,
                 reference: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """(attention, colour[, flow]). With ``spec.mirror_average`` the net also paints the mirror
+        image (sided AUs swapped) and the two composites are averaged, in the graph: an L1-trained
+        net's guess of an unseen mouth varies with the side it is seen from, and the average is
+        closer to the real one (session 8: +0.1 dB of mouth PSNR on held-out people)."""
+        if not self.spec.mirror_average:
+            return self._paint(image, aus, geometry, reference)
+        n = image.shape[0]
+
+        def both(x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([x, torch.flip(x, dims=[3])], 0)
+
+        swapped = aus[:, mirrored_aus(self.spec.au_codes)]
+        outs = self._paint(both(image), torch.cat([aus, swapped], 0), both(geometry),
+                           None if reference is None else both(reference))
+        a1, a2 = outs[0][:n], torch.flip(outs[0][n:], dims=[3])
+        c1, c2 = outs[1][:n], torch.flip(outs[1][n:], dims=[3])
+        w1, w2 = 1.0 - a1, 1.0 - a2  # how much each composite takes from its colour
+        att = 1.0 - 0.5 * (w1 + w2)
+        color = (w1 * c1 + w2 * c2 + 1e-4 * c1) / (w1 + w2 + 1e-4)
+        if not self.spec.flow:
+            return att, color
+        f2 = torch.flip(outs[2][n:], dims=[3]) * torch.tensor([-1.0, 1.0]).view(1, 2, 1, 1)
+        return att, color, 0.5 * (outs[2][:n] + f2)
+
+    def _paint(self, image: torch.Tensor, aus: torch.Tensor, geometry: torch.Tensor,
+               reference: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         parts = [image, geometry]
         if self.spec.n_reference:  # nothing remembered: zeros, which the net learned to mean "none"
             n, _, h, w = image.shape

@@ -130,7 +130,8 @@ def test_fixed_batch_is_learned():
     assert float(losses(net, b, region)["l1"].detach()) < 0.8 * first
 
 
-@pytest.mark.parametrize(("flow", "paint_mask"), [(False, False), (True, False), (False, True), (False, "small")])
+@pytest.mark.parametrize(("flow", "paint_mask"), [(False, False), (True, False), (False, True), (False, "small"),
+                                                  (True, "mirror")])
 def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     import onnx
     import onnxruntime as ort
@@ -139,7 +140,8 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
 
     torch.manual_seed(1)
     net = RefineNet(RefineSpec(flow=flow, paint_mask=bool(paint_mask), paint_min=0.25 if paint_mask else 0.0,
-                               paint_small=4 if paint_mask == "small" else 0)).eval()
+                               paint_small=4 if paint_mask == "small" else 0,
+                               mirror_average=paint_mask == "mirror")).eval()
     for p in net.parameters():  # non-trivial weights (the head starts at zero)
         p.data.normal_(0, 0.05)
     path = export_refine_onnx(net, tmp_path / "refine.onnx")
@@ -229,6 +231,41 @@ def test_paint_min_ignores_a_sliding_lip_line_but_not_an_opening(mean_face):
     region = paint_region(g, grow_px=(8, 4), min_change=0.25)[0, 0].numpy()
     assert (region[polygon_mask(opened, [INNER_MOUTH]) > 0.5] == 1).all()
     assert region[:40].max() == 0
+
+
+def test_mirror_average_is_the_average_of_the_face_and_its_mirror():
+    """RefineSpec.mirror_average: the output is the average of the two composites (the face and its
+    mirror image with sided AUs swapped, painted back), so it paints the mirror of a mirrored face
+    exactly; the weights are the plain net's, and the flag survives the checkpoint's JSON."""
+    from dataclasses import replace
+
+    from rtanim.refine import mirrored_aus
+
+    torch.manual_seed(5)
+    plain = RefineNet(RefineSpec(paint_mask=True, paint_min=0.25)).eval()
+    for p in plain.parameters():
+        p.data.normal_(0, 0.05)
+    both = RefineNet(replace(plain.spec, mirror_average=True)).eval()
+    both.load_state_dict(plain.state_dict())
+    assert RefineSpec.from_json(both.spec.to_json()).mirror_average
+    assert not RefineSpec.from_json(plain.spec.to_json().replace(', "mirror_average": false', "")).mirror_average
+    codes = plain.spec.au_codes
+    swap = mirrored_aus(codes)
+    assert codes[swap[codes.index("AU12L")]] == "AU12R" and codes[swap[codes.index("AU25")]] == "AU25"
+    x, a, g = torch.rand(2, 3, 128, 128) * 2 - 1, torch.rand(2, len(codes)), torch.rand(2, 4, 128, 128)
+
+    def flip(t: torch.Tensor) -> torch.Tensor:
+        return torch.flip(t, dims=[3])
+
+    with torch.no_grad():
+        att, col = both(x, a, g)
+        a1, c1 = plain(x, a, g)
+        a2, c2 = (flip(t) for t in plain(flip(x), a[:, swap], flip(g)))
+        seen = both(flip(x), a[:, swap], flip(g))
+    comp = compose_crop(x, att, col)
+    want = 0.5 * (compose_crop(x, a1, c1) + compose_crop(x, a2, c2))
+    assert torch.allclose(comp, want, atol=1e-3)
+    assert torch.allclose(flip(seen[0]), att, atol=1e-6) and torch.allclose(flip(seen[1]), col, atol=1e-3)
 
 
 def test_paint_small_reach_follows_the_size_of_the_mouths_change(mean_face):
@@ -565,3 +602,27 @@ def test_recolour_changes_input_and_target_alike():
     jit = recolour(pair, rng, PairMix(grey=0.0, jitter=1.0))
     assert np.array_equal(jit.warped, jit.target) and not np.array_equal(jit.target, img)
     assert recolour(pair, rng, PairMix(grey=0.0, jitter=0.0)) is pair
+
+
+def test_respec_script_changes_the_spec_not_the_weights(tmp_path):
+    """calib/respec_refine.py: the same weights with the mirror average / another paint region,
+    recorded in the totals; bad requests are one line and exit 2, and write nothing."""
+    sys.path.insert(0, str(ROOT / "calib"))
+    from respec_refine import main as respec
+
+    torch.manual_seed(6)
+    net = RefineNet(RefineSpec(widths=(8, 16, 16), paint_mask=True, paint_min=0.25))
+    src = save_refine(net, tmp_path / "src.safetensors", extra={"training": {"steps": 11}})
+    dst = tmp_path / "dst.safetensors"
+    assert respec([str(src), str(dst), "--mirror-average", "on", "--paint-small", "4"]) == 0
+    got, extra = load_refine(dst)
+    assert got.spec.mirror_average and got.spec.paint_small == 4 and got.spec.paint_min == 0.25
+    assert extra["training"]["respec"] == [{"at_step": 11, "mirror_average": True, "paint_small": 4}]
+    want = load_refine(src)[0].state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in got.state_dict().items())
+    plain = save_refine(RefineNet(RefineSpec(widths=(8, 16, 16))), tmp_path / "plain.safetensors")
+    for bad in ([str(src), str(src), "--mirror-average", "on"], [str(plain), str(tmp_path / "x.safetensors"),
+                                                                  "--paint-small", "4"],
+                [str(src), str(tmp_path / "y.safetensors"), "--paint-min", "1.5"]):
+        assert respec(bad) == 2
+    assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.safetensors").exists()

@@ -40,6 +40,7 @@ from rtanim.refine import (
     RIGID,
     compose_flows,
     geometry_maps,
+    mirrored_aus,
     polygon_mask,
     warp_image,
     warp_inputs,
@@ -451,8 +452,7 @@ def recolour(pair: Pair, rng: np.random.Generator, mix: PairMix) -> Pair:
 
 
 #: EXTENDED_CODES index of each code's other side (AU12L <-> AU12R; unsided codes map to themselves).
-MIRRORED_AUS = np.array([EXTENDED_CODES.index(c[:-1] + {"L": "R", "R": "L"}[c[-1]]) if c[-1] in "LR" else i
-                         for i, c in enumerate(EXTENDED_CODES)])
+MIRRORED_AUS = np.array(mirrored_aus(EXTENDED_CODES))
 
 
 def mirror(pair: Pair) -> Pair:

@@ -1,0 +1,65 @@
+"""The same refine weights with other inference settings (paint region, mirror average).
+
+    python calib/respec_refine.py train/init/refine.safetensors runs/mirror.safetensors --mirror-average on
+    python calib/respec_refine.py IN OUT --paint-small 4 --paint-min 0.4
+
+The paint region and the mirror average live in the checkpoint's spec (rtanim.refine.RefineSpec)
+and act inside the graph, so they change what a model paints without retraining: this is how
+MODELS.md tries them zero-shot and how a shipped file gets them. Each change is appended to the
+totals' ``respec`` list; the weights are copied bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("src", type=Path, help="refine checkpoint")
+    p.add_argument("dst", type=Path, help="where to write the respecified copy (not the source)")
+    p.add_argument("--mirror-average", choices=("on", "off"), default=None)
+    p.add_argument("--paint-grow", type=int, nargs=2, metavar=("MOUTH", "EYES"), default=None)
+    p.add_argument("--paint-min", type=float, default=None)
+    p.add_argument("--paint-small", type=int, default=None, metavar="PX")
+    a = p.parse_args(argv)
+
+    from rtanim.errors import InputError
+    from rtanim.refine import RefineNet, load_refine, save_refine
+
+    try:
+        if a.dst.resolve() == a.src.resolve():
+            raise InputError(a.dst, "would overwrite the source checkpoint; choose another name", field="dst")
+        net, extra = load_refine(a.src)
+        changes = {k: v for k, v in (("mirror_average", None if a.mirror_average is None else a.mirror_average == "on"),
+                                     ("paint_grow", None if a.paint_grow is None else tuple(a.paint_grow)),
+                                     ("paint_min", a.paint_min), ("paint_small", a.paint_small)) if v is not None}
+        if (a.paint_grow and min(a.paint_grow) < 1) or (a.paint_min is not None and not 0 <= a.paint_min < 1) \
+                or (a.paint_small is not None and a.paint_small < 0):
+            raise InputError(a.src, "a paint reach must be >= 1 px (--paint-small >= 0), --paint-min in [0, 1)",
+                             field="--paint-*")
+        if any(k.startswith("paint") for k in changes) and not net.spec.paint_mask:
+            raise InputError(a.src, "this checkpoint has no paint mask to change", field="--paint-*")
+    except InputError as e:
+        print(f"error: {e.line()}", file=sys.stderr)
+        return 2
+    out = RefineNet(replace(net.spec, **changes))
+    out.load_state_dict(net.state_dict())
+    training = dict(extra.get("training", {}))
+    steps = training.get("steps", 0)
+    training["respec"] = [*training.get("respec", []),
+                          {"at_step": steps, **{k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()}}]
+    save_refine(out, a.dst, extra={**extra, "training": training})
+    print(f"wrote {a.dst}: {', '.join(f'{k}={v}' for k, v in changes.items()) or 'unchanged'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
