@@ -358,6 +358,23 @@ def test_pairs_of_every_kind(clip_frames):
         assert np.argwhere(mouth)[:, 0].min() > np.argwhere(eyes)[:, 0].max()
 
 
+def test_closing_pairs_show_an_open_mouth_the_net_must_close(clip_frames):
+    """PairMix.closing: video pairs with a closed-mouthed target prefer an open-mouthed source."""
+    from train.refine_data import PairMaker, PairMix, load_frames
+
+    frames = load_frames([clip_frames])
+    frames.mouth_px[:] = 50.0  # closed ...
+    opened = np.arange(len(frames)) % 3 == 0
+    frames.mouth_px[opened] = 400.0  # ... but every third frame
+
+    def sources(closing: float) -> float:
+        maker = PairMaker(frames, mix=PairMix(closing=closing, max_rigid_px=1e9), seed=0)
+        closed = np.flatnonzero(~opened)
+        return float(np.mean([opened[maker._source(int(t))] for t in closed for _ in range(3)]))
+
+    assert sources(1.0) > 0.9 and sources(0.0) < 0.6
+
+
 def test_mirrored_pairs_swap_sides_and_undo_themselves(clip_frames):
     from rtanim.aus import EXTENDED_CODES
     from train.refine_data import PairMaker, PairMix, load_frames, mirror
@@ -443,12 +460,14 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     _, extra = load_refine(run / "refine.safetensors")
     assert extra["training"]["l2_terms"] == [{"from_step": 13, "weight": 10.0}, {"from_step": 15, "weight": 0.0}]
     # the per-pair PSNR term, mirrored pairs and a small-change reach, recorded likewise
-    assert main([*args, "--steps", "1", "--psnr", "0.1", "--mirror", "0.5", "--paint-mask", "--paint-small", "4"]) == 0
+    assert main([*args, "--steps", "1", "--psnr", "0.1", "--mirror", "0.5", "--closing", "0.5", "--paint-mask",
+                 "--paint-small", "4"]) == 0
     assert main([*args, "--steps", "1"]) == 0
     _, extra = load_refine(run / "refine.safetensors")
     assert extra["training"]["psnr_terms"] == [{"from_step": 16, "weight": 0.1}, {"from_step": 17, "weight": 0.0}]
     assert extra["training"]["mirror"] == [{"from_step": 16, "share": 0.5}, {"from_step": 17, "share": 0.0}]
     assert extra["training"]["paint_regions"][-1]["small"] == 4
+    assert extra["training"]["closing"] == [{"from_step": 16, "share": 0.5}, {"from_step": 17, "share": 0.0}]
     assert "psnr" in (run / "metrics.jsonl").read_text().splitlines()[-1]
     assert main([*args, "--steps", "1", "--n-res", "3"]) == 0  # a deeper bottleneck, the same function at first
     net, extra = load_refine(run / "refine.safetensors")
@@ -467,7 +486,7 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "aus.csv" in r.stderr, r.stderr
     assert not (tmp_path / "x").exists()
     for bad, option in ((["--basis-warp", "1.5"], "--basis-warp"), (["--lr-end", "-1"], "--lr-end"),
-                        (["--adv", "-1"], "--adv"), (["--l2", "-1"], "--l2"), (["--psnr", "-1"], "--psnr"), (["--mirror", "2"], "--mirror"), (["--paint-min", "0.2"], "--paint-min"),
+                        (["--adv", "-1"], "--adv"), (["--l2", "-1"], "--l2"), (["--psnr", "-1"], "--psnr"), (["--mirror", "2"], "--mirror"), (["--closing", "-0.5"], "--closing"), (["--paint-min", "0.2"], "--paint-min"),
                         (["--paint-mask", "--paint-min", "1.5"], "--paint-min"),
                         (["--paint-mask", "--paint-grow", "0", "4"], "--paint-grow"),
                         (["--paint-small", "4"], "--paint-small"), (["--paint-mask", "--paint-small", "-1"], "--paint-small"), (["--n-res", "-1"], "--n-res"),

@@ -233,6 +233,9 @@ class PairMix:
     residual_flow: bool = False  # basis-warped video pairs carry the flow that supervises a flow head
     reference: float = 0.0  # pairs shown a remembered open mouth of the same clip, where it has one
     mirror: float = 0.0  # pairs mirrored left-right, sided AUs swapped: more faces to learn mouths from
+    #: video pairs whose target's mouth is closed: share that prefer an open-mouthed source, so the net
+    #: learns to close a mouth (presets are absolute: "wink" on a laughing face closes it)
+    closing: float = 0.0
 
 
 @dataclass
@@ -305,6 +308,7 @@ class PairMaker:
                 by_clip[int(c)].append(i)
         self.by_clip = {c: np.array(v) for c, v in by_clip.items() if len(v) > 1}
         self.video_ok = np.array([int(c) in self.by_clip for c in frames.clip])
+        self.closed_mouth = np.flatnonzero(self.video_ok & (frames.mouth_px <= CLOSED_MOUTH_PX))
 
     # -- drawing
     def _target(self, pool_ok: np.ndarray | None = None) -> int:
@@ -324,9 +328,12 @@ class PairMaker:
         """A frame of t's clip that lines up with it, preferring a different mouth / eye state."""
         cands = self.by_clip[int(self.f.clip[t])]
         cands = cands[cands != t]
-        pick = self.rng.choice(cands, size=min(tries, len(cands)), replace=False)
         f = self.f
         want_closed_mouth = f.mouth_px[t] > OPEN_MOUTH_PX and self.rng.random() < 0.7
+        want_open_mouth = f.mouth_px[t] <= CLOSED_MOUTH_PX and self.rng.random() < self.mix.closing
+        if want_open_mouth:  # open mouths are a few in a clip: look at more of it
+            tries *= 3
+        pick = self.rng.choice(cands, size=min(tries, len(cands)), replace=False)
         want_open_eyes = f.blink[t] > CLOSED_EYES_AU45 and self.rng.random() < 0.7
         best, best_score = None, np.inf
         for s in pick:
@@ -337,6 +344,8 @@ class PairMaker:
             if want_closed_mouth and f.mouth_px[s] > CLOSED_MOUTH_PX:
                 score += 10.0
             if want_open_eyes and f.blink[s] > OPEN_EYES_AU45:
+                score += 10.0
+            if want_open_mouth and f.mouth_px[s] <= CLOSED_MOUTH_PX:
                 score += 10.0
             if score < best_score:
                 best, best_score = int(s), score
@@ -371,7 +380,10 @@ class PairMaker:
         r = self.rng.random()
         if r < self.mix.video and self.video_ok.any():
             for _ in range(8):
-                t = self._target(self.video_ok)
+                if self.rng.random() < 0.5 * self.mix.closing and len(self.closed_mouth):  # a mouth to close
+                    t = int(self.rng.choice(self.closed_mouth))
+                else:
+                    t = self._target(self.video_ok)
                 s = self._source(t)
                 if s is not None:
                     return self.video_pair(s, t)
@@ -487,7 +499,7 @@ def mirror(pair: Pair) -> Pair:
 def mix_report(frames: Frames, maker: PairMaker, n: int = 2000) -> dict[str, float]:
     """Measured share of pair kinds and of rare target states over ``n`` draws (for MODELS.md)."""
     kinds: dict[str, int] = defaultdict(int)
-    open_, closed, refs = 0, 0, 0
+    open_, closed, refs, closing = 0, 0, 0, 0
     k45 = [EXTENDED_CODES.index("AU45L"), EXTENDED_CODES.index("AU45R")]
     for _ in range(n):
         p = maker()
@@ -495,9 +507,12 @@ def mix_report(frames: Frames, maker: PairMaker, n: int = 2000) -> dict[str, flo
         open_ += int(p.geometry[0].sum() > OPEN_MOUTH_PX)
         closed += int(p.aus[k45].mean() > CLOSED_EYES_AU45)
         refs += int(p.reference is not None)
+        # a mouth the net must close: the input shows an open one where the target's is closed
+        closing += int(p.geometry[2].sum() > CLOSED_MOUTH_PX and p.geometry[0].sum() <= CLOSED_MOUTH_PX)
     out = {f"kind_{k}": v / n for k, v in sorted(kinds.items())}
     out["target_open_mouth"] = open_ / n
     out["target_closed_eyes"] = closed / n
+    out["pairs_closing_mouth"] = closing / n
     if maker.mix.reference > 0:
         out["with_reference"] = refs / n
     out["frames_open_mouth"] = float(frames.open_mouth.mean())

@@ -274,6 +274,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "the mean of the plausible mouths, which PSNR rewards, instead of their median")
     p.add_argument("--mirror", type=float, default=0.0, metavar="SHARE",
                    help="share of pairs mirrored left-right, sided AUs swapped (0: none), e.g. 0.5")
+    p.add_argument("--closing", type=float, default=0.0, metavar="SHARE",
+                   help="share of video pairs with a closed-mouthed target that prefer an open-mouthed source "
+                        "(0: no preference), e.g. 0.5: the net learns to close mouths, not only to open them")
     p.add_argument("--psnr", type=float, default=0.0,
                    help="weight of the per-pair PSNR term (0: off), e.g. 0.03: the log of each pair's squared error in "
                         "the self-reenactment test's mouth and eye boxes, which averages PSNR per pair")
@@ -309,6 +312,8 @@ def train(a: argparse.Namespace) -> int:
         raise InputError("--n-res", f"must be a number of blocks (0: keep the net's), got {a.n_res}")
     if a.l2 < 0:
         raise InputError("--l2", f"must be a weight of at least 0, got {a.l2:g}")
+    if not 0.0 <= a.closing <= 1.0:
+        raise InputError("--closing", f"must be a share between 0 and 1, got {a.closing:g}")
     if not 0.0 <= a.mirror <= 1.0:
         raise InputError("--mirror", f"must be a share between 0 and 1, got {a.mirror:g}")
     if a.psnr < 0:
@@ -388,7 +393,8 @@ def train(a: argparse.Namespace) -> int:
     for g in opt.param_groups:
         g["lr"] = a.lr
     share = (a.reference if a.reference is not None else 0.75) if net.spec.n_reference else 0.0
-    mix = PairMix(basis_warp=a.basis_warp, residual_flow=net.spec.flow, reference=share, mirror=a.mirror)
+    mix = PairMix(basis_warp=a.basis_warp, residual_flow=net.spec.flow, reference=share, mirror=a.mirror,
+                  closing=a.closing)
     held_people = sorted(set(np.array(frames.persons)[held]))
     report = mix_report(train_frames, PairMaker(train_frames, mix=mix, seed=a.seed + 7), n=400)
     info = {"data": [str(d) for d in a.data], "frames": len(frames), "train_frames": len(train_frames),
@@ -427,6 +433,9 @@ def train(a: argparse.Namespace) -> int:
     if a.l2 != (totals.get("l2_terms") or [{"weight": 0.0}])[-1]["weight"]:  # each change in the totals
         totals.setdefault("l2_terms", []).append({"from_step": totals["steps"], "weight": a.l2})
         print(f"squared error at weight {a.l2:g} from step {totals['steps']}", flush=True)
+    if a.closing != (totals.get("closing") or [{"share": 0.0}])[-1]["share"]:
+        totals.setdefault("closing", []).append({"from_step": totals["steps"], "share": a.closing})
+        print(f"closing pairs at share {a.closing:g} from step {totals['steps']}", flush=True)
     if a.mirror != (totals.get("mirror") or [{"share": 0.0}])[-1]["share"]:
         totals.setdefault("mirror", []).append({"from_step": totals["steps"], "share": a.mirror})
         print(f"mirrored pairs at share {a.mirror:g} from step {totals['steps']}", flush=True)
