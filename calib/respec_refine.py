@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     from rtanim.errors import InputError
-    from rtanim.refine import RefineNet, load_refine, save_refine
+    from rtanim.refine import RefineNet, load_refine, paint_option_problem, save_refine
 
     try:
         if a.dst.resolve() == a.src.resolve():
@@ -41,10 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         changes = {k: v for k, v in (("mirror_average", None if a.mirror_average is None else a.mirror_average == "on"),
                                      ("paint_grow", None if a.paint_grow is None else tuple(a.paint_grow)),
                                      ("paint_min", a.paint_min), ("paint_small", a.paint_small)) if v is not None}
-        if (a.paint_grow and min(a.paint_grow) < 1) or (a.paint_min is not None and not 0 <= a.paint_min < 1) \
-                or (a.paint_small is not None and a.paint_small < 0):
-            raise InputError(a.src, "a paint reach must be >= 1 px (--paint-small >= 0), --paint-min in [0, 1)",
-                             field="--paint-*")
+        bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small)
+        if bad is not None:
+            raise InputError(a.src, bad[1], field=bad[0])
         if any(k.startswith("paint") for k in changes) and not net.spec.paint_mask:
             raise InputError(a.src, "this checkpoint has no paint mask to change", field="--paint-*")
     except InputError as e:

@@ -191,6 +191,19 @@ class RefineSpec:
                    n_reference=int(s.get("n_reference", 0)), mirror_average=bool(s.get("mirror_average", False)))
 
 
+def paint_option_problem(grow: Sequence[int] | None, min_change: float | None,
+                         small: int | None) -> tuple[str, str] | None:
+    """(option, reason) for a paint-region setting no RefineSpec may hold, else None; shared by the
+    trainer and calib/respec_refine.py (None: the setting is not being changed)."""
+    if small is not None and small < 0:
+        return "--paint-small", f"must be 0 (off) or a reach in px, got {small}"
+    if grow is not None and min(grow) < 1:
+        return "--paint-grow", f"must be at least 1 px each, got {list(grow)}"
+    if min_change is not None and not 0.0 <= min_change < 1.0:
+        return "--paint-min", f"must be a coverage in [0, 1), got {min_change:g}"
+    return None
+
+
 #: Paint region: a change of a whole pixel's coverage (ANTIALIAS_FULL) opens it fully, sub-pixel
 #: jitter of the polygons only partly; then a feathered edge. The reach (RefineSpec.paint_grow,
 #: px of a 128 px crop, scaled with the crop) defaults to 14 px around a changed inner mouth, far

@@ -37,6 +37,7 @@ from rtanim.refine import (
     RefineSpec,
     compose_crop,
     load_refine,
+    paint_option_problem,
     save_refine,
     shift,
     with_flow_head,
@@ -213,6 +214,14 @@ def load_state(path: Path, opt_lr: float) -> tuple[RefineNet, torch.optim.Optimi
     return net, opt, json.loads(meta["totals"])
 
 
+def record_setting(totals: dict, key: str, name: str, value: float, what: str) -> None:
+    """Append ``{"from_step": ..., name: value}`` to ``totals[key]`` when ``value`` differs from the
+    last one recorded (0 before any), so the totals say from which step each setting held."""
+    if value != (totals.get(key) or [{name: 0.0}])[-1][name]:
+        totals.setdefault(key, []).append({"from_step": totals["steps"], name: value})
+        print(f"{what} {value:g} from step {totals['steps']}", flush=True)
+
+
 def empty_totals() -> dict:
     return {"steps": 0, "images": 0, "seconds": 0.0, "runs": 0}
 
@@ -304,34 +313,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(a: argparse.Namespace) -> int:
-    if not 0.0 <= a.basis_warp <= 1.0:
-        raise InputError("--basis-warp", f"must be a share between 0 and 1, got {a.basis_warp:g}")
-    if a.adv < 0:
-        raise InputError("--adv", f"must be a weight of at least 0, got {a.adv:g}")
+    shares = (("--basis-warp", a.basis_warp), ("--closing", a.closing), ("--mirror", a.mirror), ("--reference", a.reference))
+    for option, share in shares:
+        if share is not None and not 0.0 <= share <= 1.0:
+            raise InputError(option, f"must be a share between 0 and 1, got {share:g}")
+    for option, weight in (("--adv", a.adv), ("--l2", a.l2), ("--psnr", a.psnr)):
+        if weight < 0:
+            raise InputError(option, f"must be a weight of at least 0, got {weight:g}")
     if a.n_res < 0:
         raise InputError("--n-res", f"must be a number of blocks (0: keep the net's), got {a.n_res}")
-    if a.l2 < 0:
-        raise InputError("--l2", f"must be a weight of at least 0, got {a.l2:g}")
-    if not 0.0 <= a.closing <= 1.0:
-        raise InputError("--closing", f"must be a share between 0 and 1, got {a.closing:g}")
-    if not 0.0 <= a.mirror <= 1.0:
-        raise InputError("--mirror", f"must be a share between 0 and 1, got {a.mirror:g}")
-    if a.psnr < 0:
-        raise InputError("--psnr", f"must be a weight of at least 0, got {a.psnr:g}")
     if a.lr_end < 0 or a.lr <= 0:
         raise InputError("--lr-end" if a.lr_end < 0 else "--lr", "must be positive (--lr-end 0: no annealing)")
     given = [o for o, v in (("--paint-grow", a.paint_grow), ("--paint-min", a.paint_min), ("--paint-small", a.paint_small))
              if v is not None]
     if given and not a.paint_mask:
         raise InputError(given[0], "needs --paint-mask")
-    if a.paint_small is not None and a.paint_small < 0:
-        raise InputError("--paint-small", f"must be 0 (off) or a reach in px, got {a.paint_small}")
-    if a.paint_grow is not None and min(a.paint_grow) < 1:
-        raise InputError("--paint-grow", f"must be at least 1 px each, got {a.paint_grow}")
-    if a.paint_min is not None and not 0.0 <= a.paint_min < 1.0:
-        raise InputError("--paint-min", f"must be a coverage in [0, 1), got {a.paint_min:g}")
-    if a.reference is not None and not 0.0 <= a.reference <= 1.0:
-        raise InputError("--reference", f"must be a share between 0 and 1, got {a.reference:g}")
+    bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small)
+    if bad is not None:
+        raise InputError(*bad)
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -430,18 +429,10 @@ def train(a: argparse.Namespace) -> int:
         critic, critic_opt, critic_steps = refine_adv.load_critic(run / "critic.safetensors", a.adv_lr)
         totals.setdefault("adv_from_step", totals["steps"])
         print(f"adversarial stage: weight {a.adv:g}, critic at {critic_steps} steps", flush=True)
-    if a.l2 != (totals.get("l2_terms") or [{"weight": 0.0}])[-1]["weight"]:  # each change in the totals
-        totals.setdefault("l2_terms", []).append({"from_step": totals["steps"], "weight": a.l2})
-        print(f"squared error at weight {a.l2:g} from step {totals['steps']}", flush=True)
-    if a.closing != (totals.get("closing") or [{"share": 0.0}])[-1]["share"]:
-        totals.setdefault("closing", []).append({"from_step": totals["steps"], "share": a.closing})
-        print(f"closing pairs at share {a.closing:g} from step {totals['steps']}", flush=True)
-    if a.mirror != (totals.get("mirror") or [{"share": 0.0}])[-1]["share"]:
-        totals.setdefault("mirror", []).append({"from_step": totals["steps"], "share": a.mirror})
-        print(f"mirrored pairs at share {a.mirror:g} from step {totals['steps']}", flush=True)
-    if a.psnr != (totals.get("psnr_terms") or [{"weight": 0.0}])[-1]["weight"]:
-        totals.setdefault("psnr_terms", []).append({"from_step": totals["steps"], "weight": a.psnr})
-        print(f"per-pair PSNR term at weight {a.psnr:g} from step {totals['steps']}", flush=True)
+    record_setting(totals, "l2_terms", "weight", a.l2, "squared error at weight")
+    record_setting(totals, "closing", "share", a.closing, "closing pairs at share")
+    record_setting(totals, "mirror", "share", a.mirror, "mirrored pairs at share")
+    record_setting(totals, "psnr_terms", "weight", a.psnr, "per-pair PSNR term at weight")
     t0 = last_save = last_log = time.time()
     budget = a.minutes * 60.0
     step0, steps, ema = totals["steps"], 0, None
