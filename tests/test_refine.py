@@ -460,14 +460,15 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     _, extra = load_refine(run / "refine.safetensors")
     assert extra["training"]["l2_terms"] == [{"from_step": 13, "weight": 10.0}, {"from_step": 15, "weight": 0.0}]
     # the per-pair PSNR term, mirrored pairs and a small-change reach, recorded likewise
-    assert main([*args, "--steps", "1", "--psnr", "0.1", "--mirror", "0.5", "--closing", "0.5", "--paint-mask",
-                 "--paint-small", "4"]) == 0
+    assert main([*args, "--steps", "1", "--psnr", "0.1", "--mirror", "0.5", "--closing", "0.5", "--carry", "0.5",
+                 "--paint-mask", "--paint-small", "4"]) == 0
     assert main([*args, "--steps", "1"]) == 0
     _, extra = load_refine(run / "refine.safetensors")
     assert extra["training"]["psnr_terms"] == [{"from_step": 16, "weight": 0.1}, {"from_step": 17, "weight": 0.0}]
     assert extra["training"]["mirror"] == [{"from_step": 16, "share": 0.5}, {"from_step": 17, "share": 0.0}]
     assert extra["training"]["paint_regions"][-1]["small"] == 4
     assert extra["training"]["closing"] == [{"from_step": 16, "share": 0.5}, {"from_step": 17, "share": 0.0}]
+    assert extra["training"]["carry"] == [{"from_step": 16, "share": 0.5}, {"from_step": 17, "share": 0.0}]
     assert "psnr" in (run / "metrics.jsonl").read_text().splitlines()[-1]
     assert main([*args, "--steps", "1", "--n-res", "3"]) == 0  # a deeper bottleneck, the same function at first
     net, extra = load_refine(run / "refine.safetensors")
@@ -486,7 +487,7 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "aus.csv" in r.stderr, r.stderr
     assert not (tmp_path / "x").exists()
     for bad, option in ((["--basis-warp", "1.5"], "--basis-warp"), (["--lr-end", "-1"], "--lr-end"),
-                        (["--adv", "-1"], "--adv"), (["--l2", "-1"], "--l2"), (["--psnr", "-1"], "--psnr"), (["--mirror", "2"], "--mirror"), (["--closing", "-0.5"], "--closing"), (["--paint-min", "0.2"], "--paint-min"),
+                        (["--adv", "-1"], "--adv"), (["--l2", "-1"], "--l2"), (["--psnr", "-1"], "--psnr"), (["--mirror", "2"], "--mirror"), (["--closing", "-0.5"], "--closing"), (["--carry", "1.5"], "--carry"), (["--paint-min", "0.2"], "--paint-min"),
                         (["--paint-mask", "--paint-min", "1.5"], "--paint-min"),
                         (["--paint-mask", "--paint-grow", "0", "4"], "--paint-grow"),
                         (["--paint-small", "4"], "--paint-small"), (["--paint-mask", "--paint-small", "-1"], "--paint-small"), (["--n-res", "-1"], "--n-res"),
@@ -645,3 +646,30 @@ def test_respec_script_changes_the_spec_not_the_weights(tmp_path):
                 [str(src), str(tmp_path / "y.safetensors"), "--paint-min", "1.5"]):
         assert respec(bad) == 2
     assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.safetensors").exists()
+
+
+def test_carry_pairs_keep_the_open_mouth_they_reshape(clip_frames):
+    """PairMix.carry: an open mouth is reshaped and warped back with its interior, not filled; the
+    source maps say where that interior is, so the paint region covers only what the warp changed."""
+    from rtanim.refine import INNER_MOUTH, polygon_mask
+    from train.refine_data import PairMaker, PairMix, load_frames
+
+    frames = load_frames([clip_frames])
+    i = int(np.argmax(frames.mouth_px))
+    frames.mouth_px[i] = 1000.0  # open, whatever the clip shows: the pair is drawn for an open mouth
+    inside = polygon_mask(frames.landmarks[i], [INNER_MOUTH]) > 0.5
+    assert inside.sum() > 20
+
+    def pairs(carry: float) -> list:
+        maker = PairMaker(frames, mix=PairMix(carry=carry), seed=3)
+        return [maker.cycle_pair(i) for _ in range(24)]
+
+    carried = [p for p in pairs(1.0) if p.kind == "carry"]
+    assert carried and all(p.kind == "cycle" for p in pairs(0.0))
+    filled = pairs(0.0)[0]
+    assert filled.geometry[2].sum() == 0  # a filled mouth: no interior claimed
+    for p in carried:
+        assert p.geometry[2].sum() > 0 and np.array_equal(p.target, frames.images[i])
+        # the real interior comes through (nearer the target than the fill is)
+        err = np.abs(p.warped.astype(int) - p.target)[inside].mean()
+        assert err < np.abs(filled.warped.astype(int) - filled.target)[inside].mean()

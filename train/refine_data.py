@@ -9,6 +9,9 @@ Three kinds of pairs (input = a warped crop and its geometry maps, target = a re
 - **cycle**: one real frame whose inner mouth (and sometimes eye openings) is filled from the
   lips around it, then warped to other AUs (mouth closed, eyes shut, jittered) and back: the
   input looks like what ``warp`` shows when it opens a closed mouth, the target is the real frame;
+- **carry** (``PairMix.carry``): a cycle pair whose open mouth is not filled but reshaped (other
+  lips-part / jaw-drop AUs, still open) and back, its real interior carried by the warp as at run
+  time when an open mouth is re-expressed: the net learns to keep a mouth it can see;
 - **identity**: the frame itself, which must come back unchanged.
 
 Rare states are oversampled: targets with an open mouth or closed eyes are a few percent of the
@@ -236,6 +239,8 @@ class PairMix:
     #: video pairs whose target's mouth is closed: share that prefer an open-mouthed source, so the net
     #: learns to close a mouth (presets are absolute: "wink" on a laughing face closes it)
     closing: float = 0.0
+    #: cycle pairs with an open mouth: share that carry its interior instead of filling it (kind "carry")
+    carry: float = 0.0
 
 
 @dataclass
@@ -421,17 +426,32 @@ class PairMaker:
         lm, a = f.landmarks[i].astype(np.float64), f.aus[i]
         hide_mouth = bool(f.mouth_px[i] > CLOSED_MOUTH_PX)
         hide_eyes = bool(f.blink[i] < OPEN_EYES_AU45 and self.rng.random() < self.mix.hide_eyes)
-        filled = fill_regions(f.images[i], lm, hide_mouth, hide_eyes)
-        other = np.clip(a + self.rng.normal(0.0, 0.15, a.shape), 0.0, 1.0)
         codes = b.codes
+        mouth_aus = [codes.index("AU25"), codes.index("AU26")]
+        other = np.clip(a + self.rng.normal(0.0, 0.15, a.shape), 0.0, 1.0)
+        lm_b = None
+        if hide_mouth and self.mix.carry > 0 and self.rng.random() < self.mix.carry:  # reshape the open mouth, keep its interior
+            other[mouth_aus] = self.rng.uniform(0.0, 1.0, 2)
+            lm_b = lm + b.displacement(b.vector(other) - b.vector(a))[: len(lm)]
+            if polygon_mask(lm_b, [INNER_MOUTH]).sum() > CLOSED_MOUTH_PX:  # still open: nothing squeezed out
+                hide_mouth = False
+            else:
+                lm_b = None
         if hide_mouth:
-            other[[codes.index("AU25"), codes.index("AU26")]] = 0.0
+            other[mouth_aus] = 0.0
         if hide_eyes:
             other[[codes.index("AU45L"), codes.index("AU45R")]] = 1.0
-        lm_b = lm + b.displacement(b.vector(other) - b.vector(a))[: len(lm)]
-        warped = warp_image(filled, compose_flows(self.tps_flow(lm[ctrl], lm_b[ctrl]), self.tps_flow(lm_b[ctrl], lm[ctrl])))
-        geo = geometry_maps(lm, lm, None, source_hidden=(hide_mouth, hide_eyes))
-        return Pair(warped, geo, a, f.images[i], region_weight(lm), "cycle", frame=i, target_landmarks=lm,
+        kind = "cycle" if lm_b is None else "carry"
+        if lm_b is None:
+            lm_b = lm + b.displacement(b.vector(other) - b.vector(a))[: len(lm)]
+        filled = fill_regions(f.images[i], lm, hide_mouth, hide_eyes)
+        back = self.tps_flow(lm_b[ctrl], lm[ctrl])
+        warped = warp_image(filled, compose_flows(self.tps_flow(lm[ctrl], lm_b[ctrl]), back))
+        if kind == "carry":  # the source maps as at run time: the reshaped mouth carried back by the warp
+            geo = geometry_maps(lm, lm_b, back, source_hidden=(False, hide_eyes))
+        else:
+            geo = geometry_maps(lm, lm, None, source_hidden=(hide_mouth, hide_eyes))
+        return Pair(warped, geo, a, f.images[i], region_weight(lm), kind, frame=i, target_landmarks=lm,
                     boxes=score_boxes(lm))
 
     def identity_pair(self, i: int) -> Pair:

@@ -286,6 +286,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--closing", type=float, default=0.0, metavar="SHARE",
                    help="share of video pairs with a closed-mouthed target that prefer an open-mouthed source "
                         "(0: no preference), e.g. 0.5: the net learns to close mouths, not only to open them")
+    p.add_argument("--carry", type=float, default=0.0, metavar="SHARE",
+                   help="share of open-mouthed cycle pairs that keep the real interior, reshaped and back, instead "
+                        "of filling it (0: none), e.g. 0.5: the net learns to keep a mouth it can see (stills "
+                        "identity, MODELS.md session 9)")
     p.add_argument("--psnr", type=float, default=0.0,
                    help="weight of the per-pair PSNR term (0: off), e.g. 0.03: the log of each pair's squared error in "
                         "the self-reenactment test's mouth and eye boxes, which averages PSNR per pair")
@@ -313,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(a: argparse.Namespace) -> int:
-    shares = (("--basis-warp", a.basis_warp), ("--closing", a.closing), ("--mirror", a.mirror), ("--reference", a.reference))
+    shares = (("--basis-warp", a.basis_warp), ("--closing", a.closing), ("--carry", a.carry), ("--mirror", a.mirror), ("--reference", a.reference))
     for option, share in shares:
         if share is not None and not 0.0 <= share <= 1.0:
             raise InputError(option, f"must be a share between 0 and 1, got {share:g}")
@@ -393,7 +397,7 @@ def train(a: argparse.Namespace) -> int:
         g["lr"] = a.lr
     share = (a.reference if a.reference is not None else 0.75) if net.spec.n_reference else 0.0
     mix = PairMix(basis_warp=a.basis_warp, residual_flow=net.spec.flow, reference=share, mirror=a.mirror,
-                  closing=a.closing)
+                  closing=a.closing, carry=a.carry)
     held_people = sorted(set(np.array(frames.persons)[held]))
     report = mix_report(train_frames, PairMaker(train_frames, mix=mix, seed=a.seed + 7), n=400)
     info = {"data": [str(d) for d in a.data], "frames": len(frames), "train_frames": len(train_frames),
@@ -432,6 +436,7 @@ def train(a: argparse.Namespace) -> int:
     record_setting(totals, "l2_terms", "weight", a.l2, "squared error at weight")
     record_setting(totals, "closing", "share", a.closing, "closing pairs at share")
     record_setting(totals, "mirror", "share", a.mirror, "mirrored pairs at share")
+    record_setting(totals, "carry", "share", a.carry, "carried open mouths at share")
     record_setting(totals, "psnr_terms", "weight", a.psnr, "per-pair PSNR term at weight")
     t0 = last_save = last_log = time.time()
     budget = a.minutes * 60.0
