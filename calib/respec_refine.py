@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paint-grow", type=int, nargs=2, metavar=("MOUTH", "EYES"), default=None)
     p.add_argument("--paint-min", type=float, default=None)
     p.add_argument("--paint-small", type=int, default=None, metavar="PX")
+    p.add_argument("--paint-keep", type=float, default=None, metavar="PX",
+                   help="leave a carried real interior unpainted where the source mouth shows at least PX (0: off)")
     a = p.parse_args(argv)
 
     from rtanim.errors import InputError
@@ -40,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         net, extra = load_refine(a.src)
         changes = {k: v for k, v in (("mirror_average", None if a.mirror_average is None else a.mirror_average == "on"),
                                      ("paint_grow", None if a.paint_grow is None else tuple(a.paint_grow)),
-                                     ("paint_min", a.paint_min), ("paint_small", a.paint_small)) if v is not None}
+                                     ("paint_min", a.paint_min), ("paint_small", a.paint_small),
+                                     ("paint_keep", a.paint_keep)) if v is not None}
         bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small)
+        if bad is None and a.paint_keep is not None and a.paint_keep < 0:
+            bad = "--paint-keep", f"must be 0 (off) or an area in px, got {a.paint_keep:g}"
         if bad is not None:
             raise InputError(a.src, bad[1], field=bad[0])
         if any(k.startswith("paint") for k in changes) and not net.spec.paint_mask:

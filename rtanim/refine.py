@@ -152,6 +152,9 @@ class RefineSpec:
     paint_min: float = 0.0  # paint_region ignores changes of smaller local coverage (0: any change)
     paint_small: int = 0  # paint_region's mouth reach for a small change (px at 128; 0: always paint_grow[0])
     paint_area: tuple[float, float] = (20.0, 100.0)  # changed mouth px (at 128) from paint_small to paint_grow[0]
+    #: paint_region leaves a real interior the warp carries unpainted where the source mouth is open
+    #: at least this much (px at 128, fully from twice it; 0: always paint the whole region)
+    paint_keep: float = 0.0
     mirror_average: bool = False  # also run the face's mirror image and average (twice the cost, see RefineNet)
     n_reference: int = 0  # channels of a remembered open mouth (rtanim.reference; 0: no such input)
 
@@ -174,7 +177,8 @@ class RefineSpec:
                            "crop_size": self.crop_size, "n_geometry": self.n_geometry, "flow": self.flow,
                            "paint_mask": self.paint_mask, "paint_grow": list(self.paint_grow),
                            "paint_min": self.paint_min, "paint_small": self.paint_small,
-                           "paint_area": list(self.paint_area), "n_reference": self.n_reference,
+                           "paint_area": list(self.paint_area), "paint_keep": self.paint_keep,
+                           "n_reference": self.n_reference,
                            "mirror_average": self.mirror_average})
 
     @classmethod
@@ -188,6 +192,7 @@ class RefineSpec:
                    paint_grow=tuple(int(v) for v in s.get("paint_grow", (14, 7))),
                    paint_min=float(s.get("paint_min", 0.0)), paint_small=int(s.get("paint_small", 0)),
                    paint_area=tuple(float(v) for v in s.get("paint_area", (20.0, 100.0))),
+                   paint_keep=float(s.get("paint_keep", 0.0)),
                    n_reference=int(s.get("n_reference", 0)), mirror_average=bool(s.get("mirror_average", False)))
 
 
@@ -215,7 +220,7 @@ ANTIALIAS_FULL = 0.5
 
 def paint_region(geometry: torch.Tensor, crop_size: int = CROP_SIZE, grow_px: tuple[int, int] = (14, 7),
                  min_change: float = 0.0, small_px: int = 0,
-                 area: tuple[float, float] = (20.0, 100.0)) -> torch.Tensor:
+                 area: tuple[float, float] = (20.0, 100.0), keep_px: float = 0.0) -> torch.Tensor:
     """Where the net may paint [N,1,S,S] in [0, 1]: where the target's mouth / eye maps differ from
     the source's carried by the warp (a mouth that opens or closes, lids that close), grown by
     max-pooling and feathered by average-pooling. Nothing changed, nothing painted: the output is
@@ -226,6 +231,10 @@ def paint_region(geometry: torch.Tensor, crop_size: int = CROP_SIZE, grow_px: tu
     ``area[0]`` changed px (of a 128 px crop), ``grow_px[0]`` above ``area[1]``, the larger of the two
     regions blended in between; lips that only part get a slit painted, not both lips repainted
     (session 8: where only AU25 is commanded, the repainted lips cost identity on stills).
+    With ``keep_px`` > 0, where the source shows a real open mouth (its carried interior covers at
+    least ``keep_px``, fully from twice that), the part of it the target's mouth still holds is left
+    to the warp, less a 2 px rim: the source's own teeth rather than a painted guess; a slit of
+    parted lips (under ``keep_px``) is stretched smear, which the net still repaints.
     Pure pooling and sums, so the exported graph needs no extra input."""
     scale = crop_size / 128.0  # a plain int, not the traced shape: the pool sizes are constants in ONNX
 
@@ -245,6 +254,13 @@ def paint_region(geometry: torch.Tensor, crop_size: int = CROP_SIZE, grow_px: tu
         changed = mouth_seed.clamp(0.0, 1.0).sum((2, 3), keepdim=True) / (scale * scale)
         t = ((changed - area[0]) / max(area[1] - area[0], 1e-6)).clamp(0.0, 1.0)
         mouth = torch.maximum(grow(mouth_seed, small_px), t * mouth)
+    if keep_px > 0:
+        carried = geometry[:, 2:3]
+        shown = carried.sum((2, 3), keepdim=True) / (scale * scale)
+        g = ((shown - keep_px) / keep_px).clamp(0.0, 1.0)
+        r = max(1, round(2 * scale))
+        kept = 1.0 - F.max_pool2d(1.0 - carried * geometry[:, 0:1], 2 * r + 1, 1, r)  # eroded by r px
+        mouth = mouth * (1.0 - g * kept)
     eyes = grow(seed((geometry[:, 1:2] - geometry[:, 3:4]).abs()), grow_px[1])
     region = torch.clamp(torch.maximum(mouth, eyes), 0.0, 1.0)
     f = max(1, round(PAINT_FEATHER_PX * scale))
@@ -348,7 +364,8 @@ class RefineNet(nn.Module):
         att = torch.sigmoid(out[:, :1])
         if self.spec.paint_mask:
             att = 1.0 - (1.0 - att) * paint_region(geometry, self.spec.crop_size, self.spec.paint_grow,
-                                                   self.spec.paint_min, self.spec.paint_small, self.spec.paint_area)
+                                                   self.spec.paint_min, self.spec.paint_small, self.spec.paint_area,
+                                                   self.spec.paint_keep)
         if self.spec.flow:
             return att, color, FLOW_MAX * torch.tanh(out[:, 4:6])
         return att, color

@@ -131,7 +131,7 @@ def test_fixed_batch_is_learned():
 
 
 @pytest.mark.parametrize(("flow", "paint_mask"), [(False, False), (True, False), (False, True), (False, "small"),
-                                                  (True, "mirror")])
+                                                  (False, "keep"), (True, "mirror")])
 def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     import onnx
     import onnxruntime as ort
@@ -141,6 +141,7 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     torch.manual_seed(1)
     net = RefineNet(RefineSpec(flow=flow, paint_mask=bool(paint_mask), paint_min=0.25 if paint_mask else 0.0,
                                paint_small=4 if paint_mask == "small" else 0,
+                               paint_keep=150.0 if paint_mask == "keep" else 0.0,
                                mirror_average=paint_mask == "mirror")).eval()
     for p in net.parameters():  # non-trivial weights (the head starts at zero)
         p.data.normal_(0, 0.05)
@@ -159,7 +160,7 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
                    "Gather", "Cast", "Div", "Sub", "Identity", "Tanh", "Abs", "Max", "MaxPool", "AveragePool",
                    "ReduceSum"}, ops  # plain ops TensorRT builds
     assert ("MaxPool" in ops) == bool(paint_mask)
-    assert ("ReduceSum" in ops) == (paint_mask == "small")
+    assert ("ReduceSum" in ops) == (paint_mask in ("small", "keep"))
     x = np.random.default_rng(0).uniform(-1, 1, (3, 3, 128, 128)).astype(np.float32)
     a = np.random.default_rng(1).uniform(0, 1, (3, len(net.spec.au_codes))).astype(np.float32)
     g = np.random.default_rng(2).uniform(0, 1, (3, 4, 128, 128)).astype(np.float32)
@@ -292,6 +293,35 @@ def test_paint_small_reach_follows_the_size_of_the_mouths_change(mean_face):
     assert small.sum() < 0.5 * full.sum() and small.max() == full.max() > 0.5 and (small <= full).all()
     full, small = regions(8.0)  # a wide opening
     assert np.array_equal(full, small)
+
+
+def test_paint_keep_leaves_a_carried_open_mouth_to_the_warp(mean_face):
+    """RefineSpec.paint_keep: where the source shows a real open mouth the target still holds, the
+    net may paint only its rim; a slit of parted lips is repainted as before."""
+    from dataclasses import replace
+
+    from rtanim.refine import INNER_MOUTH, paint_region, polygon_mask
+
+    spec = replace(RefineSpec(), paint_mask=True, paint_min=0.25, paint_keep=150.0)
+    assert RefineSpec.from_json(spec.to_json()).paint_keep == 150.0
+    assert RefineSpec.from_json(RefineSpec().to_json().replace(', "paint_keep": 0.0', "")).paint_keep == 0.0
+    lower = [317, 14, 87, 178, 88, 95, 324, 318, 402]
+
+    def regions(source_lift: float, more: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        source, target = mean_face.copy(), mean_face.copy()
+        source[lower, 1] += source_lift
+        target[lower, 1] += source_lift + more
+        g = torch.from_numpy(geometry_maps(target, source, None))[None]
+        whole = paint_region(g, min_change=0.25)[0, 0].numpy()
+        kept = paint_region(g, min_change=0.25, keep_px=150.0)[0, 0].numpy()
+        return whole, kept, polygon_mask(source, [INNER_MOUTH]) > 0.99
+
+    whole, kept, inside = regions(14.0, 4.0)  # a wide-open mouth opens further
+    assert inside.sum() > 300
+    assert whole[inside].mean() > 0.7 and kept[inside].mean() < 0.5 * whole[inside].mean() and (kept <= whole).all()
+    assert kept.max() > 0.9  # the new gap and the lips around it are still painted
+    whole, kept, _ = regions(2.0, 8.0)  # a slit that opens: nothing real to keep
+    assert np.array_equal(whole, kept)
 
 
 def test_checkpoint_roundtrip_and_bad_files(tmp_path):
