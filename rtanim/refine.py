@@ -360,7 +360,7 @@ class RefineNet(nn.Module):
         y = self.d1(torch.cat([F.interpolate(y, scale_factor=2.0, mode="nearest"), x1], 1))
         out = F.pixel_shuffle(self.head(y), 2)
         # The colour head is residual on the warped input: painting nothing costs nothing.
-        color = torch.clamp(image + out[:, 1:4], -1.0, 1.0)
+        color = keep_greyscale(image, torch.clamp(image + out[:, 1:4], -1.0, 1.0))
         att = torch.sigmoid(out[:, :1])
         if self.spec.paint_mask:
             att = 1.0 - (1.0 - att) * paint_region(geometry, self.spec.crop_size, self.spec.paint_grow,
@@ -369,6 +369,25 @@ class RefineNet(nn.Module):
         if self.spec.flow:
             return att, color, FLOW_MAX * torch.tanh(out[:, 4:6])
         return att, color
+
+
+#: Mean chroma of a crop ([-1, 1] units, |RGB - grey| averaged) from which painted colour passes
+#: unchanged; below it the paint's chroma shrinks in proportion, to none on a greyscale photo.
+#: Colour faces sit near 0.1 (skin), black-and-white photos and IR webcams at 0.
+GREY_CHROMA = 0.02
+
+
+def keep_greyscale(image: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
+    """``color`` with its chroma scaled by how coloured ``image`` is (:data:`GREY_CHROMA`): a net
+    trained mostly on colour faces paints pink lips and mouths into black-and-white photos (all of
+    the still-image eval's faces are greyscale, session 9). Slices and sums only, for ONNX."""
+
+    def grey(x: torch.Tensor) -> torch.Tensor:
+        return (x[:, 0:1] + x[:, 1:2] + x[:, 2:3]) / 3.0
+
+    chroma = (image - grey(image)).abs().sum((1, 2, 3), keepdim=True) / float(image[0].numel())
+    gain = torch.clamp(chroma / GREY_CHROMA, 0.0, 1.0)
+    return color - (1.0 - gain) * (color - grey(color))  # exactly ``color`` where gain is 1
 
 
 #: Largest residual flow, normalised (x S/2 px: 9.6 px on a 128 px crop).

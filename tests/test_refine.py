@@ -160,7 +160,7 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
                    "Gather", "Cast", "Div", "Sub", "Identity", "Tanh", "Abs", "Max", "MaxPool", "AveragePool",
                    "ReduceSum"}, ops  # plain ops TensorRT builds
     assert ("MaxPool" in ops) == bool(paint_mask)
-    assert ("ReduceSum" in ops) == (paint_mask in ("small", "keep"))
+    assert "ReduceSum" in ops  # keep_greyscale's chroma
     x = np.random.default_rng(0).uniform(-1, 1, (3, 3, 128, 128)).astype(np.float32)
     a = np.random.default_rng(1).uniform(0, 1, (3, len(net.spec.au_codes))).astype(np.float32)
     g = np.random.default_rng(2).uniform(0, 1, (3, 4, 128, 128)).astype(np.float32)
@@ -293,6 +293,29 @@ def test_paint_small_reach_follows_the_size_of_the_mouths_change(mean_face):
     assert small.sum() < 0.5 * full.sum() and small.max() == full.max() > 0.5 and (small <= full).all()
     full, small = regions(8.0)  # a wide opening
     assert np.array_equal(full, small)
+
+
+def test_a_greyscale_photo_gets_no_painted_colour():
+    """keep_greyscale: a black-and-white crop comes out grey whatever the net paints; a colour crop's
+    paint is untouched; a faintly tinted one keeps a share of its chroma."""
+    from rtanim.refine import GREY_CHROMA, keep_greyscale
+
+    torch.manual_seed(0)
+    net = RefineNet(RefineSpec(paint_mask=False)).eval()
+    for p in net.parameters():  # a head that paints colour everywhere
+        p.data.normal_(0, 0.05)
+    grey = torch.rand(2, 1, 128, 128).expand(2, 3, 128, 128) * 2 - 1
+    geometry, aus = torch.zeros(2, 4, 128, 128), torch.rand(2, len(net.spec.au_codes))
+    with torch.no_grad():
+        _, color = net(grey, aus, geometry)
+        assert (color.max(1).values - color.min(1).values).max() < 1e-5
+        colour = torch.rand(2, 3, 128, 128) * 2 - 1
+        painted = torch.clamp(colour + 0.3, -1, 1)
+        assert torch.equal(keep_greyscale(colour, painted), painted)
+        faint = grey + torch.tensor([GREY_CHROMA / 2, 0.0, -GREY_CHROMA / 2]).view(1, 3, 1, 1) * 1.5
+        spread = keep_greyscale(faint, painted)
+        chroma = (spread - spread.mean(1, keepdim=True)).abs().mean()
+        assert 0.2 < chroma / (painted - painted.mean(1, keepdim=True)).abs().mean() < 0.8
 
 
 def test_paint_keep_leaves_a_carried_open_mouth_to_the_warp(mean_face):
