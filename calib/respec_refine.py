@@ -44,9 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                                      ("paint_grow", None if a.paint_grow is None else tuple(a.paint_grow)),
                                      ("paint_min", a.paint_min), ("paint_small", a.paint_small),
                                      ("paint_keep", a.paint_keep)) if v is not None}
-        bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small)
-        if bad is None and a.paint_keep is not None and a.paint_keep < 0:
-            bad = "--paint-keep", f"must be 0 (off) or an area in px, got {a.paint_keep:g}"
+        bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, a.paint_keep)
         if bad is not None:
             raise InputError(a.src, bad[1], field=bad[0])
         if any(k.startswith("paint") for k in changes) and not net.spec.paint_mask:

@@ -429,29 +429,30 @@ class PairMaker:
         codes = b.codes
         mouth_aus = [codes.index("AU25"), codes.index("AU26")]
         other = np.clip(a + self.rng.normal(0.0, 0.15, a.shape), 0.0, 1.0)
-        lm_b = None
+
+        def moved() -> np.ndarray:  # the landmarks at the other AUs
+            return lm + b.displacement(b.vector(other) - b.vector(a))[: len(lm)]
+
+        carry = False
         if hide_mouth and self.mix.carry > 0 and self.rng.random() < self.mix.carry:  # reshape the open mouth, keep its interior
             other[mouth_aus] = self.rng.uniform(0.0, 1.0, 2)
-            lm_b = lm + b.displacement(b.vector(other) - b.vector(a))[: len(lm)]
-            if polygon_mask(lm_b, [INNER_MOUTH]).sum() > CLOSED_MOUTH_PX:  # still open: nothing squeezed out
-                hide_mouth = False
-            else:
-                lm_b = None
+            lm_b = moved()  # (before the eyes are set shut below: a carry pair's round trip leaves them open)
+            carry = polygon_mask(lm_b, [INNER_MOUTH]).sum() > CLOSED_MOUTH_PX  # still open: nothing squeezed out
+            hide_mouth = not carry
         if hide_mouth:
             other[mouth_aus] = 0.0
         if hide_eyes:
             other[[codes.index("AU45L"), codes.index("AU45R")]] = 1.0
-        kind = "cycle" if lm_b is None else "carry"
-        if lm_b is None:
-            lm_b = lm + b.displacement(b.vector(other) - b.vector(a))[: len(lm)]
+        if not carry:
+            lm_b = moved()
         filled = fill_regions(f.images[i], lm, hide_mouth, hide_eyes)
         back = self.tps_flow(lm_b[ctrl], lm[ctrl])
         warped = warp_image(filled, compose_flows(self.tps_flow(lm[ctrl], lm_b[ctrl]), back))
-        if kind == "carry":  # the source maps as at run time: the reshaped mouth carried back by the warp
+        if carry:  # the source maps as at run time: the reshaped mouth carried back by the warp
             geo = geometry_maps(lm, lm_b, back, source_hidden=(False, hide_eyes))
         else:
             geo = geometry_maps(lm, lm, None, source_hidden=(hide_mouth, hide_eyes))
-        return Pair(warped, geo, a, f.images[i], region_weight(lm), kind, frame=i, target_landmarks=lm,
+        return Pair(warped, geo, a, f.images[i], region_weight(lm), "carry" if carry else "cycle", frame=i, target_landmarks=lm,
                     boxes=score_boxes(lm))
 
     def identity_pair(self, i: int) -> Pair:
