@@ -532,6 +532,27 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert net.spec.n_reference == 4 and extra["training"]["reference_from_step"] == 19
     assert main([*args, "--steps", "1"]) == 0  # resumes with it (shown at 0.75 by default)
     assert (run / "metrics.jsonl").read_text().count("\n") >= 2
+    # a weight average: refine.safetensors holds it, refine_raw the last step's own, and it resumes
+    from safetensors import safe_open
+
+    def updates() -> int:
+        with safe_open(str(run / "state.safetensors"), "pt") as f:
+            return int(f.metadata()["ema_updates"])
+
+    def weights(name: str) -> dict[str, torch.Tensor]:
+        return load_refine(run / name)[0].state_dict()
+
+    assert main([*args, "--steps", "1", "--ema", "0.5"]) == 0
+    first, extra = weights("refine.safetensors"), load_refine(run / "refine.safetensors")[1]
+    assert extra["training"]["ema"] == [{"from_step": 21, "decay": 0.5}] and updates() == 1
+    assert all(torch.equal(v, weights("refine_raw.safetensors")[k]) for k, v in first.items())  # one step: itself
+    assert main([*args, "--steps", "1", "--ema", "0.5"]) == 0
+    assert updates() == 2  # resumed, not restarted
+    averaged, raw = weights("refine.safetensors"), weights("refine_raw.safetensors")
+    assert any(not torch.equal(averaged[k], raw[k]) for k in raw)
+    assert all(torch.allclose(averaged[k], 0.5 * (first[k] + raw[k]), atol=2e-3) for k in raw)  # FP16 files
+    assert main([*args, "--steps", "1", "--ema", "0.5", "--n-res", "4"]) == 0
+    assert updates() == 1  # a grown net restarts its average
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -544,7 +565,7 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
                         (["--paint-mask", "--paint-min", "1.5"], "--paint-min"),
                         (["--paint-mask", "--paint-grow", "0", "4"], "--paint-grow"),
                         (["--paint-small", "4"], "--paint-small"), (["--paint-mask", "--paint-small", "-1"], "--paint-small"), (["--n-res", "-1"], "--n-res"),
-                        (["--reference", "1.5"], "--reference")):
+                        (["--reference", "1.5"], "--reference"), (["--ema", "1"], "--ema")):
         assert main([*args[:2], "--run", str(tmp_path / "y"), *bad]) == 2
         assert not (tmp_path / "y").exists(), option
 

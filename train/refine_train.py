@@ -9,7 +9,9 @@ attention prior, and the run writes, atomically, every ``--save-every`` seconds 
 
 - ``RUN/state.safetensors``: FP32 weights and Adam moments (resume within and across sessions);
 - ``RUN/refine.safetensors``: FP16 weights with the training totals (what ships and what the
-  next session starts from with ``--init``);
+  next session starts from with ``--init``); with ``--ema DECAY`` these are the exponential moving
+  average of the weights (judge those: checkpoints of one run minutes apart differ by 0.25 dB of
+  mouth PSNR, session 9), and ``RUN/refine_raw.safetensors`` holds the last step's own;
 - ``RUN/metrics.jsonl``, TensorBoard events, ``RUN/samples/*.png`` (input | output | target | A);
 - with ``--adv``, ``RUN/critic.safetensors``: the patch critic of the adversarial stage
   (:mod:`train.refine_adv`), a refinement on top of the converged L1 base.
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from rtanim.compose import feather_mask
 from rtanim.errors import InputError
@@ -186,8 +189,25 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, ste
 # ----------------------------------------------------------------------------- state
 
 
-def save_state(path: Path, net: RefineNet, opt: torch.optim.Optimizer, totals: dict) -> None:
-    """FP32 weights + Adam moments in one safetensors file (no pickle), atomically."""
+def make_ema(net: RefineNet, decay: float) -> AveragedModel:
+    """An exponential moving average of ``net``'s weights (torch's own), starting at them."""
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def restore_ema(ema: AveragedModel, saved: dict[str, torch.Tensor] | None, updates: int) -> bool:
+    """Load a saved average into ``ema`` when it fits the net as it is now (a grown or widened net
+    restarts its average from the current weights); True when it was loaded."""
+    own = ema.module.state_dict()
+    if not saved or saved.keys() != own.keys() or any(saved[k].shape != v.shape for k, v in own.items()):
+        return False
+    ema.module.load_state_dict(saved)
+    ema.n_averaged.fill_(updates)
+    return True
+
+
+def save_state(path: Path, net: RefineNet, opt: torch.optim.Optimizer, totals: dict,
+               ema: AveragedModel | None = None) -> None:
+    """FP32 weights + Adam moments (+ the weight average) in one safetensors file (no pickle), atomically."""
     from safetensors.torch import save_file
 
     from rtanim.files import staged
@@ -197,11 +217,15 @@ def save_state(path: Path, net: RefineNet, opt: torch.optim.Optimizer, totals: d
     tensors.update(moments)
     meta = {"format": "rtanim.refine-state", "totals": json.dumps(totals), "opt_steps": steps,
             "spec": net.spec.to_json()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().float().contiguous() for k, v in ema.module.state_dict().items()})
+        meta["ema_updates"] = str(int(ema.n_averaged))
     with staged(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def load_state(path: Path, opt_lr: float) -> tuple[RefineNet, torch.optim.Optimizer, dict]:
+def load_state(path: Path, opt_lr: float) -> tuple[RefineNet, torch.optim.Optimizer, dict, dict, int]:
+    """(net, optimiser, totals, the saved weight average's tensors (empty if none), its updates)."""
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
@@ -211,7 +235,8 @@ def load_state(path: Path, opt_lr: float) -> tuple[RefineNet, torch.optim.Optimi
     net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
     opt = torch.optim.Adam(net.parameters(), lr=opt_lr, betas=(0.9, 0.99))
     restore_adam(net, opt, tensors, meta["opt_steps"])
-    return net, opt, json.loads(meta["totals"])
+    averaged = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    return net, opt, json.loads(meta["totals"]), averaged, int(meta.get("ema_updates", 0))
 
 
 def record_setting(totals: dict, key: str, name: str, value: float, what: str) -> None:
@@ -293,6 +318,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--psnr", type=float, default=0.0,
                    help="weight of the per-pair PSNR term (0: off), e.g. 0.03: the log of each pair's squared error in "
                         "the self-reenactment test's mouth and eye boxes, which averages PSNR per pair")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="export an exponential moving average of the weights (e.g. 0.999; 0: the last step's)")
     p.add_argument("--paint-mask", action="store_true",
                    help="let the net paint only where the warp changed mouth or eyes (RefineSpec.paint_mask), from here on")
     p.add_argument("--paint-grow", type=int, nargs=2, metavar=("MOUTH", "EYES"), default=None,
@@ -324,6 +351,8 @@ def train(a: argparse.Namespace) -> int:
     for option, weight in (("--adv", a.adv), ("--l2", a.l2), ("--psnr", a.psnr)):
         if weight < 0:
             raise InputError(option, f"must be a weight of at least 0, got {weight:g}")
+    if not 0.0 <= a.ema < 1.0:
+        raise InputError("--ema", f"must be a decay in [0, 1) (0: no average), got {a.ema:g}")
     if a.n_res < 0:
         raise InputError("--n-res", f"must be a number of blocks (0: keep the net's), got {a.n_res}")
     if a.lr_end < 0 or a.lr <= 0:
@@ -346,8 +375,9 @@ def train(a: argparse.Namespace) -> int:
     run = Path(a.run)
     run.mkdir(parents=True, exist_ok=True)
     state_path, export_path = run / "state.safetensors", run / "refine.safetensors"
+    averaged, ema_updates = {}, 0
     if state_path.is_file():
-        net, opt, totals = load_state(state_path, a.lr)
+        net, opt, totals, averaged, ema_updates = load_state(state_path, a.lr)
         print(f"resuming {state_path}: {totals['steps']} steps, {totals['images']} images so far", flush=True)
     else:
         totals = empty_totals()
@@ -395,6 +425,9 @@ def train(a: argparse.Namespace) -> int:
                   f"mouth change, min change {want.paint_min:g}) from step {totals['steps']}", flush=True)
     for g in opt.param_groups:
         g["lr"] = a.lr
+    ema = make_ema(net, a.ema) if a.ema > 0 else None
+    if ema is not None and not restore_ema(ema, averaged, ema_updates):
+        print(f"weight average (decay {a.ema:g}) starts at step {totals['steps']}", flush=True)
     share = (a.reference if a.reference is not None else 0.75) if net.spec.n_reference else 0.0
     mix = PairMix(basis_warp=a.basis_warp, residual_flow=net.spec.flow, reference=share, mirror=a.mirror,
                   closing=a.closing, carry=a.carry)
@@ -438,9 +471,20 @@ def train(a: argparse.Namespace) -> int:
     record_setting(totals, "mirror", "share", a.mirror, "mirrored pairs at share")
     record_setting(totals, "carry", "share", a.carry, "carried open mouths at share")
     record_setting(totals, "psnr_terms", "weight", a.psnr, "per-pair PSNR term at weight")
+    record_setting(totals, "ema", "decay", a.ema, "weight average at decay")
+    raw_path = run / "refine_raw.safetensors"
+
+    def save_all() -> None:
+        save_state(state_path, net, opt, totals, ema)
+        save_refine(net if ema is None else ema.module, export_path, extra={"training": totals})
+        if ema is not None:
+            save_refine(net, raw_path, extra={"training": totals})
+        if critic is not None:
+            refine_adv.save_critic(run / "critic.safetensors", critic, critic_opt, critic_steps)
+
     t0 = last_save = last_log = time.time()
     budget = a.minutes * 60.0
-    step0, steps, ema = totals["steps"], 0, None
+    step0, steps, smooth = totals["steps"], 0, None
     net.train()
     with (run / "metrics.jsonl").open("a") as log:
         for b in loader:
@@ -457,6 +501,8 @@ def train(a: argparse.Namespace) -> int:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update_parameters(net)
             if critic is not None:
                 critic_opt.zero_grad(set_to_none=True)
                 out["adv_d"] = refine_adv.critic_loss(critic, b["target"], out["out"], b["geometry"], pw)
@@ -468,7 +514,7 @@ def train(a: argparse.Namespace) -> int:
             totals["images"] += a.batch
             vals = {k: float(out[k].detach()) for k in ("loss", "l1", "l2", "grad", "color", "att", "att_tv", "flow_px", "flow_err",
                                                          "psnr", "adv_g", "adv_d") if k in out}
-            ema = vals if ema is None else {k: 0.95 * ema[k] + 0.05 * v for k, v in vals.items()}
+            smooth = vals if smooth is None else {k: 0.95 * smooth[k] + 0.05 * v for k, v in vals.items()}
             now = time.time()
             if tb is not None and totals["steps"] % 10 == 0:
                 for k, v in vals.items():
@@ -479,11 +525,11 @@ def train(a: argparse.Namespace) -> int:
                 eta = budget - el
                 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 print(f"step {totals['steps']} ({steps} this run) {rate:.2f} steps/s {rate * a.batch:.1f} img/s "
-                      f"loss {ema['loss']:.4f} l1 {ema['l1']:.4f} l2 {ema['l2']:.4f} grad {ema['grad']:.4f} color {ema['color']:.4f} "
-                      f"att {ema['att']:.4f} boxes {ema['psnr']:.2f} dB lr {opt.param_groups[0]['lr']:.1e} flow {ema['flow_px']:.2f}px (err {ema['flow_err']:.2f}) "
-                      + (f"adv G {ema['adv_g']:.3f} D {ema['adv_d']:.3f} " if critic is not None else "") +
+                      f"loss {smooth['loss']:.4f} l1 {smooth['l1']:.4f} l2 {smooth['l2']:.4f} grad {smooth['grad']:.4f} color {smooth['color']:.4f} "
+                      f"att {smooth['att']:.4f} boxes {smooth['psnr']:.2f} dB lr {opt.param_groups[0]['lr']:.1e} flow {smooth['flow_px']:.2f}px (err {smooth['flow_err']:.2f}) "
+                      + (f"adv G {smooth['adv_g']:.3f} D {smooth['adv_d']:.3f} " if critic is not None else "") +
                       f"ETA {max(eta, 0) / 60:.1f} min, peak RSS {rss:.0f} MB", flush=True)
-                log.write(json.dumps({"step": totals["steps"], "time": now, "lr": opt.param_groups[0]["lr"], **ema}) + "\n")
+                log.write(json.dumps({"step": totals["steps"], "time": now, "lr": opt.param_groups[0]["lr"], **smooth}) + "\n")
                 log.flush()
                 last_log = now
             if totals["steps"] % 500 == 0:
@@ -492,17 +538,11 @@ def train(a: argparse.Namespace) -> int:
             if done or now - last_save >= a.save_every:
                 totals["seconds"] = float(totals.get("seconds", 0.0)) + (now - last_save)
                 last_save = now
-                save_state(state_path, net, opt, totals)
-                save_refine(net, export_path, extra={"training": totals})
-                if critic is not None:
-                    refine_adv.save_critic(run / "critic.safetensors", critic, critic_opt, critic_steps)
+                save_all()
             if done:
                 break
     totals["runs"] += 1
-    save_state(state_path, net, opt, totals)
-    save_refine(net, export_path, extra={"training": totals})
-    if critic is not None:
-        refine_adv.save_critic(run / "critic.safetensors", critic, critic_opt, critic_steps)
+    save_all()
     sample_grid(run / "samples" / "last.png", b, out["out"], out["A"])
     why = stop["why"] or ("step limit" if a.steps and steps >= a.steps else "time budget")
     print(f"stopped ({why}) after {steps} steps ({totals['steps'] - step0 + step0} in all); wrote {export_path}",
