@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -144,6 +145,23 @@ def held_out_images(data: Path) -> tuple[list[Path], str]:
         return sorted((data / "imgs").glob("*.jpg")), "all images (the dataset has no held-out split)"
     files = sorted(p for p in data.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     return files, "all images of the folder"
+
+
+def still_files(data: Path, faces: int) -> tuple[list[Path], str]:
+    """The images the still-image eval reads for ``faces`` faces (in order; the first that hold a
+    trackable face are used): ``3 * faces`` spread over :func:`held_out_images`, whose sorted names
+    cluster by source. Training stills must leave these people out (:func:`person_of`,
+    calib/training_stills.py)."""
+    files, what = held_out_images(data)
+    if len(files) > faces * 3:
+        files = [files[i] for i in np.linspace(0, len(files) - 1, faces * 3).round().astype(int)]
+    return files, what
+
+
+def person_of(path: Path) -> str:
+    """Who a photo shows, by its name: ``George_W_Bush_0224.jpg`` and ``Dileep_79.jpg`` (the
+    expressive set's LFW-style names) -> ``George_W_Bush``, ``Dileep``; other names are their own person."""
+    return re.sub(r"_\d+$", "", path.stem)
 
 
 def sample_frames(path: Path, count: int) -> list[np.ndarray]:
@@ -277,9 +295,7 @@ def _evaluate(model: str, data: str | Path, out: str | Path, options: EvalOption
     if is_video(data):
         frames, what = [_upscale(f) for f in sample_frames(data, o.faces * 3)], "frames spread over the video"
     else:
-        files, what = held_out_images(data)
-        if len(files) > o.faces * 3:  # spread over the split: its sorted names cluster by source
-            files = [files[i] for i in np.linspace(0, len(files) - 1, o.faces * 3).round().astype(int)]
+        files, what = still_files(data, o.faces)
         frames = []
         for f in files:
             img = load_rgb(f)

@@ -111,3 +111,27 @@ def test_eval_table_marks_targets():
     assert not r["excess flicker (grey levels)"][1]
     text = table({"a": report})
     assert "| AU12 MAE | <= 0.15 | **0.120** |" in text and "| AU26 Spearman | >= 0.9 | n/a |" in text
+
+
+def test_training_stills_leave_out_everyone_the_eval_reads(tmp_path):
+    """The eval spreads its files over the whole sorted set, so leaving out people by their initial
+    (session 9) leaked eval faces into training; calib/training_stills.py asks the eval itself."""
+    from calib.training_stills import main
+    from rtanim.evaluate import person_of, still_files
+
+    src = tmp_path / "faces"
+    src.mkdir()
+    for k in range(20):
+        for j in range(1, 4):
+            (src / f"Person_{chr(65 + k)}_{j:04d}.jpg").write_bytes(b"")
+    (src / "facial-expressions_2868588k.jpg").write_bytes(b"")
+    assert person_of(src / "George_W_Bush_0224.jpg") == "George_W_Bush" and person_of(src / "Dileep_79.jpg") == "Dileep"
+    read = still_files(src, 4)[0]
+    held = {person_of(f) for f in read}
+    assert len(read) == 12 and len(held) >= 9  # spread: not only the first names
+    assert main([str(src), str(tmp_path / "out"), "--faces", "4"]) == 0
+    linked = sorted((tmp_path / "out").iterdir())
+    assert linked and not {person_of(f) for f in linked} & held
+    assert len(linked) == sum(person_of(f) not in held for f in src.iterdir())
+    assert all(f.resolve().parent == src.resolve() for f in linked)
+    assert main([str(src), str(tmp_path / "out")]) == 2  # never into a folder that exists
