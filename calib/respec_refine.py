@@ -1,4 +1,4 @@
-"""The same refine weights with other inference settings (paint region, mirror average).
+"""The same refine weights with other inference settings (paint region, mirror average, detail).
 
     python calib/respec_refine.py train/init/refine.safetensors runs/mirror.safetensors --mirror-average on
     python calib/respec_refine.py IN OUT --paint-small 4 --paint-min 0.4
@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paint-small", type=int, default=None, metavar="PX")
     p.add_argument("--paint-keep", type=float, default=None, metavar="PX",
                    help="leave a carried real interior unpainted where the source mouth shows at least PX (0: off)")
+    p.add_argument("--detail-sigma", type=float, default=None, metavar="PX",
+                   help="painted colour keeps the warped crop's detail finer than this Gaussian sigma (0: off)")
     a = p.parse_args(argv)
 
     from rtanim.errors import InputError
@@ -43,10 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         changes = {k: v for k, v in (("mirror_average", None if a.mirror_average is None else a.mirror_average == "on"),
                                      ("paint_grow", None if a.paint_grow is None else tuple(a.paint_grow)),
                                      ("paint_min", a.paint_min), ("paint_small", a.paint_small),
-                                     ("paint_keep", a.paint_keep)) if v is not None}
+                                     ("paint_keep", a.paint_keep), ("detail_sigma", a.detail_sigma)) if v is not None}
         bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, a.paint_keep)
         if bad is not None:
             raise InputError(a.src, bad[1], field=bad[0])
+        if a.detail_sigma is not None and not 0.0 <= a.detail_sigma <= 16.0:
+            raise InputError(a.src, f"must be 0 (off) or a sigma in px up to 16, got {a.detail_sigma:g}",
+                             field="--detail-sigma")
         if any(k.startswith("paint") for k in changes) and not net.spec.paint_mask:
             raise InputError(a.src, "this checkpoint has no paint mask to change", field="--paint-*")
     except InputError as e:

@@ -36,6 +36,7 @@ embedding by 0.08, only the eyes by 0.10).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +157,9 @@ class RefineSpec:
     #: at least this much (px at 128, fully from twice it; 0: always paint the whole region)
     paint_keep: float = 0.0
     mirror_average: bool = False  # also run the face's mirror image and average (twice the cost, see RefineNet)
+    #: the painted colour takes its fine texture from the warped crop: above a Gaussian of this sigma
+    #: (px at 128) it is the warp's, below it the net's (keep_warp_detail; 0: the net's alone)
+    detail_sigma: float = 0.0
     n_reference: int = 0  # channels of a remembered open mouth (rtanim.reference; 0: no such input)
 
     @property
@@ -179,7 +183,7 @@ class RefineSpec:
                            "paint_min": self.paint_min, "paint_small": self.paint_small,
                            "paint_area": list(self.paint_area), "paint_keep": self.paint_keep,
                            "n_reference": self.n_reference,
-                           "mirror_average": self.mirror_average})
+                           "mirror_average": self.mirror_average, "detail_sigma": self.detail_sigma})
 
     @classmethod
     def from_json(cls, text: str) -> RefineSpec:
@@ -193,7 +197,8 @@ class RefineSpec:
                    paint_min=float(s.get("paint_min", 0.0)), paint_small=int(s.get("paint_small", 0)),
                    paint_area=tuple(float(v) for v in s.get("paint_area", (20.0, 100.0))),
                    paint_keep=float(s.get("paint_keep", 0.0)),
-                   n_reference=int(s.get("n_reference", 0)), mirror_average=bool(s.get("mirror_average", False)))
+                   n_reference=int(s.get("n_reference", 0)), mirror_average=bool(s.get("mirror_average", False)),
+                   detail_sigma=float(s.get("detail_sigma", 0.0)))
 
 
 def paint_option_problem(grow: Sequence[int] | None, min_change: float | None,
@@ -362,7 +367,10 @@ class RefineNet(nn.Module):
         y = self.d1(torch.cat([F.interpolate(y, scale_factor=2.0, mode="nearest"), x1], 1))
         out = F.pixel_shuffle(self.head(y), 2)
         # The colour head is residual on the warped input: painting nothing costs nothing.
-        color = keep_greyscale(image, torch.clamp(image + out[:, 1:4], -1.0, 1.0))
+        color = torch.clamp(image + out[:, 1:4], -1.0, 1.0)
+        if self.spec.detail_sigma > 0:
+            color = keep_warp_detail(image, color, self.spec.detail_sigma * self.spec.crop_size / 128.0, self.spec.crop_size)
+        color = keep_greyscale(image, color)
         att = torch.sigmoid(out[:, :1])
         if self.spec.paint_mask:
             att = 1.0 - (1.0 - att) * paint_region(geometry, self.spec.crop_size, self.spec.paint_grow,
@@ -371,6 +379,36 @@ class RefineNet(nn.Module):
         if self.spec.flow:
             return att, color, FLOW_MAX * torch.tanh(out[:, 4:6])
         return att, color
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, channels: int = 3, size: int = CROP_SIZE) -> torch.Tensor:
+    """``x`` [N,C,H,W] blurred by a Gaussian, renormalised at the edges (zero padding divided by the
+    kernel's weight inside the image): two depthwise convolutions with constant weights and a
+    constant divisor, plain ops for ONNX Runtime and TensorRT (hence the channels and the square
+    size as plain ints, not read from the traced shape)."""
+    r = max(1, math.ceil(3.0 * sigma))
+    t = torch.arange(-r, r + 1, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    kx, ky = k.view(1, 1, 1, -1), k.view(1, 1, -1, 1)
+
+    def blur(v: torch.Tensor, ch: int) -> torch.Tensor:
+        v = F.conv2d(v, kx.repeat(ch, 1, 1, 1), padding=(0, r), groups=ch)
+        return F.conv2d(v, ky.repeat(ch, 1, 1, 1), padding=(r, 0), groups=ch)
+
+    with torch.no_grad():
+        inside = blur(torch.ones(1, 1, size, size, dtype=x.dtype), 1)
+    return blur(x, channels) / inside
+
+
+def keep_warp_detail(image: torch.Tensor, color: torch.Tensor, sigma: float, size: int = CROP_SIZE) -> torch.Tensor:
+    """``color`` with its detail finer than ``sigma`` px replaced by the warped crop's: the coarse
+    paint is the net's, the texture (lip lines, stubble, pores) is the person's, moved by the warp
+    (the split of Yi et al., *Animating Through Warping*, 2020). Where the net keeps the crop the
+    colour is unchanged; an L1-trained net paints its guesses smooth, and dlib reads smooth lips
+    as another person (session 10: identity on the stills, by commanded AU)."""
+    d = image - color
+    return torch.clamp(color + d - gaussian_blur(d, sigma, 3, size), -1.0, 1.0)
 
 
 #: Mean chroma of a crop ([-1, 1] units, |RGB - grey| averaged) from which painted colour passes

@@ -131,7 +131,7 @@ def test_fixed_batch_is_learned():
 
 
 @pytest.mark.parametrize(("flow", "paint_mask"), [(False, False), (True, False), (False, True), (False, "small"),
-                                                  (False, "keep"), (True, "mirror")])
+                                                  (False, "keep"), (True, "mirror"), (False, "detail")])
 def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     import onnx
     import onnxruntime as ort
@@ -142,7 +142,8 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     net = RefineNet(RefineSpec(flow=flow, paint_mask=bool(paint_mask), paint_min=0.25 if paint_mask else 0.0,
                                paint_small=4 if paint_mask == "small" else 0,
                                paint_keep=150.0 if paint_mask == "keep" else 0.0,
-                               mirror_average=paint_mask == "mirror")).eval()
+                               mirror_average=paint_mask == "mirror",
+                               detail_sigma=2.5 if paint_mask == "detail" else 0.0)).eval()
     for p in net.parameters():  # non-trivial weights (the head starts at zero)
         p.data.normal_(0, 0.05)
     path = export_refine_onnx(net, tmp_path / "refine.onnx")
@@ -170,6 +171,37 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     assert (want[2] is not None) == flow
     for have, ref in zip(got, want, strict=False):
         assert np.abs(have - ref).max() < 1e-4
+
+
+def test_painted_colour_keeps_the_warps_fine_detail():
+    """RefineSpec.detail_sigma: below the sigma the colour is the net's, above it the warped crop's;
+    where the net keeps the crop nothing changes, and a flat paint gets the crop's texture."""
+    from rtanim.refine import gaussian_blur, keep_warp_detail
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 3, 128, 128, generator=g) * 1.2 - 0.6
+    assert torch.equal(keep_warp_detail(image, image, 2.5), image)
+    flat = torch.full_like(image, 0.1)  # an L1 net's smooth guess
+    out = keep_warp_detail(image, flat, 2.5)
+    assert torch.allclose(out, 0.1 + image - gaussian_blur(image, 2.5), atol=1e-5)
+    assert torch.allclose(gaussian_blur(torch.full((1, 3, 40, 40), 0.3), 2.5, 3, 40), torch.full((1, 3, 40, 40), 0.3))
+    from dataclasses import replace
+
+    spec = replace(RefineSpec(), detail_sigma=2.5)
+    assert RefineSpec.from_json(spec.to_json()).detail_sigma == 2.5
+    assert RefineSpec.from_json(RefineSpec().to_json().replace(', "detail_sigma": 0.0', "")).detail_sigma == 0.0
+    torch.manual_seed(3)
+    net = RefineNet(spec).eval()
+    for p in net.parameters():
+        p.data.normal_(0, 0.05)
+    geo = torch.rand(2, 4, 128, 128, generator=g)
+    aus = torch.rand(2, len(spec.au_codes), generator=g)
+    plain = RefineNet(RefineSpec()).eval()
+    plain.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        (a1, c1), (a0, c0) = net(image, aus, geo), plain(image, aus, geo)
+    assert torch.equal(a1, a0) and not torch.allclose(c1, c0)  # the same attention, the colour's detail replaced
+    assert torch.allclose(c1, keep_warp_detail(image, c0, 2.5), atol=1e-5)
 
 
 def test_paint_mask_paints_only_what_the_warp_changed(mean_face):
