@@ -585,6 +585,11 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert all(torch.allclose(averaged[k], 0.5 * (first[k] + raw[k]), atol=2e-3) for k in raw)  # FP16 files
     assert main([*args, "--steps", "1", "--ema", "0.5", "--n-res", "4"]) == 0
     assert updates() == 1  # a grown net restarts its average
+    assert main([*args, "--steps", "1", "--detail-sigma", "2.5"]) == 0  # the warp's detail in the paint
+    net, extra = load_refine(run / "refine.safetensors")
+    assert net.spec.detail_sigma == 2.5 and extra["training"]["detail_sigma"] == [{"from_step": 24, "px": 2.5}]
+    assert main([*args, "--steps", "1"]) == 0  # kept when resumed without the option
+    assert load_refine(run / "refine.safetensors")[0].spec.detail_sigma == 2.5
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -597,7 +602,7 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
                         (["--paint-mask", "--paint-min", "1.5"], "--paint-min"),
                         (["--paint-mask", "--paint-grow", "0", "4"], "--paint-grow"),
                         (["--paint-small", "4"], "--paint-small"), (["--paint-mask", "--paint-small", "-1"], "--paint-small"), (["--n-res", "-1"], "--n-res"),
-                        (["--reference", "1.5"], "--reference"), (["--ema", "1"], "--ema")):
+                        (["--reference", "1.5"], "--reference"), (["--ema", "1"], "--ema"), (["--detail-sigma", "-1"], "--detail-sigma")):
         assert main([*args[:2], "--run", str(tmp_path / "y"), *bad]) == 2
         assert not (tmp_path / "y").exists(), option
 

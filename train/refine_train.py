@@ -143,13 +143,15 @@ def box_psnr_loss(out: torch.Tensor, target: torch.Tensor, boxes: torch.Tensor) 
 
 
 def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, step: int = PRIOR_RAMP_STEPS,
-           l2: float = 0.0, psnr: float = 0.0) -> dict[str, torch.Tensor]:
+           l2: float = 0.0, psnr: float = 0.0, att_focus: float = W_ATT_FOCUS) -> dict[str, torch.Tensor]:
     """Weighted L1 and gradient L1 of the composite against the target, the colour's own L1 around
     mouth and eyes, and the attention prior (ramped in over the first ``PRIOR_RAMP_STEPS``).
 
     ``l2`` adds the same-weighted squared error: L1 is minimised by the median of what a mouth may
     look like (teeth or a dark cavity, whichever is likelier), squared error by their mean, which is
-    what PSNR against the real frame rewards. ``psnr`` adds :func:`box_psnr_loss` at that weight."""
+    what PSNR against the real frame rewards. ``psnr`` adds :func:`box_psnr_loss` at that weight.
+    ``att_focus`` is the attention prior's weight around mouth and eyes: raised, the net repaints
+    only where that pays (the inside of a mouth), and leaves lips the warp already moved."""
     att, color, *flow = net(b["warped"], b["aus"], b["geometry"], b.get("reference"))
     moved = shift(b["warped"], flow[0]) if flow else b["warped"]
     out = compose_crop(moved, att, color, region)
@@ -164,7 +166,7 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, ste
     focus = (w > 1.5).float()
     att_mean = (1 - att).mean()
     ramp = min(1.0, step / PRIOR_RAMP_STEPS)
-    att_prior = ramp * (((1 - att) * (1 - focus)).mean() * W_ATT + ((1 - att) * focus).mean() * W_ATT_FOCUS)
+    att_prior = ramp * (((1 - att) * (1 - focus)).mean() * W_ATT + ((1 - att) * focus).mean() * att_focus)
     att_tv = ax.abs().mean() + ay.abs().mean()
     col = (focus * (color - b["target"]).abs()).sum() / (focus.sum() * 3 + 1e-6)
     total = rec + W_GRAD * grad + W_COLOR * col + att_prior + ramp * W_ATT_TV * att_tv + l2 * sq
@@ -318,6 +320,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--psnr", type=float, default=0.0,
                    help="weight of the per-pair PSNR term (0: off), e.g. 0.03: the log of each pair's squared error in "
                         "the self-reenactment test's mouth and eye boxes, which averages PSNR per pair")
+    p.add_argument("--att-focus", type=float, default=W_ATT_FOCUS, metavar="WEIGHT",
+                   help=f"the attention prior around mouth and eyes (default {W_ATT_FOCUS:g}; higher: repaint less)")
+    p.add_argument("--detail-sigma", type=float, default=None, metavar="PX",
+                   help="train with the painted colour's detail finer than this sigma taken from the warped crop "
+                        "(RefineSpec.detail_sigma; 0: off)")
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="export an exponential moving average of the weights (e.g. 0.999; 0: the last step's)")
     p.add_argument("--paint-mask", action="store_true",
@@ -348,9 +355,11 @@ def train(a: argparse.Namespace) -> int:
     for option, share in shares:
         if share is not None and not 0.0 <= share <= 1.0:
             raise InputError(option, f"must be a share between 0 and 1, got {share:g}")
-    for option, weight in (("--adv", a.adv), ("--l2", a.l2), ("--psnr", a.psnr)):
+    for option, weight in (("--adv", a.adv), ("--l2", a.l2), ("--psnr", a.psnr), ("--att-focus", a.att_focus)):
         if weight < 0:
             raise InputError(option, f"must be a weight of at least 0, got {weight:g}")
+    if a.detail_sigma is not None and not 0.0 <= a.detail_sigma <= 16.0:
+        raise InputError("--detail-sigma", f"must be 0 (off) or a sigma in px up to 16, got {a.detail_sigma:g}")
     if not 0.0 <= a.ema < 1.0:
         raise InputError("--ema", f"must be a decay in [0, 1) (0: no average), got {a.ema:g}")
     if a.n_res < 0:
@@ -423,6 +432,13 @@ def train(a: argparse.Namespace) -> int:
                  "small": want.paint_small, "area": list(want.paint_area)})
             print(f"paint mask (reach {want.paint_grow[0]}/{want.paint_grow[1]} px, {want.paint_small} px for a small "
                   f"mouth change, min change {want.paint_min:g}) from step {totals['steps']}", flush=True)
+    if a.detail_sigma is not None and a.detail_sigma != net.spec.detail_sigma:  # same weights, another colour
+        from dataclasses import replace
+
+        detailed = RefineNet(replace(net.spec, detail_sigma=a.detail_sigma))
+        detailed.load_state_dict(net.state_dict())
+        opt, net = carry_adam(net, opt, detailed, a.lr), detailed
+        record_setting(totals, "detail_sigma", "px", a.detail_sigma, "the warp's detail in the paint, sigma")
     for g in opt.param_groups:
         g["lr"] = a.lr
     ema = make_ema(net, a.ema) if a.ema > 0 else None
@@ -472,6 +488,8 @@ def train(a: argparse.Namespace) -> int:
     record_setting(totals, "carry", "share", a.carry, "carried open mouths at share")
     record_setting(totals, "psnr_terms", "weight", a.psnr, "per-pair PSNR term at weight")
     record_setting(totals, "ema", "decay", a.ema, "weight average at decay")
+    if a.att_focus != W_ATT_FOCUS or "att_focus" in totals:  # recorded once it leaves the default
+        record_setting(totals, "att_focus", "weight", a.att_focus, "attention prior around mouth and eyes at")
     raw_path = run / "refine_raw.safetensors"
 
     def save_all() -> None:
@@ -492,7 +510,7 @@ def train(a: argparse.Namespace) -> int:
                 lr = a.lr * (a.lr_end / a.lr) ** min(1.0, (time.time() - t0) / budget)
                 for g in opt.param_groups:
                     g["lr"] = lr
-            out = losses(net, b, region, totals["steps"], l2=a.l2, psnr=a.psnr)
+            out = losses(net, b, region, totals["steps"], l2=a.l2, psnr=a.psnr, att_focus=a.att_focus)
             loss = out["loss"]
             if critic is not None:  # ramps in while the fresh critic learns what real mouths look like
                 pw = refine_adv.patch_weight(b["weight"])
