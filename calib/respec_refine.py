@@ -46,12 +46,9 @@ def main(argv: list[str] | None = None) -> int:
                                      ("paint_grow", None if a.paint_grow is None else tuple(a.paint_grow)),
                                      ("paint_min", a.paint_min), ("paint_small", a.paint_small),
                                      ("paint_keep", a.paint_keep), ("detail_sigma", a.detail_sigma)) if v is not None}
-        bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, a.paint_keep)
+        bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, a.paint_keep, a.detail_sigma)
         if bad is not None:
             raise InputError(a.src, bad[1], field=bad[0])
-        if a.detail_sigma is not None and not 0.0 <= a.detail_sigma <= 16.0:
-            raise InputError(a.src, f"must be 0 (off) or a sigma in px up to 16, got {a.detail_sigma:g}",
-                             field="--detail-sigma")
         if any(k.startswith("paint") for k in changes) and not net.spec.paint_mask:
             raise InputError(a.src, "this checkpoint has no paint mask to change", field="--paint-*")
     except InputError as e:

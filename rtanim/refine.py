@@ -202,13 +202,16 @@ class RefineSpec:
 
 
 def paint_option_problem(grow: Sequence[int] | None, min_change: float | None,
-                         small: int | None, keep: float | None = None) -> tuple[str, str] | None:
+                         small: int | None, keep: float | None = None,
+                         detail: float | None = None) -> tuple[str, str] | None:
     """(option, reason) for a paint-region setting no RefineSpec may hold, else None; shared by the
     trainer and calib/respec_refine.py (None: the setting is not being changed)."""
     if small is not None and small < 0:
         return "--paint-small", f"must be 0 (off) or a reach in px, got {small}"
     if keep is not None and keep < 0:
         return "--paint-keep", f"must be 0 (off) or an area in px, got {keep:g}"
+    if detail is not None and not 0.0 <= detail <= 16.0:
+        return "--detail-sigma", f"must be 0 (off) or a sigma in px up to 16, got {detail:g}"
     if grow is not None and min(grow) < 1:
         return "--paint-grow", f"must be at least 1 px each, got {list(grow)}"
     if min_change is not None and not 0.0 <= min_change < 1.0:

@@ -191,6 +191,15 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, ste
 # ----------------------------------------------------------------------------- state
 
 
+def respecified(net: RefineNet, opt: torch.optim.Optimizer, spec: RefineSpec,
+                lr: float) -> tuple[torch.optim.Optimizer, RefineNet]:
+    """(optimiser, net) with the same weights and Adam moments under another spec of the same
+    shapes (a paint region, the warp's detail): what the net computes changes, not what it holds."""
+    other = RefineNet(spec)
+    other.load_state_dict(net.state_dict())
+    return carry_adam(net, opt, other, lr), other
+
+
 def make_ema(net: RefineNet, decay: float) -> AveragedModel:
     """An exponential moving average of ``net``'s weights (torch's own), starting at them."""
     return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
@@ -358,8 +367,6 @@ def train(a: argparse.Namespace) -> int:
     for option, weight in (("--adv", a.adv), ("--l2", a.l2), ("--psnr", a.psnr), ("--att-focus", a.att_focus)):
         if weight < 0:
             raise InputError(option, f"must be a weight of at least 0, got {weight:g}")
-    if a.detail_sigma is not None and not 0.0 <= a.detail_sigma <= 16.0:
-        raise InputError("--detail-sigma", f"must be 0 (off) or a sigma in px up to 16, got {a.detail_sigma:g}")
     if not 0.0 <= a.ema < 1.0:
         raise InputError("--ema", f"must be a decay in [0, 1) (0: no average), got {a.ema:g}")
     if a.n_res < 0:
@@ -370,7 +377,7 @@ def train(a: argparse.Namespace) -> int:
              if v is not None]
     if given and not a.paint_mask:
         raise InputError(given[0], "needs --paint-mask")
-    bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small)
+    bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, detail=a.detail_sigma)
     if bad is not None:
         raise InputError(*bad)
     if a.threads:
@@ -422,11 +429,9 @@ def train(a: argparse.Namespace) -> int:
                        paint_min=a.paint_min if a.paint_min is not None else net.spec.paint_min,
                        paint_small=a.paint_small if a.paint_small is not None else net.spec.paint_small)
         if want != net.spec:
-            masked = RefineNet(want)
-            masked.load_state_dict(net.state_dict())
             if not net.spec.paint_mask:
                 totals["paint_mask_from_step"] = totals["steps"]
-            opt, net = carry_adam(net, opt, masked, a.lr), masked
+            opt, net = respecified(net, opt, want, a.lr)
             totals.setdefault("paint_regions", []).append(
                 {"from_step": totals["steps"], "grow": list(want.paint_grow), "min": want.paint_min,
                  "small": want.paint_small, "area": list(want.paint_area)})
@@ -435,9 +440,7 @@ def train(a: argparse.Namespace) -> int:
     if a.detail_sigma is not None and a.detail_sigma != net.spec.detail_sigma:  # same weights, another colour
         from dataclasses import replace
 
-        detailed = RefineNet(replace(net.spec, detail_sigma=a.detail_sigma))
-        detailed.load_state_dict(net.state_dict())
-        opt, net = carry_adam(net, opt, detailed, a.lr), detailed
+        opt, net = respecified(net, opt, replace(net.spec, detail_sigma=a.detail_sigma), a.lr)
         record_setting(totals, "detail_sigma", "px", a.detail_sigma, "the warp's detail in the paint, sigma")
     for g in opt.param_groups:
         g["lr"] = a.lr
