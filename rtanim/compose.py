@@ -277,10 +277,61 @@ def _compose_into(result: np.ndarray, out: FaceOutput, transform: HasMatrix, ste
         return
     # result = base * (1 - w) + w*C in two passes; the second rounds (half to even, where
     # compose_torch rounds half up: they differ on exact ties only) and saturates into the frame.
-    keep = _scratch.get("keep", (ny, nx, 3))
-    np.subtract(1.0, rest[..., 0:1], out=keep)
-    cv2.multiply(base, _upsample(keep, k, pad, shape, "up3"), dst=base)
-    cv2.add(base, _upsample(wc, k, pad, shape, "up3"), dst=roi, dtype=cv2.CV_8U)
+    # Only the rows and columns something is painted in take the float passes; the rest of the box
+    # (all of it but the mouth and eyes with a paint mask) is the moved pixels rounded in, as above.
+    part = _painted_part(rest[..., 0], wc, k, pad, shape)
+    if part is None:
+        cv2.convertScaleAbs(base, dst=roi)
+        return
+    (ya, yb, xa, xb), (sa, sb, ta, tb) = part
+    for band in (np.s_[:ya], np.s_[yb:], np.s_[ya:yb, :xa], np.s_[ya:yb, xb:]):  # around the part
+        if base[band].size:
+            cv2.convertScaleAbs(base[band], dst=roi[band])
+    keep = _scratch.get("keep", (sb - sa, tb - ta, 3))
+    np.subtract(1.0, rest[sa:sb, ta:tb, 0:1], out=keep)
+    sub = base[ya:yb, xa:xb]
+    cv2.multiply(sub, _upsample_part(keep, k, pad, sa, ta, (ya, yb, xa, xb), "up3"), dst=sub)
+    cv2.add(sub, _upsample_part(wc[sa:sb, ta:tb], k, pad, sa, ta, (ya, yb, xa, xb), "up3"),
+            dst=roi[ya:yb, xa:xb], dtype=cv2.CV_8U)
+
+
+def _painted_part(w: np.ndarray, wc: np.ndarray, k: int, pad: int, shape: tuple[int, int]
+                  ) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]] | None:
+    """Where a repaint reaches after upsampling: box pixels (y0, y1, x0, x1) and the grid samples
+    (s0, s1, t0, t1) to upsample for them, both end-exclusive; None where nothing is painted.
+
+    A sample i reaches box pixels within one sample of its own block (bilinear by k), so the pixels
+    run one block beyond the painted samples on each side, and the samples one more beyond those,
+    so the upsampling of the part never clamps where the whole grid's would not: every pixel of
+    the part is what upsampling the whole grid gives.
+    """
+    painted = (w != 0) | wc.any(axis=-1)
+    rows, cols = np.flatnonzero(painted.any(axis=1)), np.flatnonzero(painted.any(axis=0))
+    if rows.size == 0:
+        return None
+    ny, nx = w.shape
+    if k == 1:
+        return (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1), \
+            (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+    y0, y1 = max(k * (int(rows[0]) - 1 - pad), 0), min(k * (int(rows[-1]) + 2 - pad), shape[0])
+    x0, x1 = max(k * (int(cols[0]) - 1 - pad), 0), min(k * (int(cols[-1]) + 2 - pad), shape[1])
+    s0, s1 = max(int(rows[0]) - 2, 0), min(int(rows[-1]) + 3, ny)
+    t0, t1 = max(int(cols[0]) - 2, 0), min(int(cols[-1]) + 3, nx)
+    return (y0, y1, x0, x1), (s0, s1, t0, t1)
+
+
+def _upsample_part(low: np.ndarray, k: int, pad: int, s0: int, t0: int, px: tuple[int, int, int, int],
+                   name: str) -> np.ndarray:
+    """:func:`_upsample` of the grid samples from (s0, t0) on, cut to the box pixels ``px``
+    (y0, y1, x0, x1) they reach (:func:`_painted_part`)."""
+    y0, y1, x0, x1 = px
+    if k == 1:
+        return low
+    up = _scratch.get(name, (low.shape[0] * k, low.shape[1] * k, low.shape[2]))
+    cv2.resize(np.ascontiguousarray(low), up.shape[1::-1], dst=up, interpolation=cv2.INTER_LINEAR)
+    # Upsampled pixel Y of the part is pixel Y + k * s0 of the whole grid's, i.e. box pixel Y + k * (s0 - pad).
+    dy, dx = k * (s0 - pad), k * (t0 - pad)
+    return up[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
 
 
 def compose(

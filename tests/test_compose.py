@@ -266,3 +266,49 @@ def test_colour_base_numpy_and_torch_agree(photo):
                         torch.from_numpy(o.flow[None]), [t], color_base=torch.from_numpy(base[None])).numpy()
     diff = np.abs(ref.astype(np.int16) - got)
     assert diff.max() <= 1 and (ref != photo).any()
+
+
+@pytest.mark.parametrize("face_px,angle", [(140, 0.4), (480, 0.3)])  # native and 3x3-pixel grids
+def test_a_repaint_of_the_mouth_alone_blends_only_there_and_as_the_whole_box_would(photo, face_px, angle):
+    """Compose blends only the rows and columns a repaint reaches; what it writes there is, bit for
+    bit, what blending the whole box writes, and around it is the moved frame, rounded in."""
+    t = similarity((320, 250), face_px, angle)
+    flow = smooth_outputs(3).flow
+    rng = np.random.default_rng(4)
+    att = np.ones((1, S, S), np.float32)
+    att[0, 84:110, 40:88] = rng.random((26, 48))  # a hard-edged mouth, noisy colour: any misplaced pixel shows
+    col = rng.uniform(-1, 1, (3, S, S)).astype(np.float32)
+    mouth = compose(photo, [FaceOutput(att, col, flow)], [t])
+    moved = compose(photo, [FaceOutput(np.ones_like(att), col, flow)], [t])
+    # Four painted dots near the crop's edges make the blended part the whole box.
+    dots = np.ones_like(att)
+    for y, x in ((64, 9), (64, 118), (9, 64), (118, 64)):
+        dots[0, y, x] = 0.0
+    whole = compose(photo, [FaceOutput(np.minimum(att, dots), col, flow)], [t])
+    near_dots = cv2.dilate((compose(photo, [FaceOutput(dots, col, flow)], [t]) != moved).any(-1).astype(np.uint8),
+                           np.ones((9, 9), np.uint8)).astype(bool)
+    assert near_dots.sum() < 0.02 * near_dots.size
+    assert np.array_equal(mouth[~near_dots], whole[~near_dots])
+    painted = (mouth != moved).any(-1)
+    assert painted.sum() > 200
+    ys, xs = np.nonzero(painted)
+    assert np.array_equal(mouth[: ys.min()], moved[: ys.min()]) and np.array_equal(mouth[ys.max() + 1:], moved[ys.max() + 1:])
+
+
+@pytest.mark.parametrize("face_px,angle", [(480, 0.3), (384, -0.2)])  # 3x3-pixel grids
+def test_a_repaint_of_the_mouth_alone_lands_where_the_every_pixel_reference_puts_it(photo, face_px, angle):
+    """The part blended alone is upsampled in place: against resampling at every frame pixel it stays
+    within the grid's few grey levels (a part misplaced by one frame pixel doubles them)."""
+    t = similarity((320, 250), face_px, angle)
+    flow = smooth_outputs(3).flow
+    yy, xx = np.mgrid[0:S, 0:S]
+    bump = np.exp(-(((yy - 97) / 6.0) ** 2 + ((xx - 64) / 12.0) ** 2))
+    att = (1.0 - bump * (bump > 0.02))[None].astype(np.float32)
+    col = np.broadcast_to(np.array([1.0, -1.0, 1.0], np.float32)[:, None, None], (3, S, S)).copy()  # magenta
+    out = FaceOutput(att, col, flow)
+    fast, native = compose(photo, [out], [t]), compose(photo, [out], [t], step=0)
+    moved = compose(photo, [FaceOutput(np.ones_like(att), col, flow)], [t])
+    painted = (fast != moved).any(-1) | (native != moved).any(-1)
+    assert painted.sum() > 10_000
+    diff = np.abs(fast.astype(np.int16) - native).max(-1)[painted]
+    assert diff.mean() < 1.2 and np.percentile(diff, 99) <= 5, (diff.mean(), np.percentile(diff, 99))
