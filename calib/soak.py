@@ -15,7 +15,8 @@ Every ``--every`` seconds (default a minute) it prints one line and rewrites ``-
 interval's fps, drops, p50 / p95 latency (capture to sink done), stage medians, and the
 process's resident memory (RSS). At the end: the run's totals and the memory growth after the
 first interval (last and peak RSS minus the RSS at the end of the first interval), PASS when the
-peak growth stays under ``--limit-mb`` (the issue's 50 MB). Exit code 0 on PASS, 1 on FAIL.
+peak growth stays under ``--limit-mb`` (the issue's 50 MB). Exit code 0 on PASS, 1 on FAIL. Ctrl-C or
+SIGTERM stops it early: the sinks finalise and the report covers what ran (exit code 130).
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     from rtanim.bench_stages import open_vcam, prepare_clip
     from rtanim.file_sink import VideoFileSink
     from rtanim.pipeline import Pipeline
-    from rtanim.runs import MAX_FACES, TRACK_EVERY, _describe, parse_size, webcam_passthrough
+    from rtanim.runs import MAX_FACES, TRACK_EVERY, _describe, parse_size, sigterm_as_interrupt, webcam_passthrough
     from rtanim.runtime import load_generator
     from rtanim.sinks import MultiSink
     from rtanim.sources import PacedFileSource
@@ -209,8 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak: {args.minutes:g} min of {args.clip.name} at {size[0]}x{size[1]} {rate:g} fps, looping; "
               f"{report['config']['model']}; sinks: {'; '.join(report['config']['sinks'])}", flush=True)
         monitor.start()
+        interrupted = False
         try:
-            stats = pipeline.run(source, sinks)  # each sink on its own thread
+            with sigterm_as_interrupt():
+                stats = pipeline.run(source, sinks)  # each sink on its own thread
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the pipeline has stopped; report what ran
+            interrupted, stats = True, pipeline.stats
         finally:
             monitor.stop()
         file_sink.close()
@@ -224,16 +229,17 @@ def main(argv: list[str] | None = None) -> int:
         "sink_drops": s["sink_drops"], "fps": s["fps"],
         "latency_ms": s["latency_ms"], "stage_median_ms": s["stage_median_ms"], "reused": s["reused"],
         "generated": s["generated"], "queue_peak": s["queue_peak"], "file_frames": written,
-        "file_mb": None if file_bytes is None else round(file_bytes / 1e6, 1), **verdict,
+        "file_mb": None if file_bytes is None else round(file_bytes / 1e6, 1), "interrupted": interrupted, **verdict,
     }
     write_report()
     r = report["result"]
     growth = "-" if r["rss_peak_growth_mb"] is None else f"{r['rss_growth_mb']:+.1f} MB (peak {r['rss_peak_growth_mb']:+.1f})"
     verdict_word = {True: "PASS", False: "FAIL", None: "n/a (needs 2 intervals)"}[r["pass"]]
-    print(f"soak: {s['frames']} frames, {s['fps'] or 0:.1f} fps, dropped {s['dropped']} ({100 * s['drop_rate']:.1f}%), "
+    early = f" (interrupted after {monitor.samples[-1]['t_s'] if monitor.samples else 0:g} s)" if interrupted else ""
+    print(f"soak{early}: {s['frames']} frames, {s['fps'] or 0:.1f} fps, dropped {s['dropped']} ({100 * s['drop_rate']:.1f}%), "
           f"p95 {s['latency_ms']['p95']} ms; memory after the first interval {growth}, limit {args.limit_mb:g} MB: "
           f"{verdict_word}; report {args.json}", flush=True)
-    return 0 if r["pass"] is not False else 1
+    return 130 if interrupted else 0 if r["pass"] is not False else 1
 
 
 if __name__ == "__main__":

@@ -43,3 +43,30 @@ def test_soak_smoke(shared_data, tmp_path):
     assert proc.returncode == (0 if r["pass"] else 1)
     assert ("PASS" if r["pass"] else "FAIL") in proc.stdout
     assert not list(tmp.iterdir())  # the temporary folder (transcoded clip, output file) is gone
+
+
+def test_soak_stopped_early_reports_what_ran(shared_data, tmp_path):
+    """SIGTERM (or Ctrl-C) mid-soak: no traceback, the report and its verdict for the intervals done, exit 130."""
+    import signal
+
+    out = tmp_path / "soak.json"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "calib" / "soak.py"), "--minutes", "5", "--every", "2", "--size", "320x180",
+         "--loop-frames", "40", "--model", "warp", "--clip", str(shared_data / "video" / "WolfgangLanger_Pexels.mp4"),
+         "--json", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )
+    try:
+        seen = 0
+        for line in proc.stdout:
+            seen += line.startswith("[")
+            if seen == 2:
+                break
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "interrupted after" in stdout
+    r = json.loads(out.read_text())["result"]
+    assert r["interrupted"] is True and r["frames"] > 0 and r["pass"] is not None
