@@ -529,7 +529,7 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert net.spec.paint_grow == (8, 4) and net.spec.paint_min == 0.25
     assert extra["training"]["paint_mask_from_step"] == 8
     assert extra["training"]["paint_regions"][-1] == {"from_step": 9, "grow": [8, 4], "min": 0.25, "small": 0,
-                                                      "area": [20.0, 100.0]}
+                                                      "area": [20.0, 100.0], "keep": 0.0}
     assert main([*args, "--steps", "2", "--adv", "0.02"]) == 0  # the adversarial stage on top ...
     from train.refine_adv import load_critic
 
@@ -590,6 +590,11 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert net.spec.detail_sigma == 2.5 and extra["training"]["detail_sigma"] == [{"from_step": 24, "px": 2.5}]
     assert main([*args, "--steps", "1"]) == 0  # kept when resumed without the option
     assert load_refine(run / "refine.safetensors")[0].spec.detail_sigma == 2.5
+    assert main([*args, "--steps", "1", "--paint-mask", "--paint-keep", "150"]) == 0  # a seen open mouth left to the warp
+    net, extra = load_refine(run / "refine.safetensors")
+    assert net.spec.paint_keep == 150 and net.spec.paint_small == 4  # what was set before stays
+    assert extra["training"]["paint_regions"][-1] == {"from_step": 26, "grow": [8, 4], "min": 0.25, "small": 4,
+                                                      "area": [20.0, 100.0], "keep": 150.0}
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -602,6 +607,7 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
                         (["--paint-mask", "--paint-min", "1.5"], "--paint-min"),
                         (["--paint-mask", "--paint-grow", "0", "4"], "--paint-grow"),
                         (["--paint-small", "4"], "--paint-small"), (["--paint-mask", "--paint-small", "-1"], "--paint-small"), (["--n-res", "-1"], "--n-res"),
+                        (["--paint-keep", "150"], "--paint-keep"), (["--paint-mask", "--paint-keep", "-1"], "--paint-keep"),
                         (["--reference", "1.5"], "--reference"), (["--ema", "1"], "--ema"), (["--detail-sigma", "-1"], "--detail-sigma")):
         assert main([*args[:2], "--run", str(tmp_path / "y"), *bad]) == 2
         assert not (tmp_path / "y").exists(), option

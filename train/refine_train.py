@@ -347,6 +347,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--paint-min", type=float, default=None,
                    help="with --paint-mask: ignore changes of smaller 3x3 coverage, e.g. 0.25: a lip line that only "
                         "slides opens no region (default 0: any change)")
+    p.add_argument("--paint-keep", type=float, default=None, metavar="PX",
+                   help="with --paint-mask: where the source shows a real open mouth of at least PX (of a 128 px crop), "
+                        "leave what the target's mouth still holds of it to the warp, e.g. 150: the person's own teeth "
+                        "rather than painted ones (default 0: off)")
     return p.parse_args(argv)
 
 
@@ -373,11 +377,11 @@ def train(a: argparse.Namespace) -> int:
         raise InputError("--n-res", f"must be a number of blocks (0: keep the net's), got {a.n_res}")
     if a.lr_end < 0 or a.lr <= 0:
         raise InputError("--lr-end" if a.lr_end < 0 else "--lr", "must be positive (--lr-end 0: no annealing)")
-    given = [o for o, v in (("--paint-grow", a.paint_grow), ("--paint-min", a.paint_min), ("--paint-small", a.paint_small))
-             if v is not None]
+    given = [o for o, v in (("--paint-grow", a.paint_grow), ("--paint-min", a.paint_min), ("--paint-small", a.paint_small),
+                            ("--paint-keep", a.paint_keep)) if v is not None]
     if given and not a.paint_mask:
         raise InputError(given[0], "needs --paint-mask")
-    bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, detail=a.detail_sigma)
+    bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, a.paint_keep, a.detail_sigma)
     if bad is not None:
         raise InputError(*bad)
     if a.threads:
@@ -427,14 +431,15 @@ def train(a: argparse.Namespace) -> int:
         want = replace(net.spec, paint_mask=True,
                        paint_grow=tuple(a.paint_grow) if a.paint_grow is not None else net.spec.paint_grow,
                        paint_min=a.paint_min if a.paint_min is not None else net.spec.paint_min,
-                       paint_small=a.paint_small if a.paint_small is not None else net.spec.paint_small)
+                       paint_small=a.paint_small if a.paint_small is not None else net.spec.paint_small,
+                       paint_keep=a.paint_keep if a.paint_keep is not None else net.spec.paint_keep)
         if want != net.spec:
             if not net.spec.paint_mask:
                 totals["paint_mask_from_step"] = totals["steps"]
             opt, net = respecified(net, opt, want, a.lr)
             totals.setdefault("paint_regions", []).append(
                 {"from_step": totals["steps"], "grow": list(want.paint_grow), "min": want.paint_min,
-                 "small": want.paint_small, "area": list(want.paint_area)})
+                 "small": want.paint_small, "area": list(want.paint_area), "keep": want.paint_keep})
             print(f"paint mask (reach {want.paint_grow[0]}/{want.paint_grow[1]} px, {want.paint_small} px for a small "
                   f"mouth change, min change {want.paint_min:g}) from step {totals['steps']}", flush=True)
     if a.detail_sigma is not None and a.detail_sigma != net.spec.detail_sigma:  # same weights, another colour
