@@ -441,7 +441,8 @@ def train(a: argparse.Namespace) -> int:
                 {"from_step": totals["steps"], "grow": list(want.paint_grow), "min": want.paint_min,
                  "small": want.paint_small, "area": list(want.paint_area), "keep": want.paint_keep})
             print(f"paint mask (reach {want.paint_grow[0]}/{want.paint_grow[1]} px, {want.paint_small} px for a small "
-                  f"mouth change, min change {want.paint_min:g}) from step {totals['steps']}", flush=True)
+                  f"mouth change, min change {want.paint_min:g}, a seen mouth kept from {want.paint_keep:g} px) "
+                  f"from step {totals['steps']}", flush=True)
     if a.detail_sigma is not None and a.detail_sigma != net.spec.detail_sigma:  # same weights, another colour
         from dataclasses import replace
 
