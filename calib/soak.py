@@ -158,11 +158,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from rtanim.bench_stages import open_vcam, prepare_clip
     from rtanim.file_sink import VideoFileSink
+    from rtanim.live_sources import PacedFileSource
     from rtanim.pipeline import Pipeline
     from rtanim.runs import MAX_FACES, TRACK_EVERY, _describe, parse_size, sigterm_as_interrupt, webcam_passthrough
     from rtanim.runtime import load_generator
     from rtanim.sinks import MultiSink
-    from rtanim.sources import PacedFileSource
     from rtanim.stream_sink import NetworkSink
     from rtanim.timeline import parse_aus_arg
     from rtanim.tracking import FaceTracker

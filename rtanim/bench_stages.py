@@ -23,9 +23,10 @@ import numpy as np
 
 from rtanim.checks import BENCH_SINKS as SINKS
 from rtanim.errors import InputError
+from rtanim.live_sources import _LiveSource
 from rtanim.sink_base import fit_image
 from rtanim.sinks import MultiSink
-from rtanim.sources import Frame, VideoFileSource, _LiveSource
+from rtanim.sources import Frame, VideoFileSource
 
 __all__ = ["SINKS", "BenchSinks", "PacedDecodeSource", "VcamConversion", "cpu_meter", "open_vcam", "prepare_clip"]
 

@@ -25,9 +25,10 @@ from rich.console import Console
 
 from rtanim.bench_stages import SINKS, BenchSinks, PacedDecodeSource, cpu_meter, prepare_clip
 from rtanim.errors import InputError
+from rtanim.live_sources import _LiveSource
 from rtanim.pipeline import Pipeline, Stats
 from rtanim.runs import MAX_FACES, TRACK_EVERY, _describe, check_faces, parse_size
-from rtanim.sources import Frame, VideoFileSource, _LiveSource
+from rtanim.sources import Frame, VideoFileSource
 
 #: Target AUs of ``bench --input`` (any change works; the warp model skips faces with none).
 BENCH_AUS = "smile"

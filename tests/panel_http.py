@@ -63,10 +63,11 @@ class LiveRun:
 
     def start(self, timeout: float = 240.0) -> LiveRun:
         from rtanim import sources
+        from rtanim.live_sources import PacedFileSource
         from rtanim.runs import run_webcam
 
         def looping(spec: str, **kw: Any) -> Any:
-            src = sources.PacedFileSource(spec, loop=True)
+            src = PacedFileSource(spec, loop=True)
             self._sources.append(src)
             return src
 

@@ -18,9 +18,10 @@ import numpy as np
 
 from rtanim.demo import sample_image_path
 from rtanim.files import load_rgb
+from rtanim.live_sources import _LiveSource
 from rtanim.pipeline import Controls, FrameJob, Pipeline
 from rtanim.runs import MAX_FACES, TRACK_EVERY, live_line
-from rtanim.sources import Frame, VideoFileSource, _LiveSource
+from rtanim.sources import Frame, VideoFileSource
 from rtanim.timeline import parse_aus_arg
 
 #: Frames that can be between the camera and the sink at once in live mode: one being tracked,

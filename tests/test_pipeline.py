@@ -333,8 +333,9 @@ def test_sigterm_becomes_keyboard_interrupt():
 
 
 def test_live_on_paced_clip(shared_data):
+    from rtanim.live_sources import PacedFileSource
     from rtanim.runtime import load_generator
-    from rtanim.sources import PacedFileSource, VideoFileSource
+    from rtanim.sources import VideoFileSource
     from rtanim.tracking import FaceTracker
 
     clip = shared_data / "video" / "single_face.mp4"

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 
 from rtanim.errors import InputError, RunError
+from rtanim.live_sources import CameraSource, PacedFileSource
 from rtanim.sources import (
-    CameraSource,
     Frame,
     ImageSequenceSource,
-    PacedFileSource,
     Source,
     VideoFileSource,
     open_source,
