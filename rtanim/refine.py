@@ -156,6 +156,9 @@ class RefineSpec:
     #: paint_region leaves a real interior the warp carries unpainted where the source mouth is open
     #: at least this much (px at 128, fully from twice it; 0: always paint the whole region)
     paint_keep: float = 0.0
+    #: with paint_keep: keep the carried interior only where it and the target's inner mouth overlap by
+    #: at least this intersection over union (fully from it, none 0.15 below it; 0: whatever the overlap)
+    paint_keep_overlap: float = 0.0
     mirror_average: bool = False  # also run the face's mirror image and average (twice the cost, see RefineNet)
     #: the painted colour takes its fine texture from the warped crop: above a Gaussian of this sigma
     #: (px at 128) it is the warp's, below it the net's (keep_warp_detail; 0: the net's alone)
@@ -182,6 +185,7 @@ class RefineSpec:
                            "paint_mask": self.paint_mask, "paint_grow": list(self.paint_grow),
                            "paint_min": self.paint_min, "paint_small": self.paint_small,
                            "paint_area": list(self.paint_area), "paint_keep": self.paint_keep,
+                           "paint_keep_overlap": self.paint_keep_overlap,
                            "n_reference": self.n_reference,
                            "mirror_average": self.mirror_average, "detail_sigma": self.detail_sigma})
 
@@ -197,19 +201,22 @@ class RefineSpec:
                    paint_min=float(s.get("paint_min", 0.0)), paint_small=int(s.get("paint_small", 0)),
                    paint_area=tuple(float(v) for v in s.get("paint_area", (20.0, 100.0))),
                    paint_keep=float(s.get("paint_keep", 0.0)),
+                   paint_keep_overlap=float(s.get("paint_keep_overlap", 0.0)),
                    n_reference=int(s.get("n_reference", 0)), mirror_average=bool(s.get("mirror_average", False)),
                    detail_sigma=float(s.get("detail_sigma", 0.0)))
 
 
 def paint_option_problem(grow: Sequence[int] | None, min_change: float | None,
                          small: int | None, keep: float | None = None,
-                         detail: float | None = None) -> tuple[str, str] | None:
+                         detail: float | None = None, overlap: float | None = None) -> tuple[str, str] | None:
     """(option, reason) for a paint-region setting no RefineSpec may hold, else None; shared by the
     trainer and calib/respec_refine.py (None: the setting is not being changed)."""
     if small is not None and small < 0:
         return "--paint-small", f"must be 0 (off) or a reach in px, got {small}"
     if keep is not None and keep < 0:
         return "--paint-keep", f"must be 0 (off) or an area in px, got {keep:g}"
+    if overlap is not None and not 0.0 <= overlap <= 1.0:
+        return "--paint-keep-overlap", f"must be an intersection over union in [0, 1] (0: any), got {overlap:g}"
     if detail is not None and not 0.0 <= detail <= 16.0:
         return "--detail-sigma", f"must be 0 (off) or a sigma in px up to 16, got {detail:g}"
     if grow is not None and min(grow) < 1:
@@ -225,12 +232,15 @@ def paint_option_problem(grow: Sequence[int] | None, min_change: float | None,
 #: enough to cover both lips and the evaluation's lip box (4 px beyond the outer lips), and 7 px
 #: around changed eye openings, far enough for the lids.
 PAINT_FEATHER_PX = 4
+#: paint_region's keep_overlap: the intersection over union below the set one over which keeping fades out.
+KEEP_OVERLAP_RAMP = 0.15
 ANTIALIAS_FULL = 0.5
 
 
 def paint_region(geometry: torch.Tensor, crop_size: int = CROP_SIZE, grow_px: tuple[int, int] = (14, 7),
                  min_change: float = 0.0, small_px: int = 0,
-                 area: tuple[float, float] = (20.0, 100.0), keep_px: float = 0.0) -> torch.Tensor:
+                 area: tuple[float, float] = (20.0, 100.0), keep_px: float = 0.0,
+                 keep_overlap: float = 0.0) -> torch.Tensor:
     """Where the net may paint [N,1,S,S] in [0, 1]: where the target's mouth / eye maps differ from
     the source's carried by the warp (a mouth that opens or closes, lids that close), grown by
     max-pooling and feathered by average-pooling. Nothing changed, nothing painted: the output is
@@ -244,7 +254,11 @@ def paint_region(geometry: torch.Tensor, crop_size: int = CROP_SIZE, grow_px: tu
     With ``keep_px`` > 0, where the source shows a real open mouth (its carried interior covers at
     least ``keep_px``, fully from twice that), the part of it the target's mouth still holds is left
     to the warp, less a 2 px rim: the source's own teeth rather than a painted guess; a slit of
-    parted lips (under ``keep_px``) is stretched smear, which the net still repaints.
+    parted lips (under ``keep_px``) is stretched smear, which the net still repaints. With
+    ``keep_overlap`` > 0 the interior is kept only when it and the target's inner mouth overlap that
+    much (intersection over union): a lip command that reshapes an open mouth keeps the person's
+    teeth; a jaw that opens or shuts much further gets a painted interior (session 11: kept
+    regardless, teeth carried into a very different opening cost mouth PSNR in self-reenactment).
     Pure pooling and sums, so the exported graph needs no extra input."""
     scale = crop_size / 128.0  # a plain int, not the traced shape: the pool sizes are constants in ONNX
 
@@ -268,6 +282,11 @@ def paint_region(geometry: torch.Tensor, crop_size: int = CROP_SIZE, grow_px: tu
         carried = geometry[:, 2:3]
         shown = carried.sum((2, 3), keepdim=True) / (scale * scale)
         g = ((shown - keep_px) / keep_px).clamp(0.0, 1.0)
+        if keep_overlap > 0:
+            both = (carried * geometry[:, 0:1]).sum((2, 3), keepdim=True)
+            union = carried.sum((2, 3), keepdim=True) + geometry[:, 0:1].sum((2, 3), keepdim=True) - both
+            iou = both / (union + 1e-6)
+            g = g * ((iou - (keep_overlap - KEEP_OVERLAP_RAMP)) / KEEP_OVERLAP_RAMP).clamp(0.0, 1.0)
         r = max(1, round(2 * scale))
         kept = 1.0 - F.max_pool2d(1.0 - carried * geometry[:, 0:1], 2 * r + 1, 1, r)  # eroded by r px
         mouth = mouth * (1.0 - g * kept)
@@ -378,7 +397,7 @@ class RefineNet(nn.Module):
         if self.spec.paint_mask:
             att = 1.0 - (1.0 - att) * paint_region(geometry, self.spec.crop_size, self.spec.paint_grow,
                                                    self.spec.paint_min, self.spec.paint_small, self.spec.paint_area,
-                                                   self.spec.paint_keep)
+                                                   self.spec.paint_keep, self.spec.paint_keep_overlap)
         if self.spec.flow:
             return att, color, FLOW_MAX * torch.tanh(out[:, 4:6])
         return att, color

@@ -131,7 +131,7 @@ def test_fixed_batch_is_learned():
 
 
 @pytest.mark.parametrize(("flow", "paint_mask"), [(False, False), (True, False), (False, True), (False, "small"),
-                                                  (False, "keep"), (True, "mirror"), (False, "detail")])
+                                                  (False, "keep"), (False, "overlap"), (True, "mirror"), (False, "detail")])
 def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     import onnx
     import onnxruntime as ort
@@ -141,7 +141,8 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     torch.manual_seed(1)
     net = RefineNet(RefineSpec(flow=flow, paint_mask=bool(paint_mask), paint_min=0.25 if paint_mask else 0.0,
                                paint_small=4 if paint_mask == "small" else 0,
-                               paint_keep=150.0 if paint_mask == "keep" else 0.0,
+                               paint_keep=150.0 if paint_mask in ("keep", "overlap") else 0.0,
+                               paint_keep_overlap=0.6 if paint_mask == "overlap" else 0.0,
                                mirror_average=paint_mask == "mirror",
                                detail_sigma=2.5 if paint_mask == "detail" else 0.0)).eval()
     for p in net.parameters():  # non-trivial weights (the head starts at zero)
@@ -379,6 +380,34 @@ def test_paint_keep_leaves_a_carried_open_mouth_to_the_warp(mean_face):
     assert np.array_equal(whole, kept)
 
 
+def test_paint_keep_overlap_keeps_a_reshaped_mouth_and_repaints_a_jaw_that_moved_far(mean_face):
+    """RefineSpec.paint_keep_overlap: the carried interior is kept when it and the target's inner mouth
+    overlap enough (a lip command on an open mouth), and painted when the opening changed a lot."""
+    from dataclasses import replace
+
+    from rtanim.refine import INNER_MOUTH, paint_region, polygon_mask
+
+    spec = replace(RefineSpec(), paint_mask=True, paint_keep=150.0, paint_keep_overlap=0.6)
+    assert RefineSpec.from_json(spec.to_json()).paint_keep_overlap == 0.6
+    assert RefineSpec.from_json(RefineSpec().to_json().replace(', "paint_keep_overlap": 0.0', "")).paint_keep_overlap == 0.0
+    lower = [317, 14, 87, 178, 88, 95, 324, 318, 402]
+
+    def regions(more: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        source, target = mean_face.copy(), mean_face.copy()
+        source[lower, 1] += 14.0
+        target[lower, 1] += 14.0 + more
+        g = torch.from_numpy(geometry_maps(target, source, None))[None]
+        any_overlap = paint_region(g, min_change=0.25, keep_px=150.0)[0, 0].numpy()
+        gated = paint_region(g, min_change=0.25, keep_px=150.0, keep_overlap=0.6)[0, 0].numpy()
+        iou = float((g[0, 0] * g[0, 2]).sum() / (g[0, 0].sum() + g[0, 2].sum() - (g[0, 0] * g[0, 2]).sum()))
+        return any_overlap, gated, polygon_mask(source, [INNER_MOUTH]) > 0.99, iou
+
+    any_overlap, gated, inside, iou = regions(3.0)  # opens a little further: most of it still overlaps
+    assert iou > 0.6 and np.allclose(gated, any_overlap) and gated[inside].mean() < 0.5
+    any_overlap, gated, inside, iou = regions(30.0)  # the jaw drops far: the teeth would land elsewhere
+    assert iou < 0.45 and any_overlap[inside].mean() < 0.5 and gated[inside].mean() > 0.7
+
+
 def test_checkpoint_roundtrip_and_bad_files(tmp_path):
     net = RefineNet()
     path = save_refine(net, tmp_path / "r.safetensors", extra={"training": {"steps": 7}})
@@ -529,7 +558,7 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert net.spec.paint_grow == (8, 4) and net.spec.paint_min == 0.25
     assert extra["training"]["paint_mask_from_step"] == 8
     assert extra["training"]["paint_regions"][-1] == {"from_step": 9, "grow": [8, 4], "min": 0.25, "small": 0,
-                                                      "area": [20.0, 100.0], "keep": 0.0}
+                                                      "area": [20.0, 100.0], "keep": 0.0, "keep_overlap": 0.0}
     assert main([*args, "--steps", "2", "--adv", "0.02"]) == 0  # the adversarial stage on top ...
     from train.refine_adv import load_critic
 
@@ -590,11 +619,12 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert net.spec.detail_sigma == 2.5 and extra["training"]["detail_sigma"] == [{"from_step": 24, "px": 2.5}]
     assert main([*args, "--steps", "1"]) == 0  # kept when resumed without the option
     assert load_refine(run / "refine.safetensors")[0].spec.detail_sigma == 2.5
-    assert main([*args, "--steps", "1", "--paint-mask", "--paint-keep", "150"]) == 0  # a seen open mouth left to the warp
-    net, extra = load_refine(run / "refine.safetensors")
-    assert net.spec.paint_keep == 150 and net.spec.paint_small == 4  # what was set before stays
+    assert main([*args, "--steps", "1", "--paint-mask", "--paint-keep", "150", "--paint-keep-overlap", "0.6"]) == 0
+    net, extra = load_refine(run / "refine.safetensors")  # a seen open mouth left to the warp, where it overlaps
+    assert net.spec.paint_keep == 150 and net.spec.paint_keep_overlap == 0.6
+    assert net.spec.paint_small == 4  # what was set before stays
     assert extra["training"]["paint_regions"][-1] == {"from_step": 26, "grow": [8, 4], "min": 0.25, "small": 4,
-                                                      "area": [20.0, 100.0], "keep": 150.0}
+                                                      "area": [20.0, 100.0], "keep": 150.0, "keep_overlap": 0.6}
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -608,6 +638,7 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
                         (["--paint-mask", "--paint-grow", "0", "4"], "--paint-grow"),
                         (["--paint-small", "4"], "--paint-small"), (["--paint-mask", "--paint-small", "-1"], "--paint-small"), (["--n-res", "-1"], "--n-res"),
                         (["--paint-keep", "150"], "--paint-keep"), (["--paint-mask", "--paint-keep", "-1"], "--paint-keep"),
+                        (["--paint-mask", "--paint-keep-overlap", "1.5"], "--paint-keep-overlap"),
                         (["--reference", "1.5"], "--reference"), (["--ema", "1"], "--ema"), (["--detail-sigma", "-1"], "--detail-sigma")):
         assert main([*args[:2], "--run", str(tmp_path / "y"), *bad]) == 2
         assert not (tmp_path / "y").exists(), option

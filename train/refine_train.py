@@ -351,6 +351,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="with --paint-mask: where the source shows a real open mouth of at least PX (of a 128 px crop), "
                         "leave what the target's mouth still holds of it to the warp, e.g. 150: the person's own teeth "
                         "rather than painted ones (default 0: off)")
+    p.add_argument("--paint-keep-overlap", type=float, default=None, metavar="IOU",
+                   help="with --paint-keep: keep it only where it and the target's inner mouth overlap this much "
+                        "(intersection over union), e.g. 0.6: a jaw that moves far gets a painted interior (default 0: any)")
     return p.parse_args(argv)
 
 
@@ -378,10 +381,10 @@ def train(a: argparse.Namespace) -> int:
     if a.lr_end < 0 or a.lr <= 0:
         raise InputError("--lr-end" if a.lr_end < 0 else "--lr", "must be positive (--lr-end 0: no annealing)")
     given = [o for o, v in (("--paint-grow", a.paint_grow), ("--paint-min", a.paint_min), ("--paint-small", a.paint_small),
-                            ("--paint-keep", a.paint_keep)) if v is not None]
+                            ("--paint-keep", a.paint_keep), ("--paint-keep-overlap", a.paint_keep_overlap)) if v is not None]
     if given and not a.paint_mask:
         raise InputError(given[0], "needs --paint-mask")
-    bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, a.paint_keep, a.detail_sigma)
+    bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, a.paint_keep, a.detail_sigma, a.paint_keep_overlap)
     if bad is not None:
         raise InputError(*bad)
     if a.threads:
@@ -432,14 +435,17 @@ def train(a: argparse.Namespace) -> int:
                        paint_grow=tuple(a.paint_grow) if a.paint_grow is not None else net.spec.paint_grow,
                        paint_min=a.paint_min if a.paint_min is not None else net.spec.paint_min,
                        paint_small=a.paint_small if a.paint_small is not None else net.spec.paint_small,
-                       paint_keep=a.paint_keep if a.paint_keep is not None else net.spec.paint_keep)
+                       paint_keep=a.paint_keep if a.paint_keep is not None else net.spec.paint_keep,
+                       paint_keep_overlap=(a.paint_keep_overlap if a.paint_keep_overlap is not None
+                                           else net.spec.paint_keep_overlap))
         if want != net.spec:
             if not net.spec.paint_mask:
                 totals["paint_mask_from_step"] = totals["steps"]
             opt, net = respecified(net, opt, want, a.lr)
             totals.setdefault("paint_regions", []).append(
                 {"from_step": totals["steps"], "grow": list(want.paint_grow), "min": want.paint_min,
-                 "small": want.paint_small, "area": list(want.paint_area), "keep": want.paint_keep})
+                 "small": want.paint_small, "area": list(want.paint_area), "keep": want.paint_keep,
+                 "keep_overlap": want.paint_keep_overlap})
             print(f"paint mask (reach {want.paint_grow[0]}/{want.paint_grow[1]} px, {want.paint_small} px for a small "
                   f"mouth change, min change {want.paint_min:g}, a seen mouth kept from {want.paint_keep:g} px) "
                   f"from step {totals['steps']}", flush=True)
