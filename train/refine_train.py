@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from rtanim.compose import feather_mask
 from rtanim.errors import InputError
@@ -48,7 +47,17 @@ from rtanim.refine import (
     with_res_blocks,
 )
 from train.refine_data import Frames, Pair, PairMaker, PairMix, load_frames, mix_report, split_people
-from train.state_io import adam_tensors, carry_adam, restore_adam
+from train.refine_state import (
+    empty_totals,
+    load_state,
+    make_ema,
+    record_setting,
+    respecified,
+    restore_ema,
+    sample_grid,
+    save_state,
+)
+from train.state_io import carry_adam
 
 #: Loss weights. The attention prior pulls A to 1 (keep the full-resolution warp) away from the
 #: mouth and eyes, and only lightly where painting is expected.
@@ -186,97 +195,6 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, ste
                  + W_FLOW_MAG * (px ** 2).mean())
     return {"loss": total, "l1": rec, "l2": sq, "grad": grad, "color": col, "att": att_mean, "att_tv": att_tv,
             "flow_px": flow_px, "flow_err": flow_err, "psnr": box_db, "out": out, "A": att}
-
-
-# ----------------------------------------------------------------------------- state
-
-
-def respecified(net: RefineNet, opt: torch.optim.Optimizer, spec: RefineSpec,
-                lr: float) -> tuple[torch.optim.Optimizer, RefineNet]:
-    """(optimiser, net) with the same weights and Adam moments under another spec of the same
-    shapes (a paint region, the warp's detail): what the net computes changes, not what it holds."""
-    other = RefineNet(spec)
-    other.load_state_dict(net.state_dict())
-    return carry_adam(net, opt, other, lr), other
-
-
-def make_ema(net: RefineNet, decay: float) -> AveragedModel:
-    """An exponential moving average of ``net``'s weights (torch's own), starting at them."""
-    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-def restore_ema(ema: AveragedModel, saved: dict[str, torch.Tensor] | None, updates: int) -> bool:
-    """Load a saved average into ``ema`` when it fits the net as it is now (a grown or widened net
-    restarts its average from the current weights); True when it was loaded."""
-    own = ema.module.state_dict()
-    if not saved or saved.keys() != own.keys() or any(saved[k].shape != v.shape for k, v in own.items()):
-        return False
-    ema.module.load_state_dict(saved)
-    ema.n_averaged.fill_(updates)
-    return True
-
-
-def save_state(path: Path, net: RefineNet, opt: torch.optim.Optimizer, totals: dict,
-               ema: AveragedModel | None = None) -> None:
-    """FP32 weights + Adam moments (+ the weight average) in one safetensors file (no pickle), atomically."""
-    from safetensors.torch import save_file
-
-    from rtanim.files import staged
-
-    tensors = {f"net.{k}": v.detach().float().contiguous() for k, v in net.state_dict().items()}
-    moments, steps = adam_tensors(net, opt)
-    tensors.update(moments)
-    meta = {"format": "rtanim.refine-state", "totals": json.dumps(totals), "opt_steps": steps,
-            "spec": net.spec.to_json()}
-    if ema is not None:
-        tensors.update({f"ema.{k}": v.detach().float().contiguous() for k, v in ema.module.state_dict().items()})
-        meta["ema_updates"] = str(int(ema.n_averaged))
-    with staged(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-
-
-def load_state(path: Path, opt_lr: float) -> tuple[RefineNet, torch.optim.Optimizer, dict, dict, int]:
-    """(net, optimiser, totals, the saved weight average's tensors (empty if none), its updates)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    net = RefineNet(RefineSpec.from_json(meta["spec"]))
-    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-    opt = torch.optim.Adam(net.parameters(), lr=opt_lr, betas=(0.9, 0.99))
-    restore_adam(net, opt, tensors, meta["opt_steps"])
-    averaged = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
-    return net, opt, json.loads(meta["totals"]), averaged, int(meta.get("ema_updates", 0))
-
-
-def record_setting(totals: dict, key: str, name: str, value: float, what: str) -> None:
-    """Append ``{"from_step": ..., name: value}`` to ``totals[key]`` when ``value`` differs from the
-    last one recorded (0 before any), so the totals say from which step each setting held."""
-    if value != (totals.get(key) or [{name: 0.0}])[-1][name]:
-        totals.setdefault(key, []).append({"from_step": totals["steps"], name: value})
-        print(f"{what} {value:g} from step {totals['steps']}", flush=True)
-
-
-def empty_totals() -> dict:
-    return {"steps": 0, "images": 0, "seconds": 0.0, "runs": 0}
-
-
-def sample_grid(path: Path, b: dict[str, torch.Tensor], out: torch.Tensor, att: torch.Tensor, n: int = 6) -> None:
-    import cv2
-
-    def img(x: torch.Tensor) -> np.ndarray:
-        return ((x.detach().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-
-    rows = []
-    for i in range(min(n, out.shape[0])):
-        a = (att[i, 0].detach().clamp(0, 1) * 255).round().byte().numpy()
-        cols = [img(b["warped"][i]), img(out[i]), img(b["target"][i]), np.stack([a] * 3, -1)]
-        if "reference" in b:  # what the net was shown of a remembered mouth (grey: nothing)
-            cols.append(img(b["reference"][i, :3]))
-        rows.append(np.concatenate(cols, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
 
 
 # ----------------------------------------------------------------------------- main
