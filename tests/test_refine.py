@@ -625,6 +625,23 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert net.spec.paint_small == 4  # what was set before stays
     assert extra["training"]["paint_regions"][-1] == {"from_step": 26, "grow": [8, 4], "min": 0.25, "small": 4,
                                                       "area": [20.0, 100.0], "keep": 150.0, "keep_overlap": 0.6}
+    # distilling a teacher (the same weights with the mirror average): its composite is a second target
+    from dataclasses import replace
+
+    teacher = tmp_path / "teacher.safetensors"
+    mirrored = RefineNet(replace(net.spec, mirror_average=True))
+    mirrored.load_state_dict(net.state_dict())
+    save_refine(mirrored, teacher, extra=extra)
+    assert main([*args, "--steps", "2", "--teacher", str(teacher), "--teacher-weight", "0.5"]) == 0
+    _, extra = load_refine(run / "refine.safetensors")
+    assert extra["training"]["teachers"] == [{"from_step": 27, "file": "teacher.safetensors", "steps": 27,
+                                              "mirror_average": True}]
+    assert extra["training"]["distil"] == [{"from_step": 27, "weight": 0.5}]
+    assert "distil" in (run / "metrics.jsonl").read_text().splitlines()[-1]
+    # a teacher that reads other inputs (this one was shown a remembered mouth), or no checkpoint at all
+    for bad in (teacher, tmp_path / "empty"):
+        assert main([*args[:2], "--run", str(tmp_path / "z"), "--steps", "1", "--teacher", str(bad)]) == 2
+        assert not (tmp_path / "z").exists()
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -639,7 +656,7 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
                         (["--paint-small", "4"], "--paint-small"), (["--paint-mask", "--paint-small", "-1"], "--paint-small"), (["--n-res", "-1"], "--n-res"),
                         (["--paint-keep", "150"], "--paint-keep"), (["--paint-mask", "--paint-keep", "-1"], "--paint-keep"),
                         (["--paint-mask", "--paint-keep-overlap", "1.5"], "--paint-keep-overlap"),
-                        (["--reference", "1.5"], "--reference"), (["--ema", "1"], "--ema"), (["--detail-sigma", "-1"], "--detail-sigma")):
+                        (["--reference", "1.5"], "--reference"), (["--ema", "1"], "--ema"), (["--teacher-weight", "-1"], "--teacher-weight"), (["--detail-sigma", "-1"], "--detail-sigma")):
         assert main([*args[:2], "--run", str(tmp_path / "y"), *bad]) == 2
         assert not (tmp_path / "y").exists(), option
 

@@ -15,6 +15,10 @@ attention prior, and the run writes, atomically, every ``--save-every`` seconds 
 - ``RUN/metrics.jsonl``, TensorBoard events, ``RUN/samples/*.png`` (input | output | target | A);
 - with ``--adv``, ``RUN/critic.safetensors``: the patch critic of the adversarial stage
   (:mod:`train.refine_adv`), a refinement on top of the converged L1 base.
+
+``--teacher CHECKPOINT`` distils another refine checkpoint as it runs (typically the same weights
+with the mirror average, which costs two passes a face): its composite of each pair is a second
+target, so the student, run once, learns what the teacher computes twice.
 """
 
 from __future__ import annotations
@@ -151,14 +155,32 @@ def box_psnr_loss(out: torch.Tensor, target: torch.Tensor, boxes: torch.Tensor) 
     return loss, db
 
 
+def teacher_mismatch(teacher: RefineSpec, student: RefineSpec) -> str | None:
+    """Why ``teacher`` cannot be distilled into ``student`` (they must read the same inputs), else None."""
+    for field in ("au_codes", "crop_size", "n_geometry", "n_reference", "flow"):
+        if getattr(teacher, field) != getattr(student, field):
+            return f"its {field} ({getattr(teacher, field)!r:.60}) differs from the trained net's ({getattr(student, field)!r:.60})"
+    return None
+
+
+def teacher_composite(teacher: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor) -> torch.Tensor:
+    """The teacher's composite of a batch, as the student's is made (no gradients)."""
+    with torch.no_grad():
+        att, color, *flow = teacher(b["warped"], b["aus"], b["geometry"], b.get("reference"))
+        return compose_crop(shift(b["warped"], flow[0]) if flow else b["warped"], att, color, region)
+
+
 def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, step: int = PRIOR_RAMP_STEPS,
-           l2: float = 0.0, psnr: float = 0.0, att_focus: float = W_ATT_FOCUS) -> dict[str, torch.Tensor]:
+           l2: float = 0.0, psnr: float = 0.0, att_focus: float = W_ATT_FOCUS,
+           teacher_out: torch.Tensor | None = None, distil: float = 0.0) -> dict[str, torch.Tensor]:
     """Weighted L1 and gradient L1 of the composite against the target, the colour's own L1 around
     mouth and eyes, and the attention prior (ramped in over the first ``PRIOR_RAMP_STEPS``).
 
     ``l2`` adds the same-weighted squared error: L1 is minimised by the median of what a mouth may
     look like (teeth or a dark cavity, whichever is likelier), squared error by their mean, which is
     what PSNR against the real frame rewards. ``psnr`` adds :func:`box_psnr_loss` at that weight.
+    ``teacher_out`` (a teacher's composite, :func:`teacher_composite`) adds the same-weighted L1 to it
+    at weight ``distil``: the mirror average run twice per face; a student learns it in one pass.
     ``att_focus`` is the attention prior's weight around mouth and eyes: raised, the net repaints
     only where that pays (the inside of a mouth), and leaves lips the warp already moved."""
     att, color, *flow = net(b["warped"], b["aus"], b["geometry"], b.get("reference"))
@@ -193,8 +215,12 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, ste
         sup = flow_err = (w * (px - want).abs()).sum() / (w.sum() * 2 + 1e-6)
         total = (total + W_FLOW_SUP * sup + W_FLOW_TV * ((fx ** 2).mean() + (fy ** 2).mean())
                  + W_FLOW_MAG * (px ** 2).mean())
-    return {"loss": total, "l1": rec, "l2": sq, "grad": grad, "color": col, "att": att_mean, "att_tv": att_tv,
-            "flow_px": flow_px, "flow_err": flow_err, "psnr": box_db, "out": out, "A": att}
+    result = {"l1": rec, "l2": sq, "grad": grad, "color": col, "att": att_mean, "att_tv": att_tv,
+              "flow_px": flow_px, "flow_err": flow_err, "psnr": box_db, "out": out, "A": att}
+    if teacher_out is not None:
+        result["distil"] = (w * (out - teacher_out).abs()).sum() / norm
+        total = total + distil * result["distil"]
+    return {"loss": total, **result}
 
 
 # ----------------------------------------------------------------------------- main
@@ -247,6 +273,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--psnr", type=float, default=0.0,
                    help="weight of the per-pair PSNR term (0: off), e.g. 0.03: the log of each pair's squared error in "
                         "the self-reenactment test's mouth and eye boxes, which averages PSNR per pair")
+    p.add_argument("--teacher", default=None, metavar="CHECKPOINT",
+                   help="distil this refine checkpoint as run (e.g. the same weights with the mirror average): its "
+                        "composite of each pair becomes a second target, so one pass learns what two computed")
+    p.add_argument("--teacher-weight", type=float, default=1.0, metavar="WEIGHT",
+                   help="with --teacher: the weight of the weighted L1 to the teacher's composite (default 1)")
     p.add_argument("--att-focus", type=float, default=W_ATT_FOCUS, metavar="WEIGHT",
                    help=f"the attention prior around mouth and eyes (default {W_ATT_FOCUS:g}; higher: repaint less)")
     p.add_argument("--detail-sigma", type=float, default=None, metavar="PX",
@@ -289,7 +320,8 @@ def train(a: argparse.Namespace) -> int:
     for option, share in shares:
         if share is not None and not 0.0 <= share <= 1.0:
             raise InputError(option, f"must be a share between 0 and 1, got {share:g}")
-    for option, weight in (("--adv", a.adv), ("--l2", a.l2), ("--psnr", a.psnr), ("--att-focus", a.att_focus)):
+    for option, weight in (("--adv", a.adv), ("--l2", a.l2), ("--psnr", a.psnr), ("--att-focus", a.att_focus),
+                           ("--teacher-weight", a.teacher_weight)):
         if weight < 0:
             raise InputError(option, f"must be a weight of at least 0, got {weight:g}")
     if not 0.0 <= a.ema < 1.0:
@@ -305,6 +337,10 @@ def train(a: argparse.Namespace) -> int:
     bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, a.paint_keep, a.detail_sigma, a.paint_keep_overlap)
     if bad is not None:
         raise InputError(*bad)
+    teacher = None
+    if a.teacher is not None:  # a file that is not a refine checkpoint: one line, before any work
+        teacher, teacher_extra = load_refine(a.teacher)
+        teacher.eval().requires_grad_(False)
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -314,7 +350,6 @@ def train(a: argparse.Namespace) -> int:
     if len(train_frames) < 2:
         raise InputError(", ".join(a.data), "fewer than 2 training frames after the held-out split", field="--data")
     run = Path(a.run)
-    run.mkdir(parents=True, exist_ok=True)
     state_path, export_path = run / "state.safetensors", run / "refine.safetensors"
     averaged, ema_updates = {}, 0
     if state_path.is_file():
@@ -374,6 +409,16 @@ def train(a: argparse.Namespace) -> int:
         record_setting(totals, "detail_sigma", "px", a.detail_sigma, "the warp's detail in the paint, sigma")
     for g in opt.param_groups:
         g["lr"] = a.lr
+    if teacher is not None:
+        why = teacher_mismatch(teacher.spec, net.spec)
+        if why:
+            raise InputError(a.teacher, why, field="--teacher")
+        seen = {"file": Path(a.teacher).name, "steps": teacher_extra.get("training", {}).get("steps"),
+                "mirror_average": teacher.spec.mirror_average}
+        if (totals.get("teachers") or [{}])[-1].get("file") != seen["file"]:
+            totals.setdefault("teachers", []).append({"from_step": totals["steps"], **seen})
+    record_setting(totals, "distil", "weight", a.teacher_weight if teacher is not None else 0.0,
+                   "distilling the teacher at weight")
     ema = make_ema(net, a.ema) if a.ema > 0 else None
     if ema is not None and not restore_ema(ema, averaged, ema_updates):
         print(f"weight average (decay {a.ema:g}) starts at step {totals['steps']}", flush=True)
@@ -384,6 +429,7 @@ def train(a: argparse.Namespace) -> int:
     report = mix_report(train_frames, PairMaker(train_frames, mix=mix, seed=a.seed + 7), n=400)
     info = {"data": [str(d) for d in a.data], "frames": len(frames), "train_frames": len(train_frames),
             "held_out_people": held_people, "mix": report, "batch": a.batch, "lr": a.lr, "lr_end": a.lr_end}
+    run.mkdir(parents=True, exist_ok=True)
     (run / "data.json").write_text(json.dumps(info, indent=1))
     print(f"{len(train_frames)} training frames, {int(held.sum())} held out ({len(held_people)} people); "
           f"mix {json.dumps({k: round(v, 3) for k, v in report.items()})}", flush=True)
@@ -443,7 +489,9 @@ def train(a: argparse.Namespace) -> int:
                 lr = a.lr * (a.lr_end / a.lr) ** min(1.0, (time.time() - t0) / budget)
                 for g in opt.param_groups:
                     g["lr"] = lr
-            out = losses(net, b, region, totals["steps"], l2=a.l2, psnr=a.psnr, att_focus=a.att_focus)
+            out = losses(net, b, region, totals["steps"], l2=a.l2, psnr=a.psnr, att_focus=a.att_focus,
+                         teacher_out=None if teacher is None else teacher_composite(teacher, b, region),
+                         distil=a.teacher_weight)
             loss = out["loss"]
             if critic is not None:  # ramps in while the fresh critic learns what real mouths look like
                 pw = refine_adv.patch_weight(b["weight"])
@@ -464,7 +512,7 @@ def train(a: argparse.Namespace) -> int:
             totals["steps"] += 1
             totals["images"] += a.batch
             vals = {k: float(out[k].detach()) for k in ("loss", "l1", "l2", "grad", "color", "att", "att_tv", "flow_px", "flow_err",
-                                                         "psnr", "adv_g", "adv_d") if k in out}
+                                                         "psnr", "adv_g", "adv_d", "distil") if k in out}
             smooth = vals if smooth is None else {k: 0.95 * smooth[k] + 0.05 * v for k, v in vals.items()}
             now = time.time()
             if tb is not None and totals["steps"] % 10 == 0:
@@ -478,7 +526,8 @@ def train(a: argparse.Namespace) -> int:
                 print(f"step {totals['steps']} ({steps} this run) {rate:.2f} steps/s {rate * a.batch:.1f} img/s "
                       f"loss {smooth['loss']:.4f} l1 {smooth['l1']:.4f} l2 {smooth['l2']:.4f} grad {smooth['grad']:.4f} color {smooth['color']:.4f} "
                       f"att {smooth['att']:.4f} boxes {smooth['psnr']:.2f} dB lr {opt.param_groups[0]['lr']:.1e} flow {smooth['flow_px']:.2f}px (err {smooth['flow_err']:.2f}) "
-                      + (f"adv G {smooth['adv_g']:.3f} D {smooth['adv_d']:.3f} " if critic is not None else "") +
+                      + (f"adv G {smooth['adv_g']:.3f} D {smooth['adv_d']:.3f} " if critic is not None else "")
+                      + (f"distil {smooth['distil']:.4f} " if teacher is not None else "") +
                       f"ETA {max(eta, 0) / 60:.1f} min, peak RSS {rss:.0f} MB", flush=True)
                 log.write(json.dumps({"step": totals["steps"], "time": now, "lr": opt.param_groups[0]["lr"], **smooth}) + "\n")
                 log.flush()
