@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     r = report["result"]
     growth = "-" if r["rss_peak_growth_mb"] is None else f"{r['rss_growth_mb']:+.1f} MB (peak {r['rss_peak_growth_mb']:+.1f})"
     verdict_word = {True: "PASS", False: "FAIL", None: "n/a (needs 2 intervals)"}[r["pass"]]
-    early = f" (interrupted after {monitor.samples[-1]['t_s'] if monitor.samples else 0:g} s)" if interrupted else ""
+    early = f" (interrupted after {time.perf_counter() - monitor.started:.0f} s)" if interrupted else ""
     print(f"soak{early}: {s['frames']} frames, {s['fps'] or 0:.1f} fps, dropped {s['dropped']} ({100 * s['drop_rate']:.1f}%), "
           f"p95 {s['latency_ms']['p95']} ms; memory after the first interval {growth}, limit {args.limit_mb:g} MB: "
           f"{verdict_word}; report {args.json}", flush=True)
