@@ -202,8 +202,10 @@ class _Scratch(threading.local):
 _scratch = _Scratch()
 
 
-def _upsample(low: np.ndarray, k: int, pad: int, shape: tuple[int, int], name: str) -> np.ndarray:
-    """Bilinear upsampling of a reduced-grid array by k, cut to the box (``shape`` rows, cols).
+def _upsample(low: np.ndarray, k: int, pad: int, px: tuple[int, int, int, int], name: str,
+              s0: int = 0, t0: int = 0) -> np.ndarray:
+    """Bilinear upsampling by k of reduced-grid samples (those from row ``s0``, column ``t0`` of the
+    grid on: a part of it, :func:`_painted_part`), cut to the box pixels ``px`` (y0, y1, x0, x1).
 
     cv2.resize by an integer factor puts output pixel x at input (x + 0.5) / k - 0.5: the block
     centres :func:`_compose_into` samples at. The ``pad`` samples around the box keep the box
@@ -211,9 +213,12 @@ def _upsample(low: np.ndarray, k: int, pad: int, shape: tuple[int, int], name: s
     """
     if k == 1:
         return low
+    y0, y1, x0, x1 = px
     up = _scratch.get(name, (low.shape[0] * k, low.shape[1] * k, low.shape[2]))
-    cv2.resize(low, up.shape[1::-1], dst=up, interpolation=cv2.INTER_LINEAR)
-    return up[k * pad : k * pad + shape[0], k * pad : k * pad + shape[1]]
+    cv2.resize(np.ascontiguousarray(low), up.shape[1::-1], dst=up, interpolation=cv2.INTER_LINEAR)
+    # Upsampled pixel Y of the part is pixel Y + k * s0 of the whole grid's, i.e. box pixel Y + k * (s0 - pad).
+    dy, dx = k * (s0 - pad), k * (t0 - pad)
+    return up[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
 
 
 def _compose_into(result: np.ndarray, out: FaceOutput, transform: HasMatrix, step: float) -> None:
@@ -265,7 +270,8 @@ def _compose_into(result: np.ndarray, out: FaceOutput, transform: HasMatrix, ste
         window = _scratch.get("window", (wy1 - wy0, wx1 - wx0, 3))
         np.copyto(window, result[wy0:wy1, wx0:wx1])
         base = _scratch.get("base", (*shape, 3))
-        cv2.remap(window, _upsample(maps, k, pad, shape, "up_maps"), None, cv2.INTER_LINEAR, dst=base,
+        up_maps = _upsample(maps, k, pad, (0, shape[0], 0, shape[1]), "up_maps")
+        cv2.remap(window, up_maps, None, cv2.INTER_LINEAR, dst=base,
                   borderMode=cv2.BORDER_REPLICATE)
     elif not rest.any():
         return  # nothing repainted, nothing moved
@@ -290,8 +296,8 @@ def _compose_into(result: np.ndarray, out: FaceOutput, transform: HasMatrix, ste
     keep = _scratch.get("keep", (sb - sa, tb - ta, 3))
     np.subtract(1.0, rest[sa:sb, ta:tb, 0:1], out=keep)
     sub = base[ya:yb, xa:xb]
-    cv2.multiply(sub, _upsample_part(keep, k, pad, sa, ta, (ya, yb, xa, xb), "up3"), dst=sub)
-    cv2.add(sub, _upsample_part(wc[sa:sb, ta:tb], k, pad, sa, ta, (ya, yb, xa, xb), "up3"),
+    cv2.multiply(sub, _upsample(keep, k, pad, (ya, yb, xa, xb), "up3", sa, ta), dst=sub)
+    cv2.add(sub, _upsample(wc[sa:sb, ta:tb], k, pad, (ya, yb, xa, xb), "up3", sa, ta),
             dst=roi[ya:yb, xa:xb], dtype=cv2.CV_8U)
 
 
@@ -302,8 +308,8 @@ def _painted_part(w: np.ndarray, wc: np.ndarray, k: int, pad: int, shape: tuple[
 
     A sample i reaches box pixels within one sample of its own block (bilinear by k), so the pixels
     run one block beyond the painted samples on each side, and the samples one more beyond those,
-    so the upsampling of the part never clamps where the whole grid's would not: every pixel of
-    the part is what upsampling the whole grid gives.
+    so upsampling the part (:func:`_upsample` from s0, t0) never clamps where the whole grid's
+    would not: every pixel of the part is what upsampling the whole grid gives.
     """
     painted = (w != 0) | wc.any(axis=-1)
     rows, cols = np.flatnonzero(painted.any(axis=1)), np.flatnonzero(painted.any(axis=0))
@@ -318,20 +324,6 @@ def _painted_part(w: np.ndarray, wc: np.ndarray, k: int, pad: int, shape: tuple[
     s0, s1 = max(int(rows[0]) - 2, 0), min(int(rows[-1]) + 3, ny)
     t0, t1 = max(int(cols[0]) - 2, 0), min(int(cols[-1]) + 3, nx)
     return (y0, y1, x0, x1), (s0, s1, t0, t1)
-
-
-def _upsample_part(low: np.ndarray, k: int, pad: int, s0: int, t0: int, px: tuple[int, int, int, int],
-                   name: str) -> np.ndarray:
-    """:func:`_upsample` of the grid samples from (s0, t0) on, cut to the box pixels ``px``
-    (y0, y1, x0, x1) they reach (:func:`_painted_part`)."""
-    y0, y1, x0, x1 = px
-    if k == 1:
-        return low
-    up = _scratch.get(name, (low.shape[0] * k, low.shape[1] * k, low.shape[2]))
-    cv2.resize(np.ascontiguousarray(low), up.shape[1::-1], dst=up, interpolation=cv2.INTER_LINEAR)
-    # Upsampled pixel Y of the part is pixel Y + k * s0 of the whole grid's, i.e. box pixel Y + k * (s0 - pad).
-    dy, dx = k * (s0 - pad), k * (t0 - pad)
-    return up[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
 
 
 def compose(

@@ -280,15 +280,15 @@ def paint_region(geometry: torch.Tensor, crop_size: int = CROP_SIZE, grow_px: tu
         mouth = torch.maximum(grow(mouth_seed, small_px), t * mouth)
     if keep_px > 0:
         carried = geometry[:, 2:3]
-        shown = carried.sum((2, 3), keepdim=True) / (scale * scale)
-        g = ((shown - keep_px) / keep_px).clamp(0.0, 1.0)
+        held = carried * geometry[:, 0:1]  # the carried interior the target's mouth still holds
+        carried_px = carried.sum((2, 3), keepdim=True)
+        g = ((carried_px / (scale * scale) - keep_px) / keep_px).clamp(0.0, 1.0)
         if keep_overlap > 0:
-            both = (carried * geometry[:, 0:1]).sum((2, 3), keepdim=True)
-            union = carried.sum((2, 3), keepdim=True) + geometry[:, 0:1].sum((2, 3), keepdim=True) - both
-            iou = both / (union + 1e-6)
+            both = held.sum((2, 3), keepdim=True)
+            iou = both / (carried_px + geometry[:, 0:1].sum((2, 3), keepdim=True) - both + 1e-6)
             g = g * ((iou - (keep_overlap - KEEP_OVERLAP_RAMP)) / KEEP_OVERLAP_RAMP).clamp(0.0, 1.0)
         r = max(1, round(2 * scale))
-        kept = 1.0 - F.max_pool2d(1.0 - carried * geometry[:, 0:1], 2 * r + 1, 1, r)  # eroded by r px
+        kept = 1.0 - F.max_pool2d(1.0 - held, 2 * r + 1, 1, r)  # eroded by r px
         mouth = mouth * (1.0 - g * kept)
     eyes = grow(seed((geometry[:, 1:2] - geometry[:, 3:4]).abs()), grow_px[1])
     region = torch.clamp(torch.maximum(mouth, eyes), 0.0, 1.0)

@@ -29,6 +29,7 @@ import resource
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -330,10 +331,13 @@ def train(a: argparse.Namespace) -> int:
         raise InputError("--n-res", f"must be a number of blocks (0: keep the net's), got {a.n_res}")
     if a.lr_end < 0 or a.lr <= 0:
         raise InputError("--lr-end" if a.lr_end < 0 else "--lr", "must be positive (--lr-end 0: no annealing)")
-    given = [o for o, v in (("--paint-grow", a.paint_grow), ("--paint-min", a.paint_min), ("--paint-small", a.paint_small),
-                            ("--paint-keep", a.paint_keep), ("--paint-keep-overlap", a.paint_keep_overlap)) if v is not None]
-    if given and not a.paint_mask:
-        raise InputError(given[0], "needs --paint-mask")
+    # the paint-region settings given, by RefineSpec field (each option is --field-with-dashes)
+    paint_set = {k: v for k, v in (("paint_grow", None if a.paint_grow is None else tuple(a.paint_grow)),
+                                   ("paint_min", a.paint_min), ("paint_small", a.paint_small),
+                                   ("paint_keep", a.paint_keep), ("paint_keep_overlap", a.paint_keep_overlap))
+                 if v is not None}
+    if paint_set and not a.paint_mask:
+        raise InputError("--" + next(iter(paint_set)).replace("_", "-"), "needs --paint-mask")
     bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, a.paint_keep, a.detail_sigma, a.paint_keep_overlap)
     if bad is not None:
         raise InputError(*bad)
@@ -382,15 +386,7 @@ def train(a: argparse.Namespace) -> int:
         totals["flow_from_step"] = totals["steps"]
         print(f"added a residual flow head at step {totals['steps']}", flush=True)
     if a.paint_mask:  # same weights, the attention only gated (or gated differently)
-        from dataclasses import replace
-
-        want = replace(net.spec, paint_mask=True,
-                       paint_grow=tuple(a.paint_grow) if a.paint_grow is not None else net.spec.paint_grow,
-                       paint_min=a.paint_min if a.paint_min is not None else net.spec.paint_min,
-                       paint_small=a.paint_small if a.paint_small is not None else net.spec.paint_small,
-                       paint_keep=a.paint_keep if a.paint_keep is not None else net.spec.paint_keep,
-                       paint_keep_overlap=(a.paint_keep_overlap if a.paint_keep_overlap is not None
-                                           else net.spec.paint_keep_overlap))
+        want = replace(net.spec, paint_mask=True, **paint_set)
         if want != net.spec:
             if not net.spec.paint_mask:
                 totals["paint_mask_from_step"] = totals["steps"]
@@ -403,8 +399,6 @@ def train(a: argparse.Namespace) -> int:
                   f"mouth change, min change {want.paint_min:g}, a seen mouth kept from {want.paint_keep:g} px) "
                   f"from step {totals['steps']}", flush=True)
     if a.detail_sigma is not None and a.detail_sigma != net.spec.detail_sigma:  # same weights, another colour
-        from dataclasses import replace
-
         opt, net = respecified(net, opt, replace(net.spec, detail_sigma=a.detail_sigma), a.lr)
         record_setting(totals, "detail_sigma", "px", a.detail_sigma, "the warp's detail in the paint, sigma")
     for g in opt.param_groups:
