@@ -456,64 +456,6 @@ def keep_greyscale(image: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
 FLOW_MAX = 0.15
 
 
-def with_flow_head(net: RefineNet) -> RefineNet:
-    """The same network with a residual flow head that starts at zero (so it starts as ``net``):
-    depth-to-space reads output channel k from head channels 4k..4k+3, so the new ones are appended."""
-    if net.spec.flow:
-        return net
-    from dataclasses import replace
-
-    out = RefineNet(replace(net.spec, flow=True))
-    state = net.state_dict()
-    for k in ("head.weight", "head.bias"):
-        new = out.state_dict()[k].clone().zero_()
-        new[: state[k].shape[0]] = state[k]
-        state[k] = new
-    out.load_state_dict(state)
-    return out
-
-
-def with_res_blocks(net: RefineNet, n_res: int) -> RefineNet:
-    """The same network with ``n_res`` bottleneck blocks; the added ones start as the identity (their
-    second convolution at zero), so the deeper net starts as ``net`` and only learns what the extra
-    depth buys: more room for *what* to paint (teeth or a dark cavity for these AUs) at S/8, where a
-    block costs a fifth of a decoder layer."""
-    if n_res < net.spec.n_res:
-        raise ValueError(f"cannot drop bottleneck blocks ({net.spec.n_res} -> {n_res})")
-    if n_res == net.spec.n_res:
-        return net
-    from dataclasses import replace
-
-    out = RefineNet(replace(net.spec, n_res=n_res))
-    state = out.state_dict()
-    state.update(net.state_dict())
-    for i in range(net.spec.n_res, n_res):
-        state[f"res.{i}.b.weight"].zero_()
-        state[f"res.{i}.b.bias"].zero_()
-    out.load_state_dict(state)
-    return out
-
-
-def with_reference(net: RefineNet, channels: int) -> RefineNet:
-    """The same network with ``channels`` reference input channels (rtanim.reference) whose first-layer
-    weights start at zero, so it starts exactly as ``net`` and learns only what a remembered mouth adds.
-    Space-to-depth puts input channel c at c*4..c*4+3, so the new ones are appended to e1's inputs."""
-    if net.spec.n_reference == channels:
-        return net
-    if net.spec.n_reference:
-        raise ValueError(f"the net already takes {net.spec.n_reference} reference channels")
-    from dataclasses import replace
-
-    out = RefineNet(replace(net.spec, n_reference=channels))
-    state = net.state_dict()
-    old = state["e1.0.weight"]
-    new = out.state_dict()["e1.0.weight"].clone().zero_()
-    new[:, : old.shape[1]] = old
-    state["e1.0.weight"] = new
-    out.load_state_dict(state)
-    return out
-
-
 def shift(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """``image`` [N,C,S,S] resampled by a normalised backward flow [N,2,S,S], as compose does
     (pixel centres, border replicated)."""

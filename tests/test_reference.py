@@ -28,8 +28,8 @@ from rtanim.refine import (
     load_refine,
     polygon_mask,
     save_refine,
-    with_reference,
 )
+from train.refine_grow import with_reference
 
 LOWER_INNER = (95, 88, 178, 87, 14, 317, 402, 318, 324)  # the inner lower-lip contour (part of INNER_MOUTH)
 

@@ -25,9 +25,8 @@ from rtanim.refine import (
     save_refine,
     shift,
     warp_image,
-    with_flow_head,
-    with_res_blocks,
 )
+from train.refine_grow import with_flow_head, with_res_blocks, with_widths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,6 +102,29 @@ def test_deeper_bottleneck_starts_as_the_net_it_grows_and_then_learns():
     assert with_res_blocks(deep, 4) is deep
     with pytest.raises(ValueError):
         with_res_blocks(deep, 2)
+
+
+def test_wider_net_starts_as_the_net_it_widens_and_then_learns():
+    torch.manual_seed(4)
+    net = RefineNet(RefineSpec(widths=(8, 16, 16), n_res=2, flow=True)).eval()
+    for p in net.parameters():  # a trained net: nothing at zero, FiLM and heads included
+        p.data.normal_(0, 0.05)
+    wide = with_widths(net, (12, 24, 20)).eval()
+    assert wide.spec.widths == (12, 24, 20) and wide.spec.flow
+    assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in net.parameters())
+    x, a, g = torch.rand(2, 3, 128, 128) * 2 - 1, torch.rand(2, 30), torch.rand(2, 4, 128, 128)
+    with torch.no_grad():
+        before, after = net(x, a, g), wide(x, a, g)
+    assert all(torch.allclose(u, v, atol=1e-6) for u, v in zip(before, after, strict=True))
+    # the new channels reach the output through weights that learn from the first step
+    wide.train()
+    att, col, flow = wide(x, a, g)
+    (col.mean() + att.mean() + flow.mean()).backward()
+    assert wide.head.weight.grad[:, 8:].abs().sum() > 0
+    assert wide.d2[0].weight.grad[:16, 16:20].abs().sum() > 0  # old outputs from the new x3 channels
+    assert with_widths(wide, (12, 24, 20)) is wide
+    with pytest.raises(ValueError):
+        with_widths(wide, (12, 16, 20))
 
 
 def test_fixed_batch_is_learned():
@@ -638,6 +660,10 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
                                               "mirror_average": True}]
     assert extra["training"]["distil"] == [{"from_step": 27, "weight": 0.5}]
     assert "distil" in (run / "metrics.jsonl").read_text().splitlines()[-1]
+    assert main([*args[:-3], "12", "16", "24", "--steps", "1"]) == 0  # wider layers, the same function at first
+    net, extra = load_refine(run / "refine.safetensors")
+    assert net.spec.widths == (12, 16, 24) and extra["training"]["widths"] == [{"from_step": 29, "widths": [12, 16, 24]}]
+    assert main([*args, "--steps", "1"]) == 2  # they grow, never shrink
     # a teacher that reads other inputs (this one was shown a remembered mouth), or no checkpoint at all
     for bad in (teacher, tmp_path / "empty"):
         assert main([*args[:2], "--run", str(tmp_path / "z"), "--steps", "1", "--teacher", str(bad)]) == 2
@@ -656,7 +682,8 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
                         (["--paint-small", "4"], "--paint-small"), (["--paint-mask", "--paint-small", "-1"], "--paint-small"), (["--n-res", "-1"], "--n-res"),
                         (["--paint-keep", "150"], "--paint-keep"), (["--paint-mask", "--paint-keep", "-1"], "--paint-keep"),
                         (["--paint-mask", "--paint-keep-overlap", "1.5"], "--paint-keep-overlap"),
-                        (["--reference", "1.5"], "--reference"), (["--ema", "1"], "--ema"), (["--teacher-weight", "-1"], "--teacher-weight"), (["--detail-sigma", "-1"], "--detail-sigma")):
+                        (["--reference", "1.5"], "--reference"), (["--ema", "1"], "--ema"), (["--teacher-weight", "-1"], "--teacher-weight"), (["--detail-sigma", "-1"], "--detail-sigma"),
+                        (["--widths", "0", "4", "4"], "--widths")):
         assert main([*args[:2], "--run", str(tmp_path / "y"), *bad]) == 2
         assert not (tmp_path / "y").exists(), option
 

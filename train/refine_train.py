@@ -47,11 +47,9 @@ from rtanim.refine import (
     paint_option_problem,
     save_refine,
     shift,
-    with_flow_head,
-    with_reference,
-    with_res_blocks,
 )
 from train.refine_data import Frames, Pair, PairMaker, PairMix, load_frames, mix_report, split_people
+from train.refine_grow import with_flow_head, with_reference, with_res_blocks, with_widths
 from train.refine_state import (
     empty_totals,
     load_state,
@@ -245,7 +243,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     p.add_argument("--limit", type=int, default=0, help="load at most this many frames (tests)")
-    p.add_argument("--widths", type=int, nargs=3, default=list(RefineSpec.widths))
+    p.add_argument("--widths", type=int, nargs=3, default=None,
+                   help=f"layer widths at S/2, S/4, S/8 (default {' '.join(map(str, RefineSpec.widths))}); with --init or "
+                        "on resume: widen the net to these (the wider net starts as the trained one, train.refine_grow)")
     p.add_argument("--basis-warp", type=float, default=PairMix.basis_warp,
                    help="share of video pairs warped by the AU basis as at run time (the rest: to the real landmarks)")
     p.add_argument("--n-res", type=int, default=0,
@@ -327,6 +327,8 @@ def train(a: argparse.Namespace) -> int:
             raise InputError(option, f"must be a weight of at least 0, got {weight:g}")
     if not 0.0 <= a.ema < 1.0:
         raise InputError("--ema", f"must be a decay in [0, 1) (0: no average), got {a.ema:g}")
+    if a.widths and min(a.widths) < 1:
+        raise InputError("--widths", f"must be positive channel counts, got {' '.join(map(str, a.widths))}")
     if a.n_res < 0:
         raise InputError("--n-res", f"must be a number of blocks (0: keep the net's), got {a.n_res}")
     if a.lr_end < 0 or a.lr <= 0:
@@ -366,7 +368,7 @@ def train(a: argparse.Namespace) -> int:
             totals.update(extra.get("training", {}))
             print(f"starting from {a.init}: {totals['steps']} steps so far", flush=True)
         else:
-            net = RefineNet(RefineSpec(widths=tuple(a.widths)))
+            net = RefineNet(RefineSpec(widths=tuple(a.widths or RefineSpec.widths)))
         opt = torch.optim.Adam(net.parameters(), lr=a.lr, betas=(0.9, 0.99))
     if a.n_res and a.n_res != net.spec.n_res:
         if a.n_res < net.spec.n_res:
@@ -375,6 +377,14 @@ def train(a: argparse.Namespace) -> int:
         opt, net = carry_adam(net, opt, deep, a.lr), deep
         totals.setdefault("res_blocks", []).append({"from_step": totals["steps"], "n_res": a.n_res})
         print(f"bottleneck grown to {a.n_res} residual blocks at step {totals['steps']}", flush=True)
+    if a.widths and tuple(a.widths) != net.spec.widths:
+        if any(w < o for w, o in zip(a.widths, net.spec.widths, strict=True)):
+            raise InputError("--widths", f"the net's widths are {' '.join(map(str, net.spec.widths))}; "
+                                         "they can grow, not shrink")
+        wide = with_widths(net, a.widths)
+        opt, net = carry_adam(net, opt, wide, a.lr), wide
+        totals.setdefault("widths", []).append({"from_step": totals["steps"], "widths": list(a.widths)})
+        print(f"widened to {' '.join(map(str, a.widths))} at step {totals['steps']}", flush=True)
     if a.reference and not net.spec.n_reference:
         wide = with_reference(net, len(REFERENCE_CHANNELS))
         opt, net = carry_adam(net, opt, wide, a.lr), wide

@@ -1,0 +1,121 @@
+"""Growing a trained ``refine`` network without losing what it learned.
+
+Each function returns a larger :class:`rtanim.refine.RefineNet` that computes exactly what the
+given one does (the new weights that feed the old outputs start at zero), so a converged run can
+continue with more room instead of starting over: a flow head, bottleneck blocks, reference
+inputs, wider layers. What the extra room buys is then learned, not relearned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+
+from rtanim.refine import RefineNet
+
+
+def with_flow_head(net: RefineNet) -> RefineNet:
+    """The same network with a residual flow head that starts at zero (so it starts as ``net``):
+    depth-to-space reads output channel k from head channels 4k..4k+3, so the new ones are appended."""
+    if net.spec.flow:
+        return net
+    out = RefineNet(replace(net.spec, flow=True))
+    state = net.state_dict()
+    for k in ("head.weight", "head.bias"):
+        new = out.state_dict()[k].clone().zero_()
+        new[: state[k].shape[0]] = state[k]
+        state[k] = new
+    out.load_state_dict(state)
+    return out
+
+
+def with_res_blocks(net: RefineNet, n_res: int) -> RefineNet:
+    """The same network with ``n_res`` bottleneck blocks; the added ones start as the identity (their
+    second convolution at zero), so the deeper net starts as ``net`` and only learns what the extra
+    depth buys: more room for *what* to paint (teeth or a dark cavity for these AUs) at S/8, where a
+    block costs a fifth of a decoder layer."""
+    if n_res < net.spec.n_res:
+        raise ValueError(f"cannot drop bottleneck blocks ({net.spec.n_res} -> {n_res})")
+    if n_res == net.spec.n_res:
+        return net
+    out = RefineNet(replace(net.spec, n_res=n_res))
+    state = out.state_dict()
+    state.update(net.state_dict())
+    for i in range(net.spec.n_res, n_res):
+        state[f"res.{i}.b.weight"].zero_()
+        state[f"res.{i}.b.bias"].zero_()
+    out.load_state_dict(state)
+    return out
+
+
+def with_reference(net: RefineNet, channels: int) -> RefineNet:
+    """The same network with ``channels`` reference input channels (rtanim.reference) whose first-layer
+    weights start at zero, so it starts exactly as ``net`` and learns only what a remembered mouth adds.
+    Space-to-depth puts input channel c at c*4..c*4+3, so the new ones are appended to e1's inputs."""
+    if net.spec.n_reference == channels:
+        return net
+    if net.spec.n_reference:
+        raise ValueError(f"the net already takes {net.spec.n_reference} reference channels")
+    out = RefineNet(replace(net.spec, n_reference=channels))
+    state = net.state_dict()
+    old = state["e1.0.weight"]
+    new = out.state_dict()["e1.0.weight"].clone().zero_()
+    new[:, : old.shape[1]] = old
+    state["e1.0.weight"] = new
+    out.load_state_dict(state)
+    return out
+
+
+def _spans(*pairs: tuple[int, int]) -> torch.Tensor:
+    """Where the old channels of a concatenation [a | b | ...] sit in the widened one: for each
+    part (old width, new width), its old channels lead its new block."""
+    out, at = [], 0
+    for old, new in pairs:
+        out.append(at + torch.arange(old))
+        at += new
+    return torch.cat(out)
+
+
+def with_widths(net: RefineNet, widths: Sequence[int]) -> RefineNet:
+    """The same network with wider layers at S/2, S/4, S/8 (``widths``, each at least the old one).
+    Every old channel keeps its weights and ignores the new ones (their weights into it start at
+    zero, so the wider net starts exactly as ``net``); the new channels start at the default random
+    init and reach the output only through weights that start at zero and learn from the first step
+    (Net2Net's function-preserving widening, Chen et al. 2016, with zero instead of split weights)."""
+    new_w = tuple(int(w) for w in widths)
+    old_w = tuple(net.spec.widths)
+    if len(new_w) != 3 or any(n < o for n, o in zip(new_w, old_w, strict=True)):
+        raise ValueError(f"widths can only grow: {old_w} -> {new_w}")
+    if new_w == old_w:
+        return net
+    (o1, o2, o3), (n1, n2, n3) = old_w, new_w
+    same = lambda k: _spans((k, k))  # noqa: E731 - an unchanged axis
+    cin = 4 * net.spec.in_channels
+    # per layer: (old channels' places among the new outputs, among the new inputs)
+    places = {
+        "e1.0": (_spans((o1, n1)), same(cin)),
+        "e2.0": (_spans((o2, n2)), _spans((o1, n1))),
+        "e3.0": (_spans((o3, n3)), _spans((o2, n2))),
+        "film.0": (same(net.film[0].out_features), same(net.film[0].in_features)),
+        "film.2": (_spans((o3, n3), (o3, n3)), same(net.film[2].in_features)),  # gamma | beta
+        "d2.0": (_spans((o2, n2)), _spans((o3, n3), (o2, n2))),  # [upsampled x3 | x2]
+        "d1.0": (_spans((o1, n1)), _spans((o2, n2), (o1, n1))),  # [upsampled y | x1]
+        "head": (same(net.head.out_channels), _spans((o1, n1))),
+    }
+    for i in range(net.spec.n_res):
+        places[f"res.{i}.a"] = places[f"res.{i}.b"] = (_spans((o3, n3)), _spans((o3, n3)))
+    old = net.state_dict()
+    unknown = set(old) - {f"{k}.{p}" for k in places for p in ("weight", "bias")}
+    if unknown:
+        raise ValueError(f"with_widths does not know the layers {sorted(unknown)}")
+    out = RefineNet(replace(net.spec, widths=new_w))
+    state = out.state_dict()
+    for layer, (rows, cols) in places.items():
+        w, b = state[f"{layer}.weight"], state[f"{layer}.bias"]
+        w[rows] = 0.0  # an old output reads no new input ...
+        w[rows[:, None], cols] = old[f"{layer}.weight"]  # ... and its old inputs as before
+        b[rows] = old[f"{layer}.bias"]
+    out.load_state_dict(state)
+    return out
