@@ -26,7 +26,7 @@ from engines.base import Batch, Engine, Outputs
 from engines.cache import CacheKey, CacheResult, EngineCache
 from engines.export import cached_onnx
 from rtanim.errors import InputError, RunError
-from rtanim.files import write_bytes
+from rtanim.files import staged, write_bytes
 from rtanim.models import Generator, ModelSpec, model_digest
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -183,8 +183,9 @@ def build_engine_file(model: Generator, out: str | Path, *, precision: str = "fp
     """``rtanim export --format tensorrt``: the engine (via the cache) copied to ``out``, plus ``out.json``."""
     result = engine_for(model, precision=precision, max_batch=max_batch, calib=calib)
     out = Path(out)
-    shutil.copyfile(result.path, out)
-    shutil.copyfile(_sidecar(result.path), _sidecar(out))
+    for src, dst in ((result.path, out), (_sidecar(result.path), _sidecar(out))):  # the sidecar last: it says "done"
+        with staged(dst) as tmp:
+            shutil.copyfile(src, tmp)
     return result.reason
 
 
