@@ -222,6 +222,9 @@ class ReenactReport:
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> summary
     by_kind: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # model -> kind -> summary
     settings: dict[str, Any] = field(default_factory=dict)
+    # model -> every pair's scores, in the same order for every model: paired comparisons
+    # (which pairs a model wins or loses against another) need them, the means hide them
+    per_pair: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def summarise(scores: Sequence[PairScore]) -> dict[str, Any]:
@@ -313,6 +316,8 @@ def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions
     report = ReenactReport([str(c) for c in clips], n, settings=asdict(o))
     for name in names:
         report.rows[name] = summarise(scores[name])
+        report.per_pair[name] = [{k: None if isinstance(v, float) and not math.isfinite(v) else v
+                                  for k, v in asdict(x).items()} for x in scores[name]]  # NaN is not JSON
         report.by_kind[name] = {k: summarise([s for s in scores[name] if s.kind == k])
                                 for k in ("open_mouth", "closed_eyes", "random")}
     strip = _label(np.concatenate(strip_rows, 0), ["source", "real", *names]) if strip_rows else None

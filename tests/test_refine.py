@@ -3,6 +3,7 @@ the runtime generator and the self-reenactment test."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -732,6 +733,14 @@ def test_self_reenactment_rows(shared_data, tmp_path):
     for row in r.rows.values():
         assert 5 < row["mouth_psnr"] < 99 and 0 < row["mouth_ssim"] <= 1
     assert (tmp_path / "rep" / "reenact.md").read_text().startswith("# Self-reenactment")
+    def no_nan(constant: str) -> None:
+        raise AssertionError(f"{constant} in reenact.json (not JSON)")
+
+    saved = json.loads((tmp_path / "rep" / "reenact.json").read_text(), parse_constant=no_nan)
+    pairs = saved["per_pair"]
+    assert list(pairs) == ["copy", "warp"] and len(pairs["copy"]) == len(pairs["warp"]) == r.pairs
+    assert [(p["source"], p["target"]) for p in pairs["copy"]] == [(p["source"], p["target"]) for p in pairs["warp"]]
+    assert np.mean([p["mouth_psnr"] for p in pairs["warp"]]) == pytest.approx(r.rows["warp"]["mouth_psnr"], abs=1e-3)
     with pytest.raises(InputError):
         clip_paths(tmp_path / "nothing.txt")
 
