@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paint-keep-overlap", type=float, default=None, metavar="IOU",
                    help="with --paint-keep: keep it only where it and the target's inner mouth overlap this much "
                         "(intersection over union; 0: any overlap)")
+    p.add_argument("--paint-keep-stretch", type=float, default=None, metavar="RATIO",
+                   help="with --paint-keep: keep it only where the target's inner mouth is at most RATIO times the "
+                        "source's own opening (0: any); reads a fifth geometry channel")
     p.add_argument("--detail-sigma", type=float, default=None, metavar="PX",
                    help="painted colour keeps the warped crop's detail finer than this Gaussian sigma (0: off)")
     a = p.parse_args(argv)
@@ -49,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
                                      ("paint_grow", None if a.paint_grow is None else tuple(a.paint_grow)),
                                      ("paint_min", a.paint_min), ("paint_small", a.paint_small),
                                      ("paint_keep", a.paint_keep), ("paint_keep_overlap", a.paint_keep_overlap),
+                                     ("paint_keep_stretch", a.paint_keep_stretch),
                                      ("detail_sigma", a.detail_sigma)) if v is not None}
         bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, a.paint_keep, a.detail_sigma,
-                                   a.paint_keep_overlap)
+                                   a.paint_keep_overlap, a.paint_keep_stretch)
         if bad is not None:
             raise InputError(a.src, bad[1], field=bad[0])
         if any(k.startswith("paint") for k in changes) and not net.spec.paint_mask:

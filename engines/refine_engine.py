@@ -44,7 +44,7 @@ def export_refine_onnx(net: RefineNet, path: str | Path, *, opset: int = ONNX_OP
     clone.load_state_dict(net.state_dict())
     clone.eval()
     s, k = net.spec.crop_size, len(net.spec.au_codes)
-    dummy = (torch.zeros(2, 3, s, s), torch.full((2, k), 0.5), torch.zeros(2, net.spec.n_geometry, s, s))
+    dummy = (torch.zeros(2, 3, s, s), torch.full((2, k), 0.5), torch.zeros(2, net.spec.geometry_inputs, s, s))
     if net.spec.n_reference:
         dummy = (*dummy, torch.zeros(2, net.spec.n_reference, s, s))
     inputs = list(net.spec.inputs)

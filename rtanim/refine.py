@@ -60,6 +60,10 @@ EYE_B = (263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 3
 RIGID = (168, 6, 197, 195, 5, 4, 33, 133, 362, 263, 234, 454, 10, 109, 338, 127, 356)
 #: Geometry channels, in order.
 GEOMETRY_CHANNELS = ("target_mouth", "target_eyes", "source_mouth", "source_eyes")
+#: The extra geometry channel of a net with ``RefineSpec.paint_keep_stretch``: the source's inner mouth
+#: where the source shows it, before the warp (its area is how far the source's own mouth is open;
+#: the carried map's area is the target's, since the warp stretches a slit into the opening).
+OWN_MOUTH_CHANNEL = "source_mouth_own"
 _SUBPIXEL = 4  # fillPoly fractional bits: polygons at 1/16 px
 
 
@@ -103,19 +107,23 @@ def geometry_maps(
     flow: np.ndarray | None,
     size: int = CROP_SIZE,
     source_hidden: tuple[bool, bool] = (False, False),
+    own_mouth: bool = False,
 ) -> np.ndarray:
-    """The network's four geometry channels [4,S,S] float32 in [0, 1] (:data:`GEOMETRY_CHANNELS`).
+    """The network's four geometry channels [4,S,S] float32 in [0, 1] (:data:`GEOMETRY_CHANNELS`),
+    with ``own_mouth`` a fifth (:data:`OWN_MOUTH_CHANNEL`, for ``RefineSpec.paint_keep_stretch``).
 
     Target regions come from the landmarks the warp moved the face to; source regions are the
     source face's inner mouth / eye openings resampled by the same ``flow``, i.e. where the warped
     crop shows real interior pixels. ``source_hidden`` (mouth, eyes) zeroes a source region whose
     pixels were blanked (training pairs), so the maps never claim content that is not there.
     """
-    out = np.zeros((4, size, size), np.float32)
+    out = np.zeros((5 if own_mouth else 4, size, size), np.float32)
     out[0] = polygon_mask(target_landmarks, [INNER_MOUTH], size)
     out[1] = polygon_mask(target_landmarks, [EYE_A, EYE_B], size)
     src = np.stack([polygon_mask(source_landmarks, [INNER_MOUTH], size),
                     polygon_mask(source_landmarks, [EYE_A, EYE_B], size)], -1)
+    if own_mouth and not source_hidden[0]:
+        out[4] = src[..., 0]
     src = warp_image(src, flow)
     for i, hidden in enumerate(source_hidden):
         if not hidden:
@@ -123,7 +131,7 @@ def geometry_maps(
     return out
 
 
-def warp_inputs(warp, crop_rgb: np.ndarray, landmarks: np.ndarray, live_aus, target_aus,
+def warp_inputs(warp, crop_rgb: np.ndarray, landmarks: np.ndarray, live_aus, target_aus, own_mouth: bool = False,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """What the network sees when ``warp`` (a rtanim.geometry.WarpModel) takes a face from its live
     AUs to the targets: (warped crop S x S x 3 uint8, geometry [4,S,S], flow [2,S,S], target
@@ -132,7 +140,7 @@ def warp_inputs(warp, crop_rgb: np.ndarray, landmarks: np.ndarray, live_aus, tar
     src = np.asarray(landmarks, np.float64)[:, :2]
     flow = warp.flow(src, live_aus, target_aus)
     target = src + warp.landmark_motion(live_aus, target_aus)[: len(src)]
-    return warp_image(crop_rgb, flow), geometry_maps(target, src, flow), flow, target
+    return warp_image(crop_rgb, flow), geometry_maps(target, src, flow, own_mouth=own_mouth), flow, target
 
 
 # ----------------------------------------------------------------------------- network
@@ -159,6 +167,11 @@ class RefineSpec:
     #: with paint_keep: keep the carried interior only where it and the target's inner mouth overlap by
     #: at least this intersection over union (fully from it, none 0.15 below it; 0: whatever the overlap)
     paint_keep_overlap: float = 0.0
+    #: with paint_keep: keep the carried interior only where the target's inner mouth is at most this
+    #: many times the source's own opening (fully up to it, none from 1.25 times it; 0: any): a mouth
+    #: the warp stretches open shows smear, not teeth. Its gate reads the source's own opening from a
+    #: fifth geometry channel (OWN_MOUTH_CHANNEL), which only paint_region sees, not the convolutions.
+    paint_keep_stretch: float = 0.0
     mirror_average: bool = False  # also run the face's mirror image and average (twice the cost, see RefineNet)
     #: the painted colour takes its fine texture from the warped crop: above a Gaussian of this sigma
     #: (px at 128) it is the warp's, below it the net's (keep_warp_detail; 0: the net's alone)
@@ -168,6 +181,11 @@ class RefineSpec:
     @property
     def in_channels(self) -> int:
         return 3 + self.n_geometry + self.n_reference
+
+    @property
+    def geometry_inputs(self) -> int:
+        """Channels of the graph's ``geometry`` input: the convolutions' plus the own-mouth one."""
+        return self.n_geometry + (1 if self.paint_keep_stretch > 0 else 0)
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -186,6 +204,7 @@ class RefineSpec:
                            "paint_min": self.paint_min, "paint_small": self.paint_small,
                            "paint_area": list(self.paint_area), "paint_keep": self.paint_keep,
                            "paint_keep_overlap": self.paint_keep_overlap,
+                           "paint_keep_stretch": self.paint_keep_stretch,
                            "n_reference": self.n_reference,
                            "mirror_average": self.mirror_average, "detail_sigma": self.detail_sigma})
 
@@ -202,13 +221,15 @@ class RefineSpec:
                    paint_area=tuple(float(v) for v in s.get("paint_area", (20.0, 100.0))),
                    paint_keep=float(s.get("paint_keep", 0.0)),
                    paint_keep_overlap=float(s.get("paint_keep_overlap", 0.0)),
+                   paint_keep_stretch=float(s.get("paint_keep_stretch", 0.0)),
                    n_reference=int(s.get("n_reference", 0)), mirror_average=bool(s.get("mirror_average", False)),
                    detail_sigma=float(s.get("detail_sigma", 0.0)))
 
 
 def paint_option_problem(grow: Sequence[int] | None, min_change: float | None,
                          small: int | None, keep: float | None = None,
-                         detail: float | None = None, overlap: float | None = None) -> tuple[str, str] | None:
+                         detail: float | None = None, overlap: float | None = None,
+                         stretch: float | None = None) -> tuple[str, str] | None:
     """(option, reason) for a paint-region setting no RefineSpec may hold, else None; shared by the
     trainer and calib/respec_refine.py (None: the setting is not being changed)."""
     if small is not None and small < 0:
@@ -217,6 +238,8 @@ def paint_option_problem(grow: Sequence[int] | None, min_change: float | None,
         return "--paint-keep", f"must be 0 (off) or an area in px, got {keep:g}"
     if overlap is not None and not 0.0 <= overlap <= 1.0:
         return "--paint-keep-overlap", f"must be an intersection over union in [0, 1] (0: any), got {overlap:g}"
+    if stretch is not None and stretch != 0 and not 1.0 <= stretch <= 8.0:
+        return "--paint-keep-stretch", f"must be 0 (off) or a ratio of mouth areas from 1 to 8, got {stretch:g}"
     if detail is not None and not 0.0 <= detail <= 16.0:
         return "--detail-sigma", f"must be 0 (off) or a sigma in px up to 16, got {detail:g}"
     if grow is not None and min(grow) < 1:
@@ -234,13 +257,15 @@ def paint_option_problem(grow: Sequence[int] | None, min_change: float | None,
 PAINT_FEATHER_PX = 4
 #: paint_region's keep_overlap: the intersection over union below the set one over which keeping fades out.
 KEEP_OVERLAP_RAMP = 0.15
+#: paint_region's keep_stretch: keeping fades out between the set ratio and this many times it.
+KEEP_STRETCH_RAMP = 1.25
 ANTIALIAS_FULL = 0.5
 
 
 def paint_region(geometry: torch.Tensor, crop_size: int = CROP_SIZE, grow_px: tuple[int, int] = (14, 7),
                  min_change: float = 0.0, small_px: int = 0,
                  area: tuple[float, float] = (20.0, 100.0), keep_px: float = 0.0,
-                 keep_overlap: float = 0.0) -> torch.Tensor:
+                 keep_overlap: float = 0.0, keep_stretch: float = 0.0) -> torch.Tensor:
     """Where the net may paint [N,1,S,S] in [0, 1]: where the target's mouth / eye maps differ from
     the source's carried by the warp (a mouth that opens or closes, lids that close), grown by
     max-pooling and feathered by average-pooling. Nothing changed, nothing painted: the output is
@@ -259,7 +284,13 @@ def paint_region(geometry: torch.Tensor, crop_size: int = CROP_SIZE, grow_px: tu
     much (intersection over union): a lip command that reshapes an open mouth keeps the person's
     teeth; a jaw that opens or shuts much further gets a painted interior (session 11: at 0.75 it
     gave back the self-reenactment identity that keeping cost, and only 0.03 dB of its mouth PSNR).
-    Pure pooling and sums, so the exported graph needs no extra input."""
+    With ``keep_stretch`` > 0 ``geometry`` has a fifth channel, the source's own inner mouth before
+    the warp (:data:`OWN_MOUTH_CHANNEL`): the open-mouth test reads its area instead of the carried
+    one, and the interior is kept only where the target's inner mouth is at most ``keep_stretch``
+    times it. The carried map cannot tell: the warp maps the source's inner lips onto the target's, so
+    a slit or a toothy smile warped wide open covers the whole target opening (session 12: the pairs
+    where keeping lost 1-3 dB of mouth PSNR were such sources).
+    Pure pooling and sums, so the exported graph needs no extra input beyond that channel."""
     scale = crop_size / 128.0  # a plain int, not the traced shape: the pool sizes are constants in ONNX
 
     def grow(x: torch.Tensor, px: float) -> torch.Tensor:
@@ -282,7 +313,17 @@ def paint_region(geometry: torch.Tensor, crop_size: int = CROP_SIZE, grow_px: tu
         carried = geometry[:, 2:3]
         held = carried * geometry[:, 0:1]  # the carried interior the target's mouth still holds
         carried_px = carried.sum((2, 3), keepdim=True)
-        g = ((carried_px / (scale * scale) - keep_px) / keep_px).clamp(0.0, 1.0)
+        seen_px = carried_px
+        if keep_stretch > 0:
+            if geometry.shape[1] < 5:
+                raise ValueError("paint_keep_stretch needs the own-mouth geometry channel (geometry_maps(own_mouth=True))")
+            seen_px = geometry[:, 4:5].sum((2, 3), keepdim=True)
+            ratio = geometry[:, 0:1].sum((2, 3), keepdim=True) / (seen_px + 1.0)
+            top = keep_stretch * KEEP_STRETCH_RAMP
+            stretch_ok = ((top - ratio) / (top - keep_stretch)).clamp(0.0, 1.0)
+        g = ((seen_px / (scale * scale) - keep_px) / keep_px).clamp(0.0, 1.0)
+        if keep_stretch > 0:
+            g = g * stretch_ok
         if keep_overlap > 0:
             both = held.sum((2, 3), keepdim=True)
             iou = both / (carried_px + geometry[:, 0:1].sum((2, 3), keepdim=True) - both + 1e-6)
@@ -376,7 +417,8 @@ class RefineNet(nn.Module):
 
     def _paint(self, image: torch.Tensor, aus: torch.Tensor, geometry: torch.Tensor,
                reference: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        parts = [image, geometry]
+        # the convolutions read the first n_geometry channels; a fifth (own mouth) is paint_region's
+        parts = [image, geometry[:, : self.spec.n_geometry] if geometry.shape[1] > self.spec.n_geometry else geometry]
         if self.spec.n_reference:  # nothing remembered: zeros, which the net learned to mean "none"
             n, _, h, w = image.shape
             parts.append(image.new_zeros(n, self.spec.n_reference, h, w) if reference is None else reference)
@@ -397,7 +439,8 @@ class RefineNet(nn.Module):
         if self.spec.paint_mask:
             att = 1.0 - (1.0 - att) * paint_region(geometry, self.spec.crop_size, self.spec.paint_grow,
                                                    self.spec.paint_min, self.spec.paint_small, self.spec.paint_area,
-                                                   self.spec.paint_keep, self.spec.paint_keep_overlap)
+                                                   self.spec.paint_keep, self.spec.paint_keep_overlap,
+                                                   self.spec.paint_keep_stretch)
         if self.spec.flow:
             return att, color, FLOW_MAX * torch.tanh(out[:, 4:6])
         return att, color

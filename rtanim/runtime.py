@@ -69,6 +69,7 @@ class RefineGenerator:
         self.weights = Path(weights)
         self.engine = refine_engine(net, engine)
         self.au_codes = net.spec.au_codes
+        self.own_mouth = net.spec.paint_keep_stretch > 0  # a fifth geometry channel (rtanim.refine)
         self.warp = WarpModel()
         self.memory = None
         if net.spec.n_reference:
@@ -94,7 +95,8 @@ class RefineGenerator:
         from rtanim.refine import warp_inputs
 
         wf = warp_face(job.face, job.target)
-        warped, geometry, flow, target = warp_inputs(self.warp, job.crop, wf.landmarks, wf.live_aus, wf.target_aus)
+        warped, geometry, flow, target = warp_inputs(self.warp, job.crop, wf.landmarks, wf.live_aus, wf.target_aus,
+                                                       own_mouth=self.own_mouth)
         image = warped.transpose(2, 0, 1).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
         reference = None
         if self.memory is not None:

@@ -154,7 +154,8 @@ def test_fixed_batch_is_learned():
 
 
 @pytest.mark.parametrize(("flow", "paint_mask"), [(False, False), (True, False), (False, True), (False, "small"),
-                                                  (False, "keep"), (False, "overlap"), (True, "mirror"), (False, "detail")])
+                                                  (False, "keep"), (False, "overlap"), (True, "mirror"), (False, "detail"),
+                                                  (False, "stretch")])
 def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     import onnx
     import onnxruntime as ort
@@ -164,7 +165,8 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     torch.manual_seed(1)
     net = RefineNet(RefineSpec(flow=flow, paint_mask=bool(paint_mask), paint_min=0.25 if paint_mask else 0.0,
                                paint_small=4 if paint_mask == "small" else 0,
-                               paint_keep=150.0 if paint_mask in ("keep", "overlap") else 0.0,
+                               paint_keep=150.0 if paint_mask in ("keep", "overlap", "stretch") else 0.0,
+                               paint_keep_stretch=1.2 if paint_mask == "stretch" else 0.0,
                                paint_keep_overlap=0.6 if paint_mask == "overlap" else 0.0,
                                mirror_average=paint_mask == "mirror",
                                detail_sigma=2.5 if paint_mask == "detail" else 0.0)).eval()
@@ -174,7 +176,8 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     proto = onnx.load(str(path))
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input}
     assert list(dims) == list(INPUTS)
-    assert dims["image"] == ["N", 3, 128, 128] and dims["geometry"] == ["N", 4, 128, 128]
+    n_geo = 5 if paint_mask == "stretch" else 4  # the source's own mouth, for the keep's stretch gate
+    assert dims["image"] == ["N", 3, 128, 128] and dims["geometry"] == ["N", n_geo, 128, 128]
     assert dims["aus"] == ["N", len(net.spec.au_codes)]
     assert [o.name for o in proto.graph.output] == list(OUTPUTS) + (["flow"] if flow else [])
     meta = {p.key: p.value for p in proto.metadata_props}
@@ -188,7 +191,7 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     assert "ReduceSum" in ops  # keep_greyscale's chroma
     x = np.random.default_rng(0).uniform(-1, 1, (3, 3, 128, 128)).astype(np.float32)
     a = np.random.default_rng(1).uniform(0, 1, (3, len(net.spec.au_codes))).astype(np.float32)
-    g = np.random.default_rng(2).uniform(0, 1, (3, 4, 128, 128)).astype(np.float32)
+    g = np.random.default_rng(2).uniform(0, 1, (3, n_geo, 128, 128)).astype(np.float32)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(list(net.spec.outputs), {"image": x, "aus": a, "geometry": g})
     want = RefineEngine(net, "torch").run(x, a, g)
@@ -431,6 +434,52 @@ def test_paint_keep_overlap_keeps_a_reshaped_mouth_and_repaints_a_jaw_that_moved
     assert iou < 0.45 and any_overlap[inside].mean() < 0.5 and gated[inside].mean() > 0.7
 
 
+def test_paint_keep_stretch_repaints_a_mouth_the_warp_stretched_open(mean_face):
+    """RefineSpec.paint_keep_stretch: the warp maps the source's inner lips onto the target's, so the
+    carried interior covers the target's opening whether the source showed teeth that wide or only a
+    slit; the source's own opening (a fifth geometry channel) tells the two apart."""
+    from dataclasses import replace
+
+    from rtanim.refine import INNER_MOUTH, paint_region, polygon_mask
+
+    spec = replace(RefineSpec(), paint_mask=True, paint_keep=150.0, paint_keep_stretch=1.2)
+    assert RefineSpec.from_json(spec.to_json()).paint_keep_stretch == 1.2 and spec.geometry_inputs == 5
+    assert RefineSpec().geometry_inputs == 4
+    lower = [317, 14, 87, 178, 88, 95, 324, 318, 402]
+    target = mean_face.copy()
+    target[lower, 1] += 24.0
+    inside = polygon_mask(target, [INNER_MOUTH]) > 0.99
+
+    def regions(source_open: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(no keep, kept by area alone, kept with the stretch gate) for a source this far open, warped
+        to ``target``."""
+        source = mean_face.copy()
+        source[lower, 1] += source_open
+        g = geometry_maps(target, source, None, own_mouth=True)
+        assert g.shape == (5, 128, 128) and np.array_equal(g[4], polygon_mask(source, [INNER_MOUTH]))
+        near = target.copy()
+        near[lower, 1] -= 2.0  # as the warp carries it: the source's interior stretched over the target's opening
+        g[2] = polygon_mask(near, [INNER_MOUTH])  # (all but a 2 px band, where the paint region grows from)
+        g = torch.from_numpy(g)[None]
+        whole = paint_region(g[:, :4], min_change=0.25)[0, 0].numpy()
+        by_area = paint_region(g[:, :4], min_change=0.25, keep_px=150.0)[0, 0].numpy()
+        gated = paint_region(g, min_change=0.25, keep_px=150.0, keep_stretch=1.2)[0, 0].numpy()
+        return whole, by_area, gated
+
+    whole, by_area, gated = regions(22.0)  # the source shows about that opening: its own teeth are kept
+    assert np.array_equal(gated, by_area) and by_area[inside].mean() < 0.5 * whole[inside].mean()
+    whole, by_area, gated = regions(7.0)  # a narrow opening pulled wide: smear, painted
+    assert by_area[inside].mean() < 0.5 * whole[inside].mean() and np.allclose(gated, whole)
+    hidden = geometry_maps(target, mean_face, None, source_hidden=(True, False), own_mouth=True)
+    assert not hidden[4].any()  # a blanked source mouth is no opening to keep
+    net = RefineNet(replace(spec, widths=(8, 16, 16))).eval()  # the convolutions read the first four channels
+    x, a = torch.rand(1, 3, 128, 128) * 2 - 1, torch.rand(1, 30)
+    g = torch.from_numpy(geometry_maps(target, mean_face, None, own_mouth=True))[None]
+    with torch.no_grad():
+        att, col = net(x, a, g)
+    assert att.shape == (1, 1, 128, 128) and col.shape == (1, 3, 128, 128)
+
+
 def test_checkpoint_roundtrip_and_bad_files(tmp_path):
     net = RefineNet()
     path = save_refine(net, tmp_path / "r.safetensors", extra={"training": {"steps": 7}})
@@ -581,7 +630,8 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert net.spec.paint_grow == (8, 4) and net.spec.paint_min == 0.25
     assert extra["training"]["paint_mask_from_step"] == 8
     assert extra["training"]["paint_regions"][-1] == {"from_step": 9, "grow": [8, 4], "min": 0.25, "small": 0,
-                                                      "area": [20.0, 100.0], "keep": 0.0, "keep_overlap": 0.0}
+                                                      "area": [20.0, 100.0], "keep": 0.0, "keep_overlap": 0.0,
+                                                      "keep_stretch": 0.0}
     assert main([*args, "--steps", "2", "--adv", "0.02"]) == 0  # the adversarial stage on top ...
     from train.refine_adv import load_critic
 
@@ -642,12 +692,14 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert net.spec.detail_sigma == 2.5 and extra["training"]["detail_sigma"] == [{"from_step": 24, "px": 2.5}]
     assert main([*args, "--steps", "1"]) == 0  # kept when resumed without the option
     assert load_refine(run / "refine.safetensors")[0].spec.detail_sigma == 2.5
-    assert main([*args, "--steps", "1", "--paint-mask", "--paint-keep", "150", "--paint-keep-overlap", "0.6"]) == 0
+    assert main([*args, "--steps", "1", "--paint-mask", "--paint-keep", "150", "--paint-keep-overlap", "0.6",
+                 "--paint-keep-stretch", "1.2"]) == 0
     net, extra = load_refine(run / "refine.safetensors")  # a seen open mouth left to the warp, where it overlaps
-    assert net.spec.paint_keep == 150 and net.spec.paint_keep_overlap == 0.6
+    assert net.spec.paint_keep == 150 and net.spec.paint_keep_overlap == 0.6 and net.spec.paint_keep_stretch == 1.2
     assert net.spec.paint_small == 4  # what was set before stays
     assert extra["training"]["paint_regions"][-1] == {"from_step": 26, "grow": [8, 4], "min": 0.25, "small": 4,
-                                                      "area": [20.0, 100.0], "keep": 150.0, "keep_overlap": 0.6}
+                                                      "area": [20.0, 100.0], "keep": 150.0, "keep_overlap": 0.6,
+                                                      "keep_stretch": 1.2}
     # distilling a teacher (the same weights with the mirror average): its composite is a second target
     from dataclasses import replace
 
@@ -683,6 +735,7 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
                         (["--paint-small", "4"], "--paint-small"), (["--paint-mask", "--paint-small", "-1"], "--paint-small"), (["--n-res", "-1"], "--n-res"),
                         (["--paint-keep", "150"], "--paint-keep"), (["--paint-mask", "--paint-keep", "-1"], "--paint-keep"),
                         (["--paint-mask", "--paint-keep-overlap", "1.5"], "--paint-keep-overlap"),
+                        (["--paint-mask", "--paint-keep-stretch", "0.5"], "--paint-keep-stretch"),
                         (["--reference", "1.5"], "--reference"), (["--ema", "1"], "--ema"), (["--teacher-weight", "-1"], "--teacher-weight"), (["--detail-sigma", "-1"], "--detail-sigma"),
                         (["--widths", "0", "4", "4"], "--widths")):
         assert main([*args[:2], "--run", str(tmp_path / "y"), *bad]) == 2

@@ -241,12 +241,14 @@ class PairMix:
     closing: float = 0.0
     #: cycle pairs with an open mouth: share that carry its interior instead of filling it (kind "carry")
     carry: float = 0.0
+    #: geometry gets the source's own inner mouth as a fifth channel (RefineSpec.paint_keep_stretch)
+    own_mouth: bool = False
 
 
 @dataclass
 class Pair:
     warped: np.ndarray  # S x S x 3 uint8: the network's image input
-    geometry: np.ndarray  # 4 x S x S float32
+    geometry: np.ndarray  # 4 (5 with PairMix.own_mouth) x S x S float32
     aus: np.ndarray  # target AUs [K]
     target: np.ndarray  # S x S x 3 uint8
     weight: np.ndarray  # S x S float32: where the reconstruction counts (face, x4 mouth and eyes)
@@ -410,13 +412,15 @@ class PairMaker:
         basis = self.rng.random() < self.mix.basis_warp if basis is None else basis
         residual = None
         if basis:
-            warped, geo, _, target = warp_inputs(self.warp, f.images[s], f.landmarks[s], f.aus[s], f.aus[t])
+            warped, geo, _, target = warp_inputs(self.warp, f.images[s], f.landmarks[s], f.aus[s], f.aus[t],
+                                                      own_mouth=self.mix.own_mouth)
             if self.mix.residual_flow:  # where the basis put the control landmarks -> the real ones
                 residual = self.tps_flow(target[ctrl], f.landmarks[t, ctrl])
         else:
             flow = self.tps_flow(f.landmarks[s, ctrl], f.landmarks[t, ctrl])
             target = f.landmarks[t]
-            warped, geo = warp_image(f.images[s], flow), geometry_maps(target, f.landmarks[s], flow)
+            warped, geo = warp_image(f.images[s], flow), geometry_maps(target, f.landmarks[s], flow,
+                                                                         own_mouth=self.mix.own_mouth)
         weight = np.maximum(region_weight(f.landmarks[t]), region_weight(target))
         return Pair(warped, geo, f.aus[t], f.images[t], weight, "video", residual, frame=t, target_landmarks=target,
                     boxes=score_boxes(f.landmarks[t]))
@@ -449,15 +453,15 @@ class PairMaker:
         back = self.tps_flow(lm_b[ctrl], lm[ctrl])
         warped = warp_image(filled, compose_flows(self.tps_flow(lm[ctrl], lm_b[ctrl]), back))
         if carry:  # the source maps as at run time: the reshaped mouth carried back by the warp
-            geo = geometry_maps(lm, lm_b, back, source_hidden=(False, hide_eyes))
+            geo = geometry_maps(lm, lm_b, back, source_hidden=(False, hide_eyes), own_mouth=self.mix.own_mouth)
         else:
-            geo = geometry_maps(lm, lm, None, source_hidden=(hide_mouth, hide_eyes))
+            geo = geometry_maps(lm, lm, None, source_hidden=(hide_mouth, hide_eyes), own_mouth=self.mix.own_mouth)
         return Pair(warped, geo, a, f.images[i], region_weight(lm), "carry" if carry else "cycle", frame=i, target_landmarks=lm,
                     boxes=score_boxes(lm))
 
     def identity_pair(self, i: int) -> Pair:
         f = self.f
-        geo = geometry_maps(f.landmarks[i], f.landmarks[i], None)
+        geo = geometry_maps(f.landmarks[i], f.landmarks[i], None, own_mouth=self.mix.own_mouth)
         return Pair(f.images[i], geo, f.aus[i], f.images[i], region_weight(f.landmarks[i]), "identity", frame=i,
                     target_landmarks=f.landmarks[i], boxes=score_boxes(f.landmarks[i]))
 

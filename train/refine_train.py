@@ -304,6 +304,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--paint-keep-overlap", type=float, default=None, metavar="IOU",
                    help="with --paint-keep: keep it only where it and the target's inner mouth overlap this much "
                         "(intersection over union), e.g. 0.6: a jaw that moves far gets a painted interior (default 0: any)")
+    p.add_argument("--paint-keep-stretch", type=float, default=None, metavar="RATIO",
+                   help="with --paint-keep: keep it only where the target's inner mouth is at most RATIO times the "
+                        "source's own opening, e.g. 1.2: a slit or a smile the warp stretches wide open gets a painted "
+                        "interior; the pairs get the source's own mouth as a fifth geometry channel (default 0: any)")
     return p.parse_args(argv)
 
 
@@ -336,11 +340,13 @@ def train(a: argparse.Namespace) -> int:
     # the paint-region settings given, by RefineSpec field (each option is --field-with-dashes)
     paint_set = {k: v for k, v in (("paint_grow", None if a.paint_grow is None else tuple(a.paint_grow)),
                                    ("paint_min", a.paint_min), ("paint_small", a.paint_small),
-                                   ("paint_keep", a.paint_keep), ("paint_keep_overlap", a.paint_keep_overlap))
+                                   ("paint_keep", a.paint_keep), ("paint_keep_overlap", a.paint_keep_overlap),
+                                   ("paint_keep_stretch", a.paint_keep_stretch))
                  if v is not None}
     if paint_set and not a.paint_mask:
         raise InputError("--" + next(iter(paint_set)).replace("_", "-"), "needs --paint-mask")
-    bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, a.paint_keep, a.detail_sigma, a.paint_keep_overlap)
+    bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, a.paint_keep, a.detail_sigma,
+                               a.paint_keep_overlap, a.paint_keep_stretch)
     if bad is not None:
         raise InputError(*bad)
     teacher = None
@@ -404,7 +410,7 @@ def train(a: argparse.Namespace) -> int:
             totals.setdefault("paint_regions", []).append(
                 {"from_step": totals["steps"], "grow": list(want.paint_grow), "min": want.paint_min,
                  "small": want.paint_small, "area": list(want.paint_area), "keep": want.paint_keep,
-                 "keep_overlap": want.paint_keep_overlap})
+                 "keep_overlap": want.paint_keep_overlap, "keep_stretch": want.paint_keep_stretch})
             print(f"paint mask (reach {want.paint_grow[0]}/{want.paint_grow[1]} px, {want.paint_small} px for a small "
                   f"mouth change, min change {want.paint_min:g}, a seen mouth kept from {want.paint_keep:g} px) "
                   f"from step {totals['steps']}", flush=True)
@@ -428,7 +434,7 @@ def train(a: argparse.Namespace) -> int:
         print(f"weight average (decay {a.ema:g}) starts at step {totals['steps']}", flush=True)
     share = (a.reference if a.reference is not None else 0.75) if net.spec.n_reference else 0.0
     mix = PairMix(basis_warp=a.basis_warp, residual_flow=net.spec.flow, reference=share, mirror=a.mirror,
-                  closing=a.closing, carry=a.carry)
+                  closing=a.closing, carry=a.carry, own_mouth=net.spec.paint_keep_stretch > 0)
     held_people = sorted(set(np.array(frames.persons)[held]))
     report = mix_report(train_frames, PairMaker(train_frames, mix=mix, seed=a.seed + 7), n=400)
     info = {"data": [str(d) for d in a.data], "frames": len(frames), "train_frames": len(train_frames),
