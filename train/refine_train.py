@@ -412,7 +412,8 @@ def train(a: argparse.Namespace) -> int:
                  "small": want.paint_small, "area": list(want.paint_area), "keep": want.paint_keep,
                  "keep_overlap": want.paint_keep_overlap, "keep_stretch": want.paint_keep_stretch})
             print(f"paint mask (reach {want.paint_grow[0]}/{want.paint_grow[1]} px, {want.paint_small} px for a small "
-                  f"mouth change, min change {want.paint_min:g}, a seen mouth kept from {want.paint_keep:g} px) "
+                  f"mouth change, min change {want.paint_min:g}, a seen mouth kept from {want.paint_keep:g} px"
+                  f"{f' if stretched at most {want.paint_keep_stretch:g}x' if want.paint_keep_stretch else ''}) "
                   f"from step {totals['steps']}", flush=True)
     if a.detail_sigma is not None and a.detail_sigma != net.spec.detail_sigma:  # same weights, another colour
         opt, net = respecified(net, opt, replace(net.spec, detail_sigma=a.detail_sigma), a.lr)
