@@ -134,7 +134,7 @@ def geometry_maps(
 def warp_inputs(warp, crop_rgb: np.ndarray, landmarks: np.ndarray, live_aus, target_aus, own_mouth: bool = False,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """What the network sees when ``warp`` (a rtanim.geometry.WarpModel) takes a face from its live
-    AUs to the targets: (warped crop S x S x 3 uint8, geometry [4,S,S], flow [2,S,S], target
+    AUs to the targets: (warped crop S x S x 3 uint8, geometry [4,S,S] (5 with ``own_mouth``), flow [2,S,S], target
     landmarks N x 2). The run
     time and the training pairs warped as at run time both use it, so they cannot drift apart."""
     src = np.asarray(landmarks, np.float64)[:, :2]
