@@ -42,18 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     from rtanim.errors import InputError
-    from rtanim.refine import RefineNet, load_refine, paint_option_problem, save_refine
+    from rtanim.refine import RefineNet, load_refine, paint_option_problem, paint_settings, save_refine
 
     try:
         if a.dst.resolve() == a.src.resolve():
             raise InputError(a.dst, "would overwrite the source checkpoint; choose another name", field="dst")
         net, extra = load_refine(a.src)
         changes = {k: v for k, v in (("mirror_average", None if a.mirror_average is None else a.mirror_average == "on"),
-                                     ("paint_grow", None if a.paint_grow is None else tuple(a.paint_grow)),
-                                     ("paint_min", a.paint_min), ("paint_small", a.paint_small),
-                                     ("paint_keep", a.paint_keep), ("paint_keep_overlap", a.paint_keep_overlap),
-                                     ("paint_keep_stretch", a.paint_keep_stretch),
-                                     ("detail_sigma", a.detail_sigma)) if v is not None}
+                                     *paint_settings(a).items(), ("detail_sigma", a.detail_sigma)) if v is not None}
         bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, a.paint_keep, a.detail_sigma,
                                    a.paint_keep_overlap, a.paint_keep_stretch)
         if bad is not None:

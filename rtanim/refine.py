@@ -226,6 +226,20 @@ class RefineSpec:
                    detail_sigma=float(s.get("detail_sigma", 0.0)))
 
 
+#: RefineSpec's paint-region fields: the trainer's and calib/respec_refine.py's options of the same
+#: names (--paint-grow, ...), which change them on a trained net.
+PAINT_FIELDS = ("paint_grow", "paint_min", "paint_small", "paint_keep", "paint_keep_overlap", "paint_keep_stretch")
+
+
+def paint_settings(options: object) -> dict[str, object]:
+    """The paint-region fields ``options`` (parsed command-line options named as the fields) sets,
+    by RefineSpec field, for ``dataclasses.replace``; an option left at None is not being changed."""
+    given = {f: getattr(options, f) for f in PAINT_FIELDS if getattr(options, f) is not None}
+    if "paint_grow" in given:
+        given["paint_grow"] = tuple(given["paint_grow"])
+    return given
+
+
 def paint_option_problem(grow: Sequence[int] | None, min_change: float | None,
                          small: int | None, keep: float | None = None,
                          detail: float | None = None, overlap: float | None = None,

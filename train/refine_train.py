@@ -45,6 +45,7 @@ from rtanim.refine import (
     compose_crop,
     load_refine,
     paint_option_problem,
+    paint_settings,
     save_refine,
     shift,
 )
@@ -337,12 +338,7 @@ def train(a: argparse.Namespace) -> int:
         raise InputError("--n-res", f"must be a number of blocks (0: keep the net's), got {a.n_res}")
     if a.lr_end < 0 or a.lr <= 0:
         raise InputError("--lr-end" if a.lr_end < 0 else "--lr", "must be positive (--lr-end 0: no annealing)")
-    # the paint-region settings given, by RefineSpec field (each option is --field-with-dashes)
-    paint_set = {k: v for k, v in (("paint_grow", None if a.paint_grow is None else tuple(a.paint_grow)),
-                                   ("paint_min", a.paint_min), ("paint_small", a.paint_small),
-                                   ("paint_keep", a.paint_keep), ("paint_keep_overlap", a.paint_keep_overlap),
-                                   ("paint_keep_stretch", a.paint_keep_stretch))
-                 if v is not None}
+    paint_set = paint_settings(a)  # by RefineSpec field; each option is --field-with-dashes
     if paint_set and not a.paint_mask:
         raise InputError("--" + next(iter(paint_set)).replace("_", "-"), "needs --paint-mask")
     bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, a.paint_keep, a.detail_sigma,
