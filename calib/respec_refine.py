@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                         "source's own opening (0: any); reads a fifth geometry channel")
     p.add_argument("--detail-sigma", type=float, default=None, metavar="PX",
                    help="painted colour keeps the warped crop's detail finer than this Gaussian sigma (0: off)")
+    p.add_argument("--detail-spare-mouth", choices=("on", "off"), default=None,
+                   help="with --detail-sigma: the net's own detail inside the target's inner mouth")
     a = p.parse_args(argv)
 
     from rtanim.errors import InputError
@@ -49,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(a.dst, "would overwrite the source checkpoint; choose another name", field="dst")
         net, extra = load_refine(a.src)
         changes = {k: v for k, v in (("mirror_average", None if a.mirror_average is None else a.mirror_average == "on"),
-                                     *paint_settings(a).items(), ("detail_sigma", a.detail_sigma)) if v is not None}
+                                     *paint_settings(a).items(), ("detail_sigma", a.detail_sigma),
+                                     ("detail_spare_mouth", None if a.detail_spare_mouth is None
+                                      else a.detail_spare_mouth == "on")) if v is not None}
         bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, a.paint_keep, a.detail_sigma,
                                    a.paint_keep_overlap, a.paint_keep_stretch)
         if bad is not None:

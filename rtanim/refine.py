@@ -36,7 +36,6 @@ embedding by 0.08, only the eyes by 0.10).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from torch import nn
 
 from rtanim.align import CROP_SIZE
 from rtanim.aus import EXTENDED_CODES
+from rtanim.refine_colour import keep_greyscale, keep_warp_detail
 
 #: MediaPipe Face Mesh loops (crop-pixel polygons): the inner lip contour and both eye openings.
 INNER_MOUTH = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
@@ -176,6 +176,8 @@ class RefineSpec:
     #: the painted colour takes its fine texture from the warped crop: above a Gaussian of this sigma
     #: (px at 128) it is the warp's, below it the net's (keep_warp_detail; 0: the net's alone)
     detail_sigma: float = 0.0
+    #: with detail_sigma: not inside the target's inner mouth, whose warped crop is stretched lip
+    detail_spare_mouth: bool = False
     n_reference: int = 0  # channels of a remembered open mouth (rtanim.reference; 0: no such input)
 
     @property
@@ -206,7 +208,8 @@ class RefineSpec:
                            "paint_keep_overlap": self.paint_keep_overlap,
                            "paint_keep_stretch": self.paint_keep_stretch,
                            "n_reference": self.n_reference,
-                           "mirror_average": self.mirror_average, "detail_sigma": self.detail_sigma})
+                           "mirror_average": self.mirror_average, "detail_sigma": self.detail_sigma,
+                           "detail_spare_mouth": self.detail_spare_mouth})
 
     @classmethod
     def from_json(cls, text: str) -> RefineSpec:
@@ -223,7 +226,8 @@ class RefineSpec:
                    paint_keep_overlap=float(s.get("paint_keep_overlap", 0.0)),
                    paint_keep_stretch=float(s.get("paint_keep_stretch", 0.0)),
                    n_reference=int(s.get("n_reference", 0)), mirror_average=bool(s.get("mirror_average", False)),
-                   detail_sigma=float(s.get("detail_sigma", 0.0)))
+                   detail_sigma=float(s.get("detail_sigma", 0.0)),
+                   detail_spare_mouth=bool(s.get("detail_spare_mouth", False)))
 
 
 #: RefineSpec's paint-region fields: the trainer's and calib/respec_refine.py's options of the same
@@ -447,7 +451,8 @@ class RefineNet(nn.Module):
         # The colour head is residual on the warped input: painting nothing costs nothing.
         color = torch.clamp(image + out[:, 1:4], -1.0, 1.0)
         if self.spec.detail_sigma > 0:
-            color = keep_warp_detail(image, color, self.spec.detail_sigma * self.spec.crop_size / 128.0, self.spec.crop_size)
+            color = keep_warp_detail(image, color, self.spec.detail_sigma * self.spec.crop_size / 128.0,
+                                     self.spec.crop_size, geometry[:, 0:1] if self.spec.detail_spare_mouth else None)
         color = keep_greyscale(image, color)
         att = torch.sigmoid(out[:, :1])
         if self.spec.paint_mask:
@@ -458,55 +463,6 @@ class RefineNet(nn.Module):
         if self.spec.flow:
             return att, color, FLOW_MAX * torch.tanh(out[:, 4:6])
         return att, color
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float, channels: int = 3, size: int = CROP_SIZE) -> torch.Tensor:
-    """``x`` [N,C,H,W] blurred by a Gaussian, renormalised at the edges (zero padding divided by the
-    kernel's weight inside the image): two depthwise convolutions with constant weights and a
-    constant divisor, plain ops for ONNX Runtime and TensorRT (hence the channels and the square
-    size as plain ints, not read from the traced shape)."""
-    r = max(1, math.ceil(3.0 * sigma))
-    t = torch.arange(-r, r + 1, dtype=x.dtype)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    kx, ky = k.view(1, 1, 1, -1), k.view(1, 1, -1, 1)
-
-    def blur(v: torch.Tensor, ch: int) -> torch.Tensor:
-        v = F.conv2d(v, kx.repeat(ch, 1, 1, 1), padding=(0, r), groups=ch)
-        return F.conv2d(v, ky.repeat(ch, 1, 1, 1), padding=(r, 0), groups=ch)
-
-    with torch.no_grad():
-        inside = blur(torch.ones(1, 1, size, size, dtype=x.dtype), 1)
-    return blur(x, channels) / inside
-
-
-def keep_warp_detail(image: torch.Tensor, color: torch.Tensor, sigma: float, size: int = CROP_SIZE) -> torch.Tensor:
-    """``color`` with its detail finer than ``sigma`` px replaced by the warped crop's: the coarse
-    paint is the net's, the texture (lip lines, stubble, pores) is the person's, moved by the warp
-    (the split of Yi et al., *Animating Through Warping*, 2020). Where the net keeps the crop the
-    colour is unchanged; an L1-trained net paints its guesses smooth, and dlib reads smooth lips
-    as another person (session 10: identity on the stills, by commanded AU)."""
-    d = image - color
-    return torch.clamp(color + d - gaussian_blur(d, sigma, 3, size), -1.0, 1.0)
-
-
-#: Mean chroma of a crop ([-1, 1] units, |RGB - grey| averaged) from which painted colour passes
-#: unchanged; below it the paint's chroma shrinks in proportion, to none on a greyscale photo.
-#: Colour faces sit near 0.1 (skin), black-and-white photos and IR webcams at 0.
-GREY_CHROMA = 0.02
-
-
-def keep_greyscale(image: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
-    """``color`` with its chroma scaled by how coloured ``image`` is (:data:`GREY_CHROMA`): a net
-    trained mostly on colour faces paints pink lips and mouths into black-and-white photos (all of
-    the still-image eval's faces are greyscale, session 9). Slices and sums only, for ONNX."""
-
-    def grey(x: torch.Tensor) -> torch.Tensor:
-        return (x[:, 0:1] + x[:, 1:2] + x[:, 2:3]) / 3.0
-
-    chroma = (image - grey(image)).abs().sum((1, 2, 3), keepdim=True) / float(image[0].numel())
-    gain = torch.clamp(chroma / GREY_CHROMA, 0.0, 1.0)
-    return color - (1.0 - gain) * (color - grey(color))  # exactly ``color`` where gain is 1
 
 
 #: Largest residual flow, normalised (x S/2 px: 9.6 px on a 128 px crop).

@@ -155,7 +155,7 @@ def test_fixed_batch_is_learned():
 
 @pytest.mark.parametrize(("flow", "paint_mask"), [(False, False), (True, False), (False, True), (False, "small"),
                                                   (False, "keep"), (False, "overlap"), (True, "mirror"), (False, "detail"),
-                                                  (False, "stretch")])
+                                                  (False, "spare"), (False, "stretch")])
 def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
     import onnx
     import onnxruntime as ort
@@ -169,7 +169,8 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
                                paint_keep_stretch=1.2 if paint_mask == "stretch" else 0.0,
                                paint_keep_overlap=0.6 if paint_mask == "overlap" else 0.0,
                                mirror_average=paint_mask == "mirror",
-                               detail_sigma=2.5 if paint_mask == "detail" else 0.0)).eval()
+                               detail_sigma=2.5 if paint_mask in ("detail", "spare") else 0.0,
+                               detail_spare_mouth=paint_mask == "spare")).eval()
     for p in net.parameters():  # non-trivial weights (the head starts at zero)
         p.data.normal_(0, 0.05)
     path = export_refine_onnx(net, tmp_path / "refine.onnx")
@@ -203,7 +204,7 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
 def test_painted_colour_keeps_the_warps_fine_detail():
     """RefineSpec.detail_sigma: below the sigma the colour is the net's, above it the warped crop's;
     where the net keeps the crop nothing changes, and a flat paint gets the crop's texture."""
-    from rtanim.refine import gaussian_blur, keep_warp_detail
+    from rtanim.refine_colour import gaussian_blur, keep_warp_detail
 
     g = torch.Generator().manual_seed(0)
     image = torch.rand(2, 3, 128, 128, generator=g) * 1.2 - 0.6
@@ -229,6 +230,17 @@ def test_painted_colour_keeps_the_warps_fine_detail():
         (a1, c1), (a0, c0) = net(image, aus, geo), plain(image, aus, geo)
     assert torch.equal(a1, a0) and not torch.allclose(c1, c0)  # the same attention, the colour's detail replaced
     assert torch.allclose(c1, keep_warp_detail(image, c0, 2.5), atol=1e-5)
+    # detail_spare_mouth: inside the target's inner mouth (geometry channel 0) the net's own detail
+    spared = RefineNet(replace(spec, detail_spare_mouth=True)).eval()
+    spared.load_state_dict(net.state_dict())
+    assert RefineSpec.from_json(spared.spec.to_json()).detail_spare_mouth
+    geo[:, 0] = 0.0
+    geo[:, 0, 70:100, 40:90] = 1.0
+    with torch.no_grad():
+        c2, c1, c0 = spared(image, aus, geo)[1], net(image, aus, geo)[1], plain(image, aus, geo)[1]
+    inside = geo[:, 0:1].expand_as(c2) > 0.5
+    assert torch.equal(c2[inside], c0[inside]) and torch.equal(c2[~inside], c1[~inside])
+    assert not torch.equal(c1[inside], c0[inside])
 
 
 def test_paint_mask_paints_only_what_the_warp_changed(mean_face):
@@ -357,7 +369,7 @@ def test_paint_small_reach_follows_the_size_of_the_mouths_change(mean_face):
 def test_a_greyscale_photo_gets_no_painted_colour():
     """keep_greyscale: a black-and-white crop comes out grey whatever the net paints; a colour crop's
     paint is untouched; a faintly tinted one keeps a share of its chroma."""
-    from rtanim.refine import GREY_CHROMA, keep_greyscale
+    from rtanim.refine_colour import GREY_CHROMA, keep_greyscale
 
     torch.manual_seed(0)
     net = RefineNet(RefineSpec(paint_mask=False)).eval()
@@ -690,14 +702,18 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert main([*args, "--steps", "1", "--detail-sigma", "2.5"]) == 0  # the warp's detail in the paint
     net, extra = load_refine(run / "refine.safetensors")
     assert net.spec.detail_sigma == 2.5 and extra["training"]["detail_sigma"] == [{"from_step": 24, "px": 2.5}]
+    assert main([*args, "--steps", "1", "--detail-spare-mouth", "on"]) == 0  # not inside the target's mouth
+    net, extra = load_refine(run / "refine.safetensors")
+    assert net.spec.detail_spare_mouth and extra["training"]["detail_spare_mouth"] == [{"from_step": 25, "on": 1.0}]
     assert main([*args, "--steps", "1"]) == 0  # kept when resumed without the option
-    assert load_refine(run / "refine.safetensors")[0].spec.detail_sigma == 2.5
+    net = load_refine(run / "refine.safetensors")[0]
+    assert net.spec.detail_sigma == 2.5 and net.spec.detail_spare_mouth
     assert main([*args, "--steps", "1", "--paint-mask", "--paint-keep", "150", "--paint-keep-overlap", "0.6",
                  "--paint-keep-stretch", "1.2"]) == 0
     net, extra = load_refine(run / "refine.safetensors")  # a seen open mouth left to the warp, where it overlaps
     assert net.spec.paint_keep == 150 and net.spec.paint_keep_overlap == 0.6 and net.spec.paint_keep_stretch == 1.2
     assert net.spec.paint_small == 4  # what was set before stays
-    assert extra["training"]["paint_regions"][-1] == {"from_step": 26, "grow": [8, 4], "min": 0.25, "small": 4,
+    assert extra["training"]["paint_regions"][-1] == {"from_step": 27, "grow": [8, 4], "min": 0.25, "small": 4,
                                                       "area": [20.0, 100.0], "keep": 150.0, "keep_overlap": 0.6,
                                                       "keep_stretch": 1.2}
     # distilling a teacher (the same weights with the mirror average): its composite is a second target
@@ -709,13 +725,13 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     save_refine(mirrored, teacher, extra=extra)
     assert main([*args, "--steps", "2", "--teacher", str(teacher), "--teacher-weight", "0.5"]) == 0
     _, extra = load_refine(run / "refine.safetensors")
-    assert extra["training"]["teachers"] == [{"from_step": 27, "file": "teacher.safetensors", "steps": 27,
+    assert extra["training"]["teachers"] == [{"from_step": 28, "file": "teacher.safetensors", "steps": 28,
                                               "mirror_average": True}]
-    assert extra["training"]["distil"] == [{"from_step": 27, "weight": 0.5}]
+    assert extra["training"]["distil"] == [{"from_step": 28, "weight": 0.5}]
     assert "distil" in (run / "metrics.jsonl").read_text().splitlines()[-1]
     assert main([*args[:-3], "12", "16", "24", "--steps", "1"]) == 0  # wider layers, the same function at first
     net, extra = load_refine(run / "refine.safetensors")
-    assert net.spec.widths == (12, 16, 24) and extra["training"]["widths"] == [{"from_step": 29, "widths": [12, 16, 24]}]
+    assert net.spec.widths == (12, 16, 24) and extra["training"]["widths"] == [{"from_step": 30, "widths": [12, 16, 24]}]
     assert main([*args, "--steps", "1"]) == 2  # they grow, never shrink
     # a teacher that reads other inputs (this one was shown a remembered mouth), or no checkpoint at all
     for bad in (teacher, tmp_path / "empty"):

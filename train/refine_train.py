@@ -285,6 +285,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--detail-sigma", type=float, default=None, metavar="PX",
                    help="train with the painted colour's detail finer than this sigma taken from the warped crop "
                         "(RefineSpec.detail_sigma; 0: off)")
+    p.add_argument("--detail-spare-mouth", choices=("on", "off"), default=None,
+                   help="with --detail-sigma: not inside the target's inner mouth, whose warped crop is stretched lip "
+                        "(RefineSpec.detail_spare_mouth)")
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="export an exponential moving average of the weights (e.g. 0.999; 0: the last step's)")
     p.add_argument("--paint-mask", action="store_true",
@@ -411,9 +414,13 @@ def train(a: argparse.Namespace) -> int:
                   f"mouth change, min change {want.paint_min:g}, a seen mouth kept from {want.paint_keep:g} px"
                   f"{f' if stretched at most {want.paint_keep_stretch:g}x' if want.paint_keep_stretch else ''}) "
                   f"from step {totals['steps']}", flush=True)
-    if a.detail_sigma is not None and a.detail_sigma != net.spec.detail_sigma:  # same weights, another colour
-        opt, net = respecified(net, opt, replace(net.spec, detail_sigma=a.detail_sigma), a.lr)
-        record_setting(totals, "detail_sigma", "px", a.detail_sigma, "the warp's detail in the paint, sigma")
+    detail = {k: v for k, v in (("detail_sigma", a.detail_sigma), ("detail_spare_mouth", None if a.detail_spare_mouth
+                                is None else a.detail_spare_mouth == "on")) if v is not None}
+    if replace(net.spec, **detail) != net.spec:  # same weights, another colour
+        opt, net = respecified(net, opt, replace(net.spec, **detail), a.lr)
+        record_setting(totals, "detail_sigma", "px", net.spec.detail_sigma, "the warp's detail in the paint, sigma")
+        record_setting(totals, "detail_spare_mouth", "on", float(net.spec.detail_spare_mouth),
+                       "the net's own detail inside the target's inner mouth")
     for g in opt.param_groups:
         g["lr"] = a.lr
     if teacher is not None:
