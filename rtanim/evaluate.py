@@ -310,6 +310,7 @@ def _evaluate(model: str, data: str | Path, out: str | Path, options: EvalOption
     baseline: dict[str, list[float]] = {c: [] for c in o.aus}
     distances: list[float] = []
     distances_by_au: dict[str, list[float]] = {c: [] for c in o.aus}  # where a model loses identity
+    per_edit: list[dict[str, Any]] = []  # each output's distance, so two models can be compared pair by pair
     changed = outside = 0
     worst_bg = 0.0
     missed = 0
@@ -350,6 +351,7 @@ def _evaluate(model: str, data: str | Path, out: str | Path, options: EvalOption
                     if ref is not None:
                         distances.append(float(np.linalg.norm(identity.embed(result, face.bbox) - ref)))
                         distances_by_au[code].append(distances[-1])
+                        per_edit.append({"face": fi, "au": code, "level": level, "distance": round(distances[-1], 6)})
                     if fi == 0:
                         grid[ai].append(crop(result, face.transform))
                     tick("AU fidelity", sum(len(r) for r in rows.values()), total)
@@ -380,7 +382,8 @@ def _evaluate(model: str, data: str | Path, out: str | Path, options: EvalOption
                            "mean_distance": _finite(float(d.mean())), "max_distance": _finite(float(d.max())),
                            "same_person_share": _finite(float((d < SAME_PERSON).mean())), "threshold": SAME_PERSON,
                            "n": len(d),
-                           "median_by_au": {c: _finite(float(np.median(v))) for c, v in distances_by_au.items() if v}}
+                           "median_by_au": {c: _finite(float(np.median(v))) for c, v in distances_by_au.items() if v},
+                           "per_edit": per_edit}
     report.background = {"status": "ok", "changed_share": changed / max(1, outside), "worst_output_share": worst_bg,
                          "changed_pixels": changed, "outside_pixels": outside,
                          "pass": changed == 0}

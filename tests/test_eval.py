@@ -74,6 +74,8 @@ def test_eval_warp_fills_every_section(shared_data, basis_file, tmp_path):
     if ident["status"] == "ok":  # per commanded AU, within the overall range
         assert set(ident["median_by_au"]) == {"AU12", "AU26"}
         assert all(0 <= v <= ident["max_distance"] for v in ident["median_by_au"].values())
+        edits = ident["per_edit"]  # one per output, for calib/identity_paired.py
+        assert len(edits) == ident["n"] == 2 * 2 * 4 and {e["au"] for e in edits} == {"AU12", "AU26"}
     assert report["background"]["pass"] and report["background"]["changed_pixels"] == 0
     assert report["background"]["outside_pixels"] > 0
     assert report["flicker"]["status"] == "ok" and report["flicker"]["pairs"] >= 5
@@ -135,3 +137,45 @@ def test_training_stills_leave_out_everyone_the_eval_reads(tmp_path):
     assert len(linked) == sum(person_of(f) not in held for f in src.iterdir())
     assert all(f.resolve().parent == src.resolve() for f in linked)
     assert main([str(src), str(tmp_path / "out")]) == 2  # never into a folder that exists
+
+
+def _identity_report(distances: dict) -> dict:
+    return {"identity": {"status": "ok", "per_edit": [{"face": f, "au": a, "level": lv, "distance": d}
+                                                     for (f, a, lv), d in distances.items()]}}
+
+
+def test_identity_paired_finds_a_systematic_excess_and_no_excess_for_the_same_outputs(tmp_path):
+    from calib.identity_paired import compare, edits, main
+
+    rng = np.random.default_rng(1)
+    base = {(f, a, lv): float(rng.uniform(0.05, 0.2)) for f in range(6) for a in ("AU12", "AU26")
+            for lv in (0.0, 0.5, 1.0)}
+    same = compare(edits(_identity_report(base)), edits(_identity_report(base)), reps=200)
+    assert same.median_difference == 0 and same.mean_excess == 0 and same.share_worse == 0
+    worse = {k: v + (0.01 if k[1] == "AU26" else 0.0) for k, v in base.items()}
+    p = compare(edits(_identity_report(worse)), edits(_identity_report(base)), reps=200)
+    assert p.n == 36 and p.faces == 6
+    assert p.mean_excess == pytest.approx(0.005) and p.mean_excess_ci[0] == pytest.approx(0.005)
+    assert p.by_au_level["AU26"]["1"] == pytest.approx(0.01) and p.by_au_level["AU12"]["0"] == 0
+    assert p.share_worse == 1.0
+    for name, rep in (("a", worse), ("b", base)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(_identity_report(rep)))
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--reps", "50"]) == 0
+
+
+def test_identity_paired_refuses_reports_it_cannot_pair(tmp_path, capsys):
+    from calib.identity_paired import main
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "report.json").write_text(json.dumps({"identity": {"status": "ok", "median_distance": 0.1}}))
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "report.json").write_text(json.dumps(_identity_report({(0, "AU12", 1.0): 0.1})))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "report.json").write_text(json.dumps(_identity_report({(1, "AU12", 1.0): 0.1})))
+    for args, why in (([tmp_path / "new", tmp_path / "old"], "per_edit missing"),
+                      ([tmp_path / "new", tmp_path / "other"], "different edits"),
+                      ([tmp_path / "new", tmp_path / "nope"], "cannot read")):
+        assert main([str(a) for a in args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0], err
