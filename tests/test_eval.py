@@ -179,3 +179,46 @@ def test_identity_paired_refuses_reports_it_cannot_pair(tmp_path, capsys):
         assert main([str(a) for a in args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and why in err[0], err
+
+
+def _gate_reports(tmp_path: Path, model_mouth: float, model_median: float) -> list[str]:
+    row = {"mouth_psnr": 20.7, "eye_psnr": 21.8, "expression": 0.041, "AU25_err": 0.12, "AU26_err": 0.14,
+           "AU45_err": 0.044, "identity": 0.248}
+    better = {**row, "mouth_psnr": model_mouth, "eye_psnr": 21.82, "expression": 0.037, "AU25_err": 0.10,
+              "AU26_err": 0.11, "AU45_err": 0.042, "identity": 0.245}
+    (tmp_path / "re").mkdir()
+    (tmp_path / "re" / "reenact.json").write_text(json.dumps({"rows": {"warp": row, "cand": better}}))
+    base = {(f, a, lv): 0.1 + 0.01 * f for f in range(4) for a in ("AU25", "AU26", "AU45") for lv in (0.0, 1.0)}
+    for name, mae, shift in (("w", 0.2, 0.0), ("m", 0.18, model_median - 0.115)):
+        rep = _identity_report({k: v + shift for k, v in base.items()})
+        rep["identity"]["median_distance"] = 0.115 + shift
+        rep["au"] = {"per_au": {c: {"mae": mae} for c in ("AU25", "AU26", "AU45")}}
+        rep["background"] = {"changed_pixels": 0}
+        rep["flicker"] = {"flicker": -0.4}
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(rep))
+    return ["cand", "--reenact", str(tmp_path / "re"), "--stills", str(tmp_path / "m"),
+            "--warp-stills", str(tmp_path / "w")]
+
+
+@pytest.mark.parametrize(("mouth", "median", "code", "missed"), [
+    (21.8, 0.115, 0, None),  # every figure met (identity equal to warp's is "no worse")
+    (21.6, 0.115, 1, "mouth PSNR"),  # +0.9 dB: under the 1 dB margin
+    (21.8, 0.116, 1, "identity (stills, median)"),
+])
+def test_gate_check_names_each_missed_figure(tmp_path, capsys, mouth, median, code, missed):
+    from calib.gate_check import main
+
+    assert main(_gate_reports(tmp_path, mouth, median)) == code
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == "gate met" if missed is None else (last.startswith("gate not met") and missed in last)
+
+
+def test_gate_check_without_the_models_row_is_one_line(tmp_path, capsys):
+    from calib.gate_check import main
+
+    args = _gate_reports(tmp_path, 21.8, 0.115)
+    args[0] = "other"
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no row 'other'" in err[0]
