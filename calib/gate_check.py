@@ -12,13 +12,12 @@ view (calib/identity_paired.py), which the gate's median alone cannot resolve.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from calib.identity_paired import ReportProblem, compare, edits
+from calib.identity_paired import ReportProblem, compare, edits, read_report
 
 MOUTH_MARGIN_DB = 1.0  # the gate: mouth-region PSNR at least this much over warp's
 FLICKER_MAX = 1.0  # excess flicker, grey levels
@@ -69,14 +68,6 @@ def figures(reenact: dict, model: str, stills: dict, warp_stills: dict) -> list[
     return out
 
 
-def _read(folder: Path, name: str) -> dict:
-    path = folder / name
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ReportProblem(f"{path}: cannot read ({e.__class__.__name__})") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model", help="the candidate's row name in reenact.json")
@@ -85,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warp-stills", type=Path, required=True, help="rtanim eval output folder of warp")
     a = ap.parse_args(argv)
     try:
-        stills, warp_stills = _read(a.stills, "report.json"), _read(a.warp_stills, "report.json")
-        rows = figures(_read(a.reenact, "reenact.json"), a.model, stills, warp_stills)
+        stills, warp_stills = read_report(a.stills / "report.json"), read_report(a.warp_stills / "report.json")
+        rows = figures(read_report(a.reenact / "reenact.json"), a.model, stills, warp_stills)
         paired = compare(edits(stills, str(a.stills)), edits(warp_stills, str(a.warp_stills)))
     except (ReportProblem, KeyError) as e:
         print(f"error: {e if isinstance(e, ReportProblem) else f'report field missing: {e}'}", file=sys.stderr)

@@ -97,13 +97,17 @@ def markdown(p: PairedIdentity, names: tuple[str, str] = ("candidate", "baseline
     return "\n".join(lines)
 
 
-def load(folder: str) -> dict[Key, float]:
-    path = Path(folder) / "report.json"
+def read_report(path: Path) -> dict:
+    """A JSON report, or a :class:`ReportProblem` naming the file."""
     try:
-        report = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ReportProblem(f"{path}: cannot read ({e.__class__.__name__})") from None
-    return edits(report, str(path))
+
+
+def load(folder: str) -> dict[Key, float]:
+    path = Path(folder) / "report.json"
+    return edits(read_report(path), str(path))
 
 
 def main(argv: list[str] | None = None) -> int:

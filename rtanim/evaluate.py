@@ -308,8 +308,6 @@ def _evaluate(model: str, data: str | Path, out: str | Path, options: EvalOption
     identity = Identity.create()
     rows: dict[str, list[tuple[float, float]]] = {c: [] for c in o.aus}
     baseline: dict[str, list[float]] = {c: [] for c in o.aus}
-    distances: list[float] = []
-    distances_by_au: dict[str, list[float]] = {c: [] for c in o.aus}  # where a model loses identity
     per_edit: list[dict[str, Any]] = []  # each output's distance, so two models can be compared pair by pair
     changed = outside = 0
     worst_bg = 0.0
@@ -349,9 +347,8 @@ def _evaluate(model: str, data: str | Path, out: str | Path, options: EvalOption
                     missed += 0 if measured else 1
                     rows[code].append((level, value))
                     if ref is not None:
-                        distances.append(float(np.linalg.norm(identity.embed(result, face.bbox) - ref)))
-                        distances_by_au[code].append(distances[-1])
-                        per_edit.append({"face": fi, "au": code, "level": level, "distance": round(distances[-1], 6)})
+                        distance = float(np.linalg.norm(identity.embed(result, face.bbox) - ref))
+                        per_edit.append({"face": fi, "au": code, "level": level, "distance": distance})
                     if fi == 0:
                         grid[ai].append(crop(result, face.transform))
                     tick("AU fidelity", sum(len(r) for r in rows.values()), total)
@@ -377,12 +374,13 @@ def _evaluate(model: str, data: str | Path, out: str | Path, options: EvalOption
     if identity is None:
         report.identity = {"status": SKIP_EVAL_EXTRA}
     else:
-        d = np.array(distances)
+        d = np.array([e["distance"] for e in per_edit])
+        by_au = {c: [e["distance"] for e in per_edit if e["au"] == c] for c in o.aus}  # where a model loses identity
         report.identity = {"status": "ok", "median_distance": _finite(float(np.median(d))),
                            "mean_distance": _finite(float(d.mean())), "max_distance": _finite(float(d.max())),
                            "same_person_share": _finite(float((d < SAME_PERSON).mean())), "threshold": SAME_PERSON,
                            "n": len(d),
-                           "median_by_au": {c: _finite(float(np.median(v))) for c, v in distances_by_au.items() if v},
+                           "median_by_au": {c: _finite(float(np.median(v))) for c, v in by_au.items() if v},
                            "per_edit": per_edit}
     report.background = {"status": "ok", "changed_share": changed / max(1, outside), "worst_output_share": worst_bg,
                          "changed_pixels": changed, "outside_pixels": outside,
