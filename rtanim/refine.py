@@ -430,7 +430,7 @@ class RefineNet(nn.Module):
         color = (w1 * c1 + w2 * c2 + 1e-4 * c1) / (w1 + w2 + 1e-4)
         if not self.spec.flow:
             return att, color
-        f2 = torch.flip(outs[2][n:], dims=[3]) * torch.tensor([-1.0, 1.0]).view(1, 2, 1, 1)
+        f2 = torch.flip(outs[2][n:], dims=[3]) * torch.tensor([-1.0, 1.0], device=outs[2].device).view(1, 2, 1, 1)
         return att, color, 0.5 * (outs[2][:n] + f2)
 
     def _paint(self, image: torch.Tensor, aus: torch.Tensor, geometry: torch.Tensor,
@@ -473,8 +473,8 @@ def shift(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """``image`` [N,C,S,S] resampled by a normalised backward flow [N,2,S,S], as compose does
     (pixel centres, border replicated)."""
     n, _, h, w = image.shape
-    ys = (torch.arange(h, dtype=image.dtype) * 2 + 1) / h - 1
-    xs = (torch.arange(w, dtype=image.dtype) * 2 + 1) / w - 1
+    ys = (torch.arange(h, dtype=image.dtype, device=image.device) * 2 + 1) / h - 1
+    xs = (torch.arange(w, dtype=image.dtype, device=image.device) * 2 + 1) / w - 1
     base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None]
     grid = base + flow.permute(0, 2, 3, 1)
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)

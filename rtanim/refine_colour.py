@@ -20,7 +20,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float, channels: int = 3, size: int = 
     constant divisor, plain ops for ONNX Runtime and TensorRT (hence the channels and the square
     size as plain ints, not read from the traced shape)."""
     r = max(1, math.ceil(3.0 * sigma))
-    t = torch.arange(-r, r + 1, dtype=x.dtype)
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()
     kx, ky = k.view(1, 1, 1, -1), k.view(1, 1, -1, 1)
@@ -30,7 +30,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float, channels: int = 3, size: int = 
         return F.conv2d(v, ky.repeat(ch, 1, 1, 1), padding=(r, 0), groups=ch)
 
     with torch.no_grad():
-        inside = blur(torch.ones(1, 1, size, size, dtype=x.dtype), 1)
+        inside = blur(torch.ones(1, 1, size, size, dtype=x.dtype, device=x.device), 1)
     return blur(x, channels) / inside
 
 

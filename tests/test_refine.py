@@ -617,6 +617,20 @@ def test_box_psnr_term_is_the_tests_per_pair_psnr():
     assert float(out.grad[:, :, 0, 0].abs().sum()) == 0  # nothing outside the boxes
 
 
+def test_training_device_is_one_line_when_missing(tmp_path, capsys):
+    """--device names where the net trains; one this machine lacks is one line and exit 2, before any data is read."""
+    from train.refine_train import main
+
+    args = ["--data", str(tmp_path / "no-data"), "--run", str(tmp_path / "run")]
+    assert main([*args, "--device", "tpu"]) == 2
+    assert "--device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*args, "--device", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "CUDA requested but not available" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_path):
     from train.checkpoints import training_totals  # noqa: F401 - the GAN trainer's totals reader is separate
     from train.refine_train import main
@@ -853,6 +867,31 @@ def test_tensorrt_fp16_build_of_the_refine_graph(tmp_path):
         ref = net(inputs["image"], inputs["aus"], inputs["geometry"])
     for got, want in zip((outs[n] for n in net.spec.outputs), ref, strict=True):
         assert (got.cpu() - want).abs().max() < 2e-2
+
+
+def test_trained_refine_weights_in_fp16_on_cuda_match_fp32():
+    """The trained weights as they would ship (paint region, the warp's detail, the mirror average),
+    run in FP16 on a CUDA device against FP32 on the CPU: whether the graph's numbers survive half
+    precision, as a TensorRT FP16 engine would compute them (GPU machines: calib/device_check.sh)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device (none visible to torch)")
+    from dataclasses import replace
+
+    trained, _ = load_refine(Path(__file__).resolve().parents[1] / "train" / "init" / "refine.safetensors")
+    net = RefineNet(replace(trained.spec, mirror_average=True, paint_keep=150.0, paint_keep_stretch=1.0)).eval()
+    net.load_state_dict(trained.state_dict())
+    g = torch.Generator().manual_seed(3)
+    n, k = 8, len(net.spec.au_codes)
+    image = torch.rand(n, 3, 128, 128, generator=g) * 2 - 1
+    aus = torch.rand(n, k, generator=g)
+    geometry = (torch.rand(n, net.spec.n_geometry + 1, 128, 128, generator=g) > 0.7).float()  # + the own mouth
+    with torch.no_grad():
+        want = net(image, aus, geometry)
+        half = net.to("cuda", torch.float16)
+        got = half(image.cuda().half(), aus.cuda().half(), geometry.cuda().half())
+    for name, a, b in zip(net.spec.outputs, got, want, strict=True):
+        assert torch.isfinite(a).all(), name
+        assert (a.float().cpu() - b).abs().max() < 2e-2, name
 
 
 def test_held_out_people_do_not_change_when_stills_are_added(mean_face):

@@ -36,7 +36,10 @@ def dist_env() -> DistEnv:
 def pick_device(name: str, env: DistEnv) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InputError("--device", f"unsupported device {name!r} (cpu, cuda, cuda:N)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError("--device", "CUDA requested but not available")

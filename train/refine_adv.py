@@ -76,7 +76,7 @@ def save_critic(path: Path, critic: PatchCritic, opt: torch.optim.Optimizer, ste
 
     from rtanim.files import staged
 
-    tensors = {f"net.{k}": v.detach().float().contiguous() for k, v in critic.state_dict().items()}
+    tensors = {f"net.{k}": v.detach().float().cpu().contiguous() for k, v in critic.state_dict().items()}
     moments, opt_steps = adam_tensors(critic, opt)
     tensors.update(moments)
     meta = {"format": "rtanim.refine-critic", "widths": json.dumps(list(critic.widths)),

@@ -47,13 +47,13 @@ def save_state(path: Path, net: RefineNet, opt: torch.optim.Optimizer, totals: d
 
     from rtanim.files import staged
 
-    tensors = {f"net.{k}": v.detach().float().contiguous() for k, v in net.state_dict().items()}
+    tensors = {f"net.{k}": v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
     moments, steps = adam_tensors(net, opt)
     tensors.update(moments)
     meta = {"format": "rtanim.refine-state", "totals": json.dumps(totals), "opt_steps": steps,
             "spec": net.spec.to_json()}
     if ema is not None:
-        tensors.update({f"ema.{k}": v.detach().float().contiguous() for k, v in ema.module.state_dict().items()})
+        tensors.update({f"ema.{k}": v.detach().float().cpu().contiguous() for k, v in ema.module.state_dict().items()})
         meta["ema_updates"] = str(int(ema.n_averaged))
     with staged(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -90,11 +90,11 @@ def sample_grid(path: Path, b: dict[str, torch.Tensor], out: torch.Tensor, att: 
     import cv2
 
     def img(x: torch.Tensor) -> np.ndarray:
-        return ((x.detach().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        return ((x.detach().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
     rows = []
     for i in range(min(n, out.shape[0])):
-        a = (att[i, 0].detach().clamp(0, 1) * 255).round().byte().numpy()
+        a = (att[i, 0].detach().clamp(0, 1) * 255).round().byte().cpu().numpy()
         cols = [img(b["warped"][i]), img(out[i]), img(b["target"][i]), np.stack([a] * 3, -1)]
         if "reference" in b:  # what the net was shown of a remembered mouth (grey: nothing)
             cols.append(img(b["reference"][i, :3]))

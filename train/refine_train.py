@@ -49,6 +49,7 @@ from rtanim.refine import (
     save_refine,
     shift,
 )
+from train.distributed import DistEnv, pick_device
 from train.refine_data import Frames, Pair, PairMaker, PairMix, load_frames, mix_report, split_people
 from train.refine_grow import with_flow_head, with_reference, with_res_blocks, with_widths
 from train.refine_state import (
@@ -61,7 +62,7 @@ from train.refine_state import (
     sample_grid,
     save_state,
 )
-from train.state_io import carry_adam
+from train.state_io import carry_adam, move_optimizer_state
 
 #: Loss weights. The attention prior pulls A to 1 (keep the full-resolution warp) away from the
 #: mouth and eyes, and only lightly where painting is expected.
@@ -243,6 +244,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--save-every", type=float, default=300.0, help="seconds between checkpoints")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--device", default="cpu",
+                   help="where the net trains: cpu, or cuda on a GPU machine (pairs are still made by the CPU "
+                        "loader workers: give it --workers, one per spare core)")
     p.add_argument("--limit", type=int, default=0, help="load at most this many frames (tests)")
     p.add_argument("--widths", type=int, nargs=3, default=None,
                    help=f"layer widths at S/2, S/4, S/8 (default {' '.join(map(str, RefineSpec.widths))}); with --init or "
@@ -352,6 +356,7 @@ def train(a: argparse.Namespace) -> int:
     if a.teacher is not None:  # a file that is not a refine checkpoint: one line, before any work
         teacher, teacher_extra = load_refine(a.teacher)
         teacher.eval().requires_grad_(False)
+    device = pick_device(a.device, DistEnv())
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -433,6 +438,10 @@ def train(a: argparse.Namespace) -> int:
             totals.setdefault("teachers", []).append({"from_step": totals["steps"], **seen})
     record_setting(totals, "distil", "weight", a.teacher_weight if teacher is not None else 0.0,
                    "distilling the teacher at weight")
+    net.to(device)  # before the average copies it; the optimiser's moments follow their parameters
+    move_optimizer_state(opt, device)
+    if teacher is not None:
+        teacher.to(device)
     ema = make_ema(net, a.ema) if a.ema > 0 else None
     if ema is not None and not restore_ema(ema, averaged, ema_updates):
         print(f"weight average (decay {a.ema:g}) starts at step {totals['steps']}", flush=True)
@@ -459,20 +468,23 @@ def train(a: argparse.Namespace) -> int:
     loader = torch.utils.data.DataLoader(PairStream(train_frames, a.batch, mix, a.seed + totals["runs"]),
                                          batch_size=None, num_workers=a.workers,
                                          worker_init_fn=_loader_worker_init if a.workers else None,
-                                         persistent_workers=a.workers > 0, prefetch_factor=4 if a.workers else None)
+                                         persistent_workers=a.workers > 0, prefetch_factor=4 if a.workers else None,
+                                         pin_memory=device.type == "cuda")
     try:
         from torch.utils.tensorboard import SummaryWriter
 
         tb = SummaryWriter(str(run / "tb"))
     except ImportError:  # the train extra is optional
         tb = None
-    region = torch.from_numpy(np.array(feather_mask(net.spec.crop_size)))[None, None]
+    region = torch.from_numpy(np.array(feather_mask(net.spec.crop_size)))[None, None].to(device)
     critic = critic_opt = None
     critic_steps = 0
     if a.adv > 0:
         from train import refine_adv
 
         critic, critic_opt, critic_steps = refine_adv.load_critic(run / "critic.safetensors", a.adv_lr)
+        critic.to(device)
+        move_optimizer_state(critic_opt, device)
         totals.setdefault("adv_from_step", totals["steps"])
         print(f"adversarial stage: weight {a.adv:g}, critic at {critic_steps} steps", flush=True)
     record_setting(totals, "l2_terms", "weight", a.l2, "squared error at weight")
@@ -499,6 +511,7 @@ def train(a: argparse.Namespace) -> int:
     net.train()
     with (run / "metrics.jsonl").open("a") as log:
         for b in loader:
+            b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
             if a.lr_end > 0:
                 lr = a.lr * (a.lr_end / a.lr) ** min(1.0, (time.time() - t0) / budget)
                 for g in opt.param_groups:

@@ -16,8 +16,8 @@ def adam_tensors(module: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict[st
     for i, p in enumerate(module.parameters()):
         st = opt.state.get(p)
         if st:
-            tensors[f"opt.{i}.exp_avg"] = st["exp_avg"].contiguous()
-            tensors[f"opt.{i}.exp_avg_sq"] = st["exp_avg_sq"].contiguous()
+            tensors[f"opt.{i}.exp_avg"] = st["exp_avg"].cpu().contiguous()
+            tensors[f"opt.{i}.exp_avg_sq"] = st["exp_avg_sq"].cpu().contiguous()
             steps[i] = float(st["step"])
     return tensors, json.dumps(steps)
 
@@ -42,3 +42,12 @@ def carry_adam(old: nn.Module, opt: torch.optim.Optimizer, new: nn.Module, lr: f
         if st and st["exp_avg"].shape == p.shape:
             out.state[p] = st
     return out
+
+
+def move_optimizer_state(opt: torch.optim.Optimizer, device: torch.device) -> None:
+    """The optimiser's moments onto ``device`` beside their parameters (a resumed state is read onto
+    the CPU); step counts stay CPU scalars, as torch's non-fused Adam keeps them."""
+    for st in opt.state.values():
+        for k, v in st.items():
+            if torch.is_tensor(v) and k != "step":
+                st[k] = v.to(device)
