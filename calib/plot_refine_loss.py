@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
         ax.text(step, ax.get_ylim()[1], f" {label}", rotation=90, va="top", ha="left", fontsize=7, color="dimgrey")
     ax.set_xlabel("training step (batch 16)")
     ax.set_ylabel("loss (EMA)")
-    ax.set_title(f"refine: CPU training, {steps[-1]} steps")
+    ax.set_title(f"refine training, to step {steps[-1]}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
