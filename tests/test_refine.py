@@ -571,6 +571,13 @@ def test_closing_pairs_show_an_open_mouth_the_net_must_close(clip_frames):
         return float(np.mean([opened[maker._source(int(t))] for t in closed for _ in range(3)]))
 
     assert sources(1.0) > 0.9 and sources(0.0) < 0.6
+    # the mix report counts them by the frames' own mouths, as the preference draws them
+    from train.refine_data import mix_report
+
+    closing = mix_report(frames, PairMaker(frames, mix=PairMix(closing=1.0, max_rigid_px=1e9), seed=1), n=120)
+    frames.mouth_px[:] = 50.0
+    none_open = mix_report(frames, PairMaker(frames, mix=PairMix(closing=1.0, max_rigid_px=1e9), seed=1), n=120)
+    assert closing["pairs_closing_mouth"] > 0.15 and none_open["pairs_closing_mouth"] == 0.0
 
 
 def test_mirrored_pairs_swap_sides_and_undo_themselves(clip_frames):

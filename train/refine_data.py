@@ -259,6 +259,7 @@ class Pair:
     #: a remembered open mouth of the same person moved onto the target's lips (rtanim.reference)
     reference: MovedReference | None = None
     frame: int = -1  # the target's frame (which clip a reference may come from)
+    source: int = -1  # a video pair's source frame (-1 for the other kinds)
     target_landmarks: np.ndarray | None = None  # where the input's lips are meant to be (crop px)
     #: 2 x S x S float32: the self-reenactment test's mouth box and eye boxes on the real target
     #: (:func:`score_boxes`), for the trainer's per-pair PSNR term
@@ -422,8 +423,8 @@ class PairMaker:
             warped, geo = warp_image(f.images[s], flow), geometry_maps(target, f.landmarks[s], flow,
                                                                          own_mouth=self.mix.own_mouth)
         weight = np.maximum(region_weight(f.landmarks[t]), region_weight(target))
-        return Pair(warped, geo, f.aus[t], f.images[t], weight, "video", residual, frame=t, target_landmarks=target,
-                    boxes=score_boxes(f.landmarks[t]))
+        return Pair(warped, geo, f.aus[t], f.images[t], weight, "video", residual, frame=t, source=s,
+                    target_landmarks=target, boxes=score_boxes(f.landmarks[t]))
 
     def cycle_pair(self, i: int) -> Pair:
         f, ctrl, b = self.f, self.basis.controls, self.basis
@@ -532,8 +533,10 @@ def mix_report(frames: Frames, maker: PairMaker, n: int = 2000) -> dict[str, flo
         open_ += int(p.geometry[0].sum() > OPEN_MOUTH_PX)
         closed += int(p.aus[k45].mean() > CLOSED_EYES_AU45)
         refs += int(p.reference is not None)
-        # a mouth the net must close: the input shows an open one where the target's is closed
-        closing += int(p.geometry[2].sum() > CLOSED_MOUTH_PX and p.geometry[0].sum() <= CLOSED_MOUTH_PX)
+        # a mouth the net must close: a video pair whose source frame's mouth is open and whose target's
+        # is closed (the carried-interior map undercounts: the warp squeezes what it carries)
+        closing += int(p.source >= 0 and maker.f.mouth_px[p.source] > CLOSED_MOUTH_PX
+                       and maker.f.mouth_px[p.frame] <= CLOSED_MOUTH_PX)
     out = {f"kind_{k}": v / n for k, v in sorted(kinds.items())}
     out["target_open_mouth"] = open_ / n
     out["target_closed_eyes"] = closed / n
