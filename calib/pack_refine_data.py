@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from rtanim.errors import InputError
+from rtanim.files import staged
 from train.refine_data import load_frames, prepare_folders, split_people
 
 #: Bytes a packed frame costs besides its JPEG: float16 x, y landmarks, its aus.csv row, and the
@@ -69,10 +70,9 @@ def pack(a: argparse.Namespace) -> dict:
     if not jpeg:
         raise InputError(a.out, f"not one frame fits {a.max_mb:g} MiB", field="--max-mb")
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_name(a.out.name + ".part")
     summary = {"frames": len(frames), "held_out": int(held.sum()), "train_frames": int(len(train)),
                "packed": len(jpeg), "quality": a.quality, "seed": a.seed, "folders": {}}
-    with tarfile.open(tmp, "w") as tar:
+    with staged(a.out) as tmp, tarfile.open(tmp, "w") as tar:
         def add(name: str, data: bytes) -> None:
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -95,7 +95,6 @@ def pack(a: argparse.Namespace) -> dict:
                 add(f"{dest}/imgs/{name}.jpg", jpeg[name])
             summary["folders"][dest] = len(keep)
         add("pack.json", json.dumps(summary, indent=1).encode())
-    tmp.replace(a.out)
     return summary
 
 
