@@ -41,10 +41,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="painted colour keeps the warped crop's detail finer than this Gaussian sigma (0: off)")
     p.add_argument("--detail-spare-mouth", choices=("on", "off"), default=None,
                    help="with --detail-sigma: the net's own detail inside the target's inner mouth")
+    p.add_argument("--basis", choices=("shipped", "regional"), default=None,
+                   help="the AU basis whose warp the net paints over (rtanim.refine.BASES)")
     a = p.parse_args(argv)
 
     from rtanim.errors import InputError
-    from rtanim.refine import RefineNet, load_refine, paint_option_problem, paint_settings, save_refine
+    from rtanim.refine import BASES, RefineNet, load_refine, paint_option_problem, paint_settings, save_refine
 
     try:
         if a.dst.resolve() == a.src.resolve():
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         changes = {k: v for k, v in (("mirror_average", None if a.mirror_average is None else a.mirror_average == "on"),
                                      *paint_settings(a).items(), ("detail_sigma", a.detail_sigma),
                                      ("detail_spare_mouth", None if a.detail_spare_mouth is None
-                                      else a.detail_spare_mouth == "on")) if v is not None}
+                                      else a.detail_spare_mouth == "on"),
+                                     ("basis", None if a.basis is None else BASES[a.basis])) if v is not None}
         bad = paint_option_problem(a.paint_grow, a.paint_min, a.paint_small, a.paint_keep, a.detail_sigma,
                                    a.paint_keep_overlap, a.paint_keep_stretch)
         if bad is not None:

@@ -5,6 +5,9 @@
 #   python calib/pack_refine_data.py --data .data/talk .data/stills -o .gpu/refine_data.tar --max-mb 44
 #   cp CHECKPOINT .gpu/g1.safetensors        # what run g1 continues (g2 continues train/init/refine.safetensors)
 #   run(command="bash calib/train_refine_device.sh", carry=[".gpu"], timeout_s=600)
+# Other recipes without editing: G1_INIT / G2_INIT (checkpoints) and G1_ARGS / G2_ARGS (extra trainer
+# options), e.g. G1_ARGS="--adv 0.003" G2_INIT=train/init/refine_avg.safetensors bash calib/train_refine_device.sh;
+# SNAP=SECONDS also brings back each run's weights at that interval, so a run that drifts can be judged early.
 # Writes to $OUT: device.txt, g1.log, g2.log, g1.safetensors, g2.safetensors (FP16, with their
 # training totals), tests.log and runs.tgz (metrics, data.json, the last sample grids). The packed frames
 # hold the training people only, so the runs use --held-out 0.
@@ -26,11 +29,22 @@ mkdir -p $DATA && tar xf .gpu/refine_data.tar -C $DATA || { echo "no packed data
 } > "$OUT/device.txt" 2>&1
 common=(--data $DATA --held-out 0 --device "$DEVICE" --workers "$WORKERS" --threads 1 --basis-warp 0.65 --paint-mask
         --mirror 0.5 --ema 0.999 --paint-keep 150 --paint-keep-stretch 1.0 --minutes "$MIN" --save-every 120)
-python3 -m train.refine_train "${common[@]}" --run /tmp/g1 --init .gpu/g1.safetensors --closing 0.3 --seed 0 \
+G1_INIT=${G1_INIT:-.gpu/g1.safetensors}
+G2_INIT=${G2_INIT:-train/init/refine.safetensors}
+read -r -a g1_args <<< "${G1_ARGS---closing 0.3}"
+read -r -a g2_args <<< "${G2_ARGS-}"
+python3 -m train.refine_train "${common[@]}" --run /tmp/g1 --init "$G1_INIT" "${g1_args[@]}" --seed 0 \
   > "$OUT/g1.log" 2>&1 &
-python3 -m train.refine_train "${common[@]}" --run /tmp/g2 --init train/init/refine.safetensors --seed 1 \
+python3 -m train.refine_train "${common[@]}" --run /tmp/g2 --init "$G2_INIT" "${g2_args[@]}" --seed 1 \
   > "$OUT/g2.log" 2>&1 &
-wait
+runs=$(jobs -p)
+if [ "${SNAP:-0}" -gt 0 ]; then  # SNAP=120: also bring back each run's weights every 120 s (g1_snap1, ...)
+  ( n=0; while sleep "$SNAP"; do n=$((n + 1))
+      for r in g1 g2; do cp /tmp/$r/refine.safetensors "$OUT/${r}_snap$n.safetensors" 2>/dev/null; done; done ) &
+  snaps=$!
+fi
+wait $runs
+[ -n "${snaps-}" ] && kill "$snaps"
 timeout 100 python3 -m pytest -q -rs tests/test_refine.py tests/test_engines.py -k "cuda or tensorrt or fp16" \
   > "$OUT/tests.log" 2>&1
 for r in g1 g2; do

@@ -179,6 +179,9 @@ class RefineSpec:
     #: with detail_sigma: not inside the target's inner mouth, whose warped crop is stretched lip
     detail_spare_mouth: bool = False
     n_reference: int = 0  # channels of a remembered open mouth (rtanim.reference; 0: no such input)
+    #: the AU basis (a file in rtanim/assets) whose warp the net paints over: "" is the shipped one,
+    #: ``warp``'s; :data:`REGIONAL_BASIS` confines each AU's motion to its part of the face
+    basis: str = ""
 
     @property
     def in_channels(self) -> int:
@@ -209,7 +212,7 @@ class RefineSpec:
                            "paint_keep_stretch": self.paint_keep_stretch,
                            "n_reference": self.n_reference,
                            "mirror_average": self.mirror_average, "detail_sigma": self.detail_sigma,
-                           "detail_spare_mouth": self.detail_spare_mouth})
+                           "detail_spare_mouth": self.detail_spare_mouth, "basis": self.basis})
 
     @classmethod
     def from_json(cls, text: str) -> RefineSpec:
@@ -227,7 +230,33 @@ class RefineSpec:
                    paint_keep_stretch=float(s.get("paint_keep_stretch", 0.0)),
                    n_reference=int(s.get("n_reference", 0)), mirror_average=bool(s.get("mirror_average", False)),
                    detail_sigma=float(s.get("detail_sigma", 0.0)),
-                   detail_spare_mouth=bool(s.get("detail_spare_mouth", False)))
+                   detail_spare_mouth=bool(s.get("detail_spare_mouth", False)), basis=str(s.get("basis", "")))
+
+    def warp_model(self):  # noqa: ANN201 - rtanim.geometry.WarpModel, imported lazily
+        """The warp this net paints over (its AU basis), as training and the run time must both use it."""
+        from rtanim.geometry import WarpModel
+
+        return WarpModel(load_basis(self.basis))
+
+
+#: The AU basis whose motion stays in each AU's own part of the face (calib/regional_basis.py).
+REGIONAL_BASIS = "au_basis_regional.npz"
+#: ``RefineSpec.basis`` by the name the trainer's and calib/respec_refine.py's ``--basis`` give it.
+BASES = {"shipped": "", "regional": REGIONAL_BASIS}
+
+
+def load_basis(name: str):  # noqa: ANN201 - rtanim.geometry.AUBasis, imported lazily
+    """The AU basis ``name`` from rtanim/assets ("" : the shipped one, ``warp``'s)."""
+    from importlib import resources
+
+    from rtanim.geometry import AUBasis
+
+    if name not in BASES.values():
+        raise ValueError(f"unknown AU basis {name!r} (one of {', '.join(repr(b) for b in BASES.values())})")
+    if not name:
+        return AUBasis.load()
+    with resources.as_file(resources.files("rtanim") / "assets" / name) as path:
+        return AUBasis.load(path)
 
 
 #: RefineSpec's paint-region fields: the trainer's and calib/respec_refine.py's options of the same

@@ -62,7 +62,6 @@ class RefineGenerator:
 
     def __init__(self, weights: str | Path, engine: str = "auto") -> None:
         from engines.refine_engine import refine_engine
-        from rtanim.geometry import WarpModel
         from rtanim.refine import load_refine
 
         net, self.extras = load_refine(weights)
@@ -70,7 +69,7 @@ class RefineGenerator:
         self.engine = refine_engine(net, engine)
         self.au_codes = net.spec.au_codes
         self.own_mouth = net.spec.paint_keep_stretch > 0  # a fifth geometry channel (rtanim.refine)
-        self.warp = WarpModel()
+        self.warp = net.spec.warp_model()
         self.memory = None
         if net.spec.n_reference:
             from rtanim.reference import MouthMemory

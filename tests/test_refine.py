@@ -754,6 +754,12 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     net, extra = load_refine(run / "refine.safetensors")
     assert net.spec.widths == (12, 16, 24) and extra["training"]["widths"] == [{"from_step": 30, "widths": [12, 16, 24]}]
     assert main([*args, "--steps", "1"]) == 2  # they grow, never shrink
+    wide = [*args[:-3], "12", "16", "24"]
+    assert main([*wide, "--steps", "1", "--basis", "regional"]) == 0  # another warp under the same weights
+    assert main([*wide, "--steps", "1"]) == 0  # kept on resume
+    net, extra = load_refine(run / "refine.safetensors")
+    assert net.spec.basis == "au_basis_regional.npz"
+    assert extra["training"]["bases"] == [{"from_step": 31, "basis": "regional"}]
     # a teacher that reads other inputs (this one was shown a remembered mouth), or no checkpoint at all
     for bad in (teacher, tmp_path / "empty"):
         assert main([*args[:2], "--run", str(tmp_path / "z"), "--steps", "1", "--teacher", str(bad)]) == 2
@@ -989,3 +995,51 @@ def test_carry_pairs_keep_the_open_mouth_they_reshape(clip_frames):
         # the real interior comes through (nearer the target than the fill is)
         err = np.abs(p.warped.astype(int) - p.target)[inside].mean()
         assert err < np.abs(filled.warped.astype(int) - filled.target)[inside].mean()
+
+
+def test_regional_basis_keeps_each_aus_motion_in_its_part_of_the_face():
+    """rtanim/assets' regional basis is calib/regional_basis.py's output: a jaw drop leaves the nose,
+    eyes and brows where they are, a blink leaves the lips, and the motion it keeps is the shipped
+    basis's (AU26 scaled by its gain)."""
+    sys.path.insert(0, str(ROOT / "calib"))
+    from regional_basis import GAINS, regional
+
+    from rtanim.refine import BASES, REGIONAL_BASIS, load_basis
+
+    shipped, asset = AUBasis.load(), load_basis(REGIONAL_BASIS)
+    assert np.allclose(asset.basis, regional(shipped).basis, atol=1e-5)  # the asset is the script's
+    k = {c: shipped.codes.index(c) for c in ("AU26", "AU45L", "AU12L", "AU01")}
+    still = [4, 6, 168, 105, 159, 10]  # nose tip, nose bridge, between the eyes, a brow, a lid, the forehead
+    assert np.abs(shipped.basis[k["AU26"], still]).max() > 1.0  # what the shipped fit carries along
+    assert np.abs(asset.basis[k["AU26"], still]).max() == 0.0
+    lips, chin = [13, 14, 61, 291, 0, 17], [152]
+    assert np.abs(shipped.basis[k["AU45L"], lips]).max() > 0.5 and np.abs(asset.basis[k["AU45L"], lips]).max() == 0
+    assert np.allclose(asset.basis[k["AU26"], lips + chin], GAINS["AU26"] * shipped.basis[k["AU26"], lips + chin])
+    assert np.allclose(asset.basis[k["AU12L"], [61, 291]], shipped.basis[k["AU12L"], [61, 291]])  # smile corners
+    assert np.allclose(asset.basis[k["AU01"], [105, 334]], shipped.basis[k["AU01"], [105, 334]])  # brows
+    assert asset.meta["regional"]["gains"] == GAINS and BASES["regional"] == REGIONAL_BASIS
+    with pytest.raises(ValueError, match="unknown AU basis"):
+        load_basis("nope.npz")
+
+
+def test_refine_net_warps_with_the_basis_its_spec_names(tmp_path, mean_face):
+    """RefineSpec.basis travels in the checkpoint, and the run time's warp is that basis's: on a jaw
+    drop the regional one leaves the nose bridge where it was; respec_refine.py --basis sets it."""
+    sys.path.insert(0, str(ROOT / "calib"))
+    from respec_refine import main as respec
+
+    from rtanim.refine import REGIONAL_BASIS
+    from rtanim.runtime import RefineGenerator
+
+    src = save_refine(RefineNet(RefineSpec(widths=(8, 16, 16))), tmp_path / "shipped.safetensors")
+    dst = tmp_path / "regional.safetensors"
+    assert respec([str(src), str(dst), "--basis", "regional"]) == 0
+    assert load_refine(dst)[0].spec.basis == REGIONAL_BASIS and load_refine(src)[0].spec.basis == ""
+    assert RefineSpec.from_json(RefineSpec(basis=REGIONAL_BASIS).to_json()).basis == REGIONAL_BASIS
+    live, target = {"AU26": 0.0}, {"AU26": 1.0}
+    y, x = np.round(mean_face[168, ::-1]).astype(int)  # between the eyes
+    moved = {}
+    for name, path in (("shipped", src), ("regional", dst)):
+        flow = RefineGenerator(path, "torch").warp.flow(mean_face, live, target)
+        moved[name] = float(np.abs(flow[:, y, x]).max() * 64)  # px of a 128 px crop
+    assert moved["shipped"] > 0.5 and moved["regional"] < 0.1, moved

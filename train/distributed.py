@@ -45,6 +45,8 @@ def pick_device(name: str, env: DistEnv) -> torch.device:
             raise InputError("--device", "CUDA requested but not available")
         if env.world > 1:  # one GPU per process
             dev = torch.device("cuda", env.local_rank)
+        elif dev.index is None:  # set_device wants an index (torch 2.11 refuses a bare "cuda")
+            dev = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(dev)
     elif dev.type != "cpu":
         raise InputError("--device", f"unsupported device {name!r} (cpu, cuda, cuda:N)")

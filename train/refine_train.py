@@ -39,10 +39,12 @@ from rtanim.compose import feather_mask
 from rtanim.errors import InputError
 from rtanim.reference import REFERENCE_CHANNELS, reference_channels
 from rtanim.refine import (
+    BASES,
     FLOW_MAX,
     RefineNet,
     RefineSpec,
     compose_crop,
+    load_basis,
     load_refine,
     paint_option_problem,
     paint_settings,
@@ -121,12 +123,13 @@ def to_batch(pairs: list[Pair], reference: bool = False) -> dict[str, torch.Tens
 class PairStream(torch.utils.data.IterableDataset):
     """Endless batches of fresh pairs; each loader worker draws with its own seed."""
 
-    def __init__(self, frames: Frames, batch: int, mix: PairMix, seed: int) -> None:
-        self.frames, self.batch, self.mix, self.seed = frames, batch, mix, seed
+    def __init__(self, frames: Frames, batch: int, mix: PairMix, seed: int, basis: str = "") -> None:
+        self.frames, self.batch, self.mix, self.seed, self.basis = frames, batch, mix, seed, basis
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
-        maker = PairMaker(self.frames, mix=self.mix, seed=self.seed * 1000 + (info.id if info else 0))
+        maker = PairMaker(self.frames, basis=load_basis(self.basis), mix=self.mix,
+                          seed=self.seed * 1000 + (info.id if info else 0))
         while True:
             yield to_batch([maker() for _ in range(self.batch)], reference=self.mix.reference > 0)
 
@@ -253,6 +256,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "on resume: widen the net to these (the wider net starts as the trained one, train.refine_grow)")
     p.add_argument("--basis-warp", type=float, default=PairMix.basis_warp,
                    help="share of video pairs warped by the AU basis as at run time (the rest: to the real landmarks)")
+    p.add_argument("--basis", choices=sorted(BASES), default=None,
+                   help="the AU basis the net paints over, from here on: shipped (warp's) or regional (each AU moves "
+                        "only its part of the face: calib/regional_basis.py); default: the net's")
     p.add_argument("--n-res", type=int, default=0,
                    help="grow the bottleneck to this many residual blocks (new ones start as the identity; "
                         "0: keep the net's)")
@@ -419,6 +425,10 @@ def train(a: argparse.Namespace) -> int:
                   f"mouth change, min change {want.paint_min:g}, a seen mouth kept from {want.paint_keep:g} px"
                   f"{f' if stretched at most {want.paint_keep_stretch:g}x' if want.paint_keep_stretch else ''}) "
                   f"from step {totals['steps']}", flush=True)
+    if a.basis is not None and BASES[a.basis] != net.spec.basis:  # same weights, another warp under them
+        opt, net = respecified(net, opt, replace(net.spec, basis=BASES[a.basis]), a.lr)
+        totals.setdefault("bases", []).append({"from_step": totals["steps"], "basis": a.basis})
+        print(f"painting over the {a.basis} AU basis from step {totals['steps']}", flush=True)
     detail = {k: v for k, v in (("detail_sigma", a.detail_sigma), ("detail_spare_mouth", None if a.detail_spare_mouth
                                 is None else a.detail_spare_mouth == "on")) if v is not None}
     if replace(net.spec, **detail) != net.spec:  # same weights, another colour
@@ -449,7 +459,8 @@ def train(a: argparse.Namespace) -> int:
     mix = PairMix(basis_warp=a.basis_warp, residual_flow=net.spec.flow, reference=share, mirror=a.mirror,
                   closing=a.closing, carry=a.carry, own_mouth=net.spec.paint_keep_stretch > 0)
     held_people = sorted(set(np.array(frames.persons)[held]))
-    report = mix_report(train_frames, PairMaker(train_frames, mix=mix, seed=a.seed + 7), n=400)
+    report = mix_report(train_frames, PairMaker(train_frames, basis=load_basis(net.spec.basis), mix=mix,
+                                                seed=a.seed + 7), n=400)
     info = {"data": [str(d) for d in a.data], "frames": len(frames), "train_frames": len(train_frames),
             "held_out_people": held_people, "mix": report, "batch": a.batch, "lr": a.lr, "lr_end": a.lr_end}
     run.mkdir(parents=True, exist_ok=True)
@@ -465,7 +476,8 @@ def train(a: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    loader = torch.utils.data.DataLoader(PairStream(train_frames, a.batch, mix, a.seed + totals["runs"]),
+    loader = torch.utils.data.DataLoader(PairStream(train_frames, a.batch, mix, a.seed + totals["runs"],
+                                                                    net.spec.basis),
                                          batch_size=None, num_workers=a.workers,
                                          worker_init_fn=_loader_worker_init if a.workers else None,
                                          persistent_workers=a.workers > 0, prefetch_factor=4 if a.workers else None,
