@@ -576,7 +576,11 @@ def load_refine(path: str | Path) -> tuple[RefineNet, dict[str, object]]:
         raise InputError(path, f"not a readable safetensors checkpoint ({e})") from None
     if meta.get("format") != REFINE_FORMAT:
         raise InputError(path, f"not a refine checkpoint (format {meta.get('format')!r})")
-    net = RefineNet(RefineSpec.from_json(meta["spec"]))
+    spec = RefineSpec.from_json(meta["spec"])
+    if spec.basis not in BASES.values():  # a checkpoint from another build: say so before a warp is made
+        raise InputError(path, f"paints over an AU basis this build lacks ({spec.basis!r}; it has "
+                               f"{', '.join(repr(b) for b in BASES.values())})")
+    net = RefineNet(spec)
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise InputError(path, f"weights do not match the refine architecture (missing {missing[:3]}, "

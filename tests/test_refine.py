@@ -1043,3 +1043,15 @@ def test_refine_net_warps_with_the_basis_its_spec_names(tmp_path, mean_face):
         flow = RefineGenerator(path, "torch").warp.flow(mean_face, live, target)
         moved[name] = float(np.abs(flow[:, y, x]).max() * 64)  # px of a 128 px crop
     assert moved["shipped"] > 0.5 and moved["regional"] < 0.1, moved
+    # a checkpoint that names a basis this build lacks is one clear error, not a traceback later
+    import safetensors.torch
+    from safetensors import safe_open
+
+    tensors = safetensors.torch.load_file(str(src))
+    with safe_open(str(src), "pt") as f:
+        meta = dict(f.metadata())
+    meta["spec"] = RefineSpec(widths=(8, 16, 16), basis="au_basis_future.npz").to_json()
+    odd = tmp_path / "future.safetensors"
+    safetensors.torch.save_file(tensors, str(odd), metadata=meta)
+    with pytest.raises(InputError, match="AU basis this build lacks"):
+        load_refine(odd)

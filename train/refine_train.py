@@ -476,8 +476,8 @@ def train(a: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    loader = torch.utils.data.DataLoader(PairStream(train_frames, a.batch, mix, a.seed + totals["runs"],
-                                                                    net.spec.basis),
+    stream = PairStream(train_frames, a.batch, mix, a.seed + totals["runs"], net.spec.basis)
+    loader = torch.utils.data.DataLoader(stream,
                                          batch_size=None, num_workers=a.workers,
                                          worker_init_fn=_loader_worker_init if a.workers else None,
                                          persistent_workers=a.workers > 0, prefetch_factor=4 if a.workers else None,
