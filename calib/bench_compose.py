@@ -27,11 +27,14 @@ import av
 import cv2
 import numpy as np
 
-from rtanim.align import fit_transform
-from rtanim.aus import preset_aus
-from rtanim.compose import FaceOutput, compose, grid_factor
-from rtanim.geometry import WarpFace, WarpModel
-from rtanim.tracking import FaceTracker
+if not __package__:  # run as `python calib/NAME.py`: the checkout's root on sys.path (calib/bootstrap.py)
+    import bootstrap  # noqa: F401
+
+from rtanim.expression.aus import preset_aus
+from rtanim.face.align import fit_transform
+from rtanim.face.compose import FaceOutput, compose, grid_factor
+from rtanim.face.tracking import FaceTracker
+from rtanim.models.geometry import WarpFace, WarpModel
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ((640, 360), (1280, 720))

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+if not __package__:  # run as `python calib/NAME.py`: the checkout's root on sys.path (calib/bootstrap.py)
+    import bootstrap  # noqa: F401
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -28,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default=None)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
-    from rtanim.benchrun import bench_pipeline
     from rtanim.errors import InputError
+    from rtanim.measure.bench_run import bench_pipeline
 
     quiet = Console(stderr=True, quiet=True)
     runs: dict[str, list[dict]] = {m: [] for m in a.models}

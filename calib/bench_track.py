@@ -32,9 +32,12 @@ import cv2
 import numpy as np
 import torch
 
-from rtanim import align
-from rtanim.follow import RIGID
-from rtanim.tracking import Face, FaceTracker
+if not __package__:  # run as `python calib/NAME.py`: the checkout's root on sys.path (calib/bootstrap.py)
+    import bootstrap  # noqa: F401
+
+from rtanim.face import align
+from rtanim.face.landmarks import TRACKED_RIGID
+from rtanim.face.tracking import Face, FaceTracker
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT.parent / "shared" / "data" / "video"
@@ -121,7 +124,7 @@ def steadiness(rec: Record, old: Record) -> dict[str, float]:
 
     scale = stack(lambda f: f.transform.scale, ())
     corners = stack(lambda f: f.transform.to_frame(CORNERS), (4, 2))
-    rigid = stack(lambda f: f.landmarks[list(RIGID), :2], (len(RIGID), 2))
+    rigid = stack(lambda f: f.landmarks[list(TRACKED_RIGID), :2], (len(TRACKED_RIGID), 2))
     aus = stack(lambda f: [f.aus.get(c, 0.0) for c in AUS], (len(AUS),))
     out = {
         "jitter_corner": float(np.nanmean(np.linalg.norm(hf_residual(corners), axis=2).mean(1) * scale[2:-2])),

@@ -2,7 +2,7 @@
 
     /work/venv/bin/python calib/fit_geometry.py            # track (cached), fit, write the assets
 
-Steps: track a UTKFace sample plus every expressive face with rtanim.tracking (image mode),
+Steps: track a UTKFace sample plus every expressive face with rtanim.face.tracking (image mode),
 caching landmarks / blendshapes / head pose per image so a rerun (or a refit with other
 options) skips the tracking; fit gains so each AU uses [0, 1]; recompute live AUs with those
 gains; align landmarks to the canonical crop; add left/right mirrored copies (removes yaw and
@@ -25,10 +25,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rtanim.align import CROP_SIZE, fit_transform
-from rtanim.aus import AU_CODES, DEFAULT_GAINS, EXTENDED_CODES, SIDED, blendshapes_to_aus
+if not __package__:  # run as `python calib/NAME.py`: the checkout's root on sys.path (calib/bootstrap.py)
+    import bootstrap  # noqa: F401
+
+from rtanim.expression.aus import AU_CODES, DEFAULT_GAINS, EXTENDED_CODES, SIDED, blendshapes_to_aus
+from rtanim.face.align import CROP_SIZE, fit_transform
 from rtanim.files import staged
-from rtanim.geometry import AUBasis, fit_basis, mirror_permutation, select_controls
+from rtanim.models.geometry import AUBasis, fit_basis, mirror_permutation, select_controls
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -94,7 +97,7 @@ def cache_key(f: Path, data: Path) -> str:
 
 def track_all(files: list[Path], data: Path, cache_path: Path) -> tuple[dict, list[str]]:
     """Track each file once; a missed face is cached as NaN landmarks so it is not retried."""
-    from rtanim.tracking import FaceTracker
+    from rtanim.face.tracking import FaceTracker
 
     cache = load_cache(cache_path)
     bs_names = [str(n) for n in cache.pop("__bs_names__", {"names": np.array([])})["names"]]
@@ -266,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "mirrored": True,
         "nuisance": "head pose (normal x, y, roll, squares, x*y)",
         "gains": gains,
-        "landmark_units": f"crop pixels ({CROP_SIZE}x{CROP_SIZE}, rtanim.align template)",
+        "landmark_units": f"crop pixels ({CROP_SIZE}x{CROP_SIZE}, rtanim.face.align template)",
         "report": report,
     }
     AUBasis(codes, mean, basis, controls, perm, CROP_SIZE, meta).save(args.basis_out)

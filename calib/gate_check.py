@@ -17,6 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+if not __package__:  # run as `python calib/NAME.py`: the checkout's root on sys.path (calib/bootstrap.py)
+    import bootstrap  # noqa: F401
+
 from calib.identity_paired import ReportProblem, compare, edits, read_report
 
 MOUTH_MARGIN_DB = 1.0  # the gate: mouth-region PSNR at least this much over warp's

@@ -23,6 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+if not __package__:  # run as `python calib/NAME.py`: the checkout's root on sys.path (calib/bootstrap.py)
+    import bootstrap  # noqa: F401
+
 from rtanim.errors import InputError
 from rtanim.files import staged
 from train.refine_data import load_frames, prepare_folders, split_people

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+if not __package__:  # run as `python calib/NAME.py`: the checkout's root on sys.path (calib/bootstrap.py)
+    import bootstrap  # noqa: F401
 
-from rtanim.checks import REFERENCE_POLICIES  # noqa: E402
+from rtanim.checks import REFERENCE_POLICIES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from rtanim.checks import output_folder
     from rtanim.errors import InputError
-    from rtanim.evaluate import Identity, load_generator
-    from rtanim.reenact import ReenactOptions, clip_paths, reenact, write_reenact
+    from rtanim.measure.evaluate import Identity, load_generator
+    from rtanim.measure.reenact import ReenactOptions, clip_paths, reenact, write_reenact
 
     try:
         output_folder(a.out)  # before the long run, not after it

@@ -19,17 +19,15 @@ their motion is scaled by :data:`GAINS`.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+if not __package__:  # run as `python calib/NAME.py`: the checkout's root on sys.path (calib/bootstrap.py)
+    import bootstrap  # noqa: F401
 
-from rtanim.aus import base_code  # noqa: E402
-from rtanim.geometry import AUBasis  # noqa: E402
+from rtanim.expression.aus import base_code
+from rtanim.models.geometry import AUBasis
 
 #: Brows and lids: full motion down to the lower lids, none from the nose tip down.
 UPPER = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU45")

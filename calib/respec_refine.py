@@ -3,7 +3,7 @@
     python calib/respec_refine.py train/init/refine.safetensors runs/mirror.safetensors --mirror-average on
     python calib/respec_refine.py IN OUT --paint-small 4 --paint-min 0.4
 
-The paint region and the mirror average live in the checkpoint's spec (rtanim.refine.RefineSpec)
+The paint region and the mirror average live in the checkpoint's spec (rtanim.models.refine.RefineSpec)
 and act inside the graph, so they change what a model paints without retraining: this is how
 MODELS.md tries them zero-shot and how a shipped file gets them. Each change is appended to the
 totals' ``respec`` list; the weights are copied bit for bit.
@@ -16,37 +16,24 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+if not __package__:  # run as `python calib/NAME.py`: the checkout's root on sys.path (calib/bootstrap.py)
+    import bootstrap  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rtanim.models.refine import add_paint_options
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("src", type=Path, help="refine checkpoint")
     p.add_argument("dst", type=Path, help="where to write the respecified copy (not the source)")
     p.add_argument("--mirror-average", choices=("on", "off"), default=None)
-    p.add_argument("--paint-grow", type=int, nargs=2, metavar=("MOUTH", "EYES"), default=None)
-    p.add_argument("--paint-min", type=float, default=None)
-    p.add_argument("--paint-small", type=int, default=None, metavar="PX")
-    p.add_argument("--paint-keep", type=float, default=None, metavar="PX",
-                   help="leave a carried real interior unpainted where the source mouth shows at least PX (0: off)")
-    p.add_argument("--paint-keep-overlap", type=float, default=None, metavar="IOU",
-                   help="with --paint-keep: keep it only where it and the target's inner mouth overlap this much "
-                        "(intersection over union; 0: any overlap)")
-    p.add_argument("--paint-keep-stretch", type=float, default=None, metavar="RATIO",
-                   help="with --paint-keep: keep it only where the target's inner mouth is at most RATIO times the "
-                        "source's own opening (0: any); reads a fifth geometry channel")
-    p.add_argument("--detail-sigma", type=float, default=None, metavar="PX",
-                   help="painted colour keeps the warped crop's detail finer than this Gaussian sigma (0: off)")
-    p.add_argument("--detail-spare-mouth", choices=("on", "off"), default=None,
-                   help="with --detail-sigma: the net's own detail inside the target's inner mouth")
+    add_paint_options(p)
     p.add_argument("--basis", choices=("shipped", "regional"), default=None,
-                   help="the AU basis whose warp the net paints over (rtanim.refine.BASES)")
+                   help="the AU basis whose warp the net paints over (rtanim.models.refine.BASES)")
     a = p.parse_args(argv)
 
     from rtanim.errors import InputError
-    from rtanim.refine import BASES, RefineNet, load_refine, paint_option_problem, paint_settings, save_refine
+    from rtanim.models.refine import BASES, RefineNet, load_refine, paint_option_problem, paint_settings, save_refine
 
     try:
         if a.dst.resolve() == a.src.resolve():

@@ -1,4 +1,4 @@
-"""How much does reusing a still face's generator output change the video? (rtanim.reuse)
+"""How much does reusing a still face's generator output change the video? (rtanim.pipeline.reuse)
 
 Usage: python calib/reuse_check.py [--clip PATH|still ...] [--model warp] [--aus smile] [--frames N]
                                    [--au-tol A,...] [--landmark-px P,...] [--json PATH]
@@ -18,21 +18,22 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+if not __package__:  # run as `python calib/NAME.py`: the checkout's root on sys.path (calib/bootstrap.py)
+    import bootstrap  # noqa: F401
 
-from rtanim.pipeline import Pipeline, ReuseTolerance  # noqa: E402
-from rtanim.runs import MAX_FACES, TRACK_EVERY, webcam_passthrough  # noqa: E402
-from rtanim.runtime import load_generator  # noqa: E402
-from rtanim.sources import Frame, VideoFileSource  # noqa: E402
-from rtanim.timeline import parse_aus_arg  # noqa: E402
-from rtanim.tracking import FaceTracker  # noqa: E402
+from rtanim.checks import MAX_FACES, TRACK_EVERY
+from rtanim.commands.video import webcam_passthrough
+from rtanim.expression.timeline import parse_aus_arg
+from rtanim.face.tracking import FaceTracker
+from rtanim.io.source_base import Frame
+from rtanim.io.source_file import VideoFileSource
+from rtanim.pipeline.generators import load_generator
+from rtanim.pipeline.graph import Pipeline, ReuseTolerance
 
 VIDEO = ROOT.parent / "shared" / "data" / "video"
 CLIPS = ("WDA_KatieHill_000.mp4", "single_face.mp4", "talking256/DPE_s.mp4", "WolfgangLanger_Pexels.mp4")
@@ -43,7 +44,7 @@ STILL = "still"  # --clip still: the bundled portrait as a still webcam, with se
 
 def still_frames(frames: int, noise: float = 2.0) -> list[Frame]:
     """The bundled portrait at 512x512, ``frames`` times, each with fresh Gaussian noise (sigma 2 grey levels)."""
-    from rtanim.demo import sample_image_path
+    from rtanim.commands.demo import sample_image_path
     from rtanim.files import load_rgb
 
     image = load_rgb(sample_image_path()).astype(np.float32)

@@ -4,7 +4,7 @@ Usage: python calib/soak.py [--minutes 30] [--clip PATH] [--size 1280x720] [--fp
                             [--aus smile] [--loop-frames N] [--every 60] [--json soak.json] [--limit-mb 50]
 
 The clip (default: the shared 640x360 talking head) is transcoded once to ``--size`` at ``--fps``
-(rtanim.bench_stages.prepare_clip), then played in a loop in real time by a paced file source:
+(rtanim.measure.bench_stages.prepare_clip), then played in a loop in real time by a paced file source:
 a real decode of a 720p stream, newest frame only, like a camera. The pipeline runs as ``rtanim
 webcam`` runs it (live policy, the real tracker following every other frame, mouth AUs passed
 through) into the sinks a user runs: an x264 file with the clip's audio (in a temporary folder,
@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+if not __package__:  # run as `python calib/NAME.py`: the checkout's root on sys.path (calib/bootstrap.py)
+    import bootstrap  # noqa: F401
 
-from rtanim.files import write_text  # noqa: E402
-from rtanim.stats import STAGES, Stats  # noqa: E402
+from rtanim.files import write_text
+from rtanim.pipeline.stats import STAGES, Stats
 
 CLIP = ROOT.parent / "shared" / "data" / "video" / "WolfgangLanger_Pexels.mp4"
 LIMIT_MB = 50.0
@@ -135,7 +135,7 @@ def memory_verdict(samples: list[dict[str, Any]], limit_mb: float) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rtanim.malloc_arenas import limit_arenas
+    from rtanim.pipeline.malloc_arenas import limit_arenas
 
     limit_arenas()  # as the rtanim entry point does, before the pipeline's threads exist
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -156,16 +156,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak: no clip at {args.clip} (pass --clip)", file=sys.stderr)
         return 2
 
-    from rtanim.bench_stages import open_vcam, prepare_clip
-    from rtanim.file_sink import VideoFileSink
-    from rtanim.live_sources import PacedFileSource
-    from rtanim.pipeline import Pipeline
-    from rtanim.runs import MAX_FACES, TRACK_EVERY, _describe, parse_size, sigterm_as_interrupt, webcam_passthrough
-    from rtanim.runtime import load_generator
-    from rtanim.sinks import MultiSink
-    from rtanim.stream_sink import NetworkSink
-    from rtanim.timeline import parse_aus_arg
-    from rtanim.tracking import FaceTracker
+    from rtanim.checks import MAX_FACES, TRACK_EVERY, parse_size
+    from rtanim.commands.video import sigterm_as_interrupt, webcam_passthrough
+    from rtanim.expression.timeline import parse_aus_arg
+    from rtanim.face.tracking import FaceTracker
+    from rtanim.io.sink_file import VideoFileSink
+    from rtanim.io.sink_multi import MultiSink
+    from rtanim.io.sink_stream import NetworkSink
+    from rtanim.io.source_live import PacedFileSource
+    from rtanim.measure.bench_stages import open_vcam, prepare_clip
+    from rtanim.pipeline.generators import load_generator
+    from rtanim.pipeline.graph import Pipeline
+    from rtanim.pipeline.jobs import describe_generator
 
     size = parse_size(args.size)
     report: dict[str, Any] = {"config": {}, "samples": [], "result": None}
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         monitor = Monitor(lambda: pipeline.stats, pipeline.controls, args.every, args.minutes * 60.0, on_sample)
         report["config"] = {
             "clip": str(args.clip), "size": list(size), "fps": rate, "loop_frames": n,
-            "minutes": args.minutes, "every_s": args.every, "model": _describe(generator),
+            "minutes": args.minutes, "every_s": args.every, "model": describe_generator(generator),
             "sinks": [f"file {out_file.name} (x264 crf 18, audio copied)", f"udp://127.0.0.1:{port} (MPEG-TS)",
                       vcam_note],
             "rss_start_mb": rss_mb(),

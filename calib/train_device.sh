@@ -58,7 +58,7 @@ train_model() {  # name arch
     -o "$RUNS/$name.safetensors" >>"$RUNS/$name.log" 2>&1 || { echo "[$name] export failed"; return 1; }
   python3 - "$RUNS/$name.safetensors" <<'EOF'
 import json, sys
-from rtanim.models import load_checkpoint
+from rtanim.models.ganimation import load_checkpoint
 print(sys.argv[1], json.loads(load_checkpoint(sys.argv[1]).extra.get("training", "{}")))
 EOF
   split -b 15M -d "$RUNS/$name.safetensors" "$OUT/$name.safetensors.part"

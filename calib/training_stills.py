@@ -4,8 +4,8 @@
     rtanim prepare .data/src_expr -o .data/stills/expr --test-fraction 0 --max-faces 1
 
 Makes ``OUT`` a folder of symlinks to every image of ``SRC`` whose person
-(:func:`rtanim.evaluate.person_of`) is not among the files ``rtanim eval --data EVAL --faces N``
-reads (:func:`rtanim.evaluate.still_files`; ``EVAL`` is ``SRC`` unless given). Session 9 picked
+(:func:`rtanim.measure.evaluate.person_of`) is not among the files ``rtanim eval --data EVAL --faces N``
+reads (:func:`rtanim.measure.evaluate.still_files`; ``EVAL`` is ``SRC`` unless given). Session 9 picked
 the people by their initial and missed that the eval spreads its files over the whole set: its
 training stills held 16 of the eval's faces (MODELS.md, session 10).
 """
@@ -17,11 +17,10 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+if not __package__:  # run as `python calib/NAME.py`: the checkout's root on sys.path (calib/bootstrap.py)
+    import bootstrap  # noqa: F401
 
-from rtanim.evaluate import held_out_images, person_of, still_files  # noqa: E402
+from rtanim.measure.evaluate import held_out_images, person_of, still_files
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rtanim.models import ModelSpec
+from rtanim.models.ganimation import ModelSpec
 
 log = logging.getLogger("rtanim.engines")
 

@@ -19,7 +19,7 @@ import torch
 
 from engines.base import Engine
 from engines.select import BACKENDS, backend_status, select_engine
-from rtanim.models import Generator, load_model
+from rtanim.models.ganimation import Generator, load_model
 
 MODELS = ("lite", "lite+flow", "ganimation", "ganimation+flow")
 BATCHES = (1, 8, 32)

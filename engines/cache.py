@@ -40,7 +40,7 @@ class CacheKey:
 
     kind: str  # tensorrt | onnx | torch2trt | timing
     label: str  # human name of the model ("lite+flow"); groups entries for mismatch messages
-    model: str  # weights digest (rtanim.models.model_digest)
+    model: str  # weights digest (rtanim.models.ganimation.model_digest)
     precision: str = "fp32"
     backend_version: str = ""  # e.g. the TensorRT version
     device: str = ""  # e.g. the GPU name

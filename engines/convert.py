@@ -13,7 +13,7 @@ from engines.base import log
 from engines.export import export_onnx
 from engines.trt_engine import build_engine_file  # imports tensorrt only when it builds
 from rtanim.errors import InputError
-from rtanim.models import ModelSpec, load_checkpoint_any, load_model, save_checkpoint
+from rtanim.models.ganimation import ModelSpec, load_checkpoint_any, load_model, save_checkpoint
 
 #: ``--format`` choices (rtanim.checks validates them before this module loads).
 FORMATS = ("onnx", "tensorrt", "safetensors")

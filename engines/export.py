@@ -22,7 +22,7 @@ from torch import nn
 from engines.cache import CacheKey, EngineCache
 from rtanim.errors import InputError
 from rtanim.files import staged
-from rtanim.models import (
+from rtanim.models.ganimation import (
     Generator,
     ModelSpec,
     model_digest,

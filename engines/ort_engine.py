@@ -15,7 +15,7 @@ from engines.base import Batch, Engine, Outputs, log, physical_cores
 from engines.cache import EngineCache
 from engines.export import cached_onnx, read_onnx_metadata, spec_from_onnx_metadata
 from rtanim.errors import InputError
-from rtanim.models import Generator
+from rtanim.models.ganimation import Generator
 
 GRAPH_LEVELS = ("disable", "basic", "extended", "all")
 

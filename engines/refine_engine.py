@@ -3,8 +3,8 @@
 The graph has the generator contract's outputs (``attention`` [N,1,S,S] in [0,1], ``color``
 [N,3,S,S] in [-1,1]; with a flow head also ``flow`` [N,2,S,S], the residual flow) and one input
 more than GANimation's: ``image`` float32 [N,3,S,S] in [-1,1] is the *warped* crop, ``aus`` float32 [N,K] the target AUs and ``geometry`` float32
-[N,4,S,S] the maps of rtanim.refine.geometry_maps; a net trained with a remembered mouth also
-takes ``reference`` float32 [N,4,S,S] (rtanim.reference, zeros when nothing is remembered).
+[N,4,S,S] the maps of rtanim.models.refine.geometry_maps; a net trained with a remembered mouth also
+takes ``reference`` float32 [N,4,S,S] (rtanim.models.reference, zeros when nothing is remembered).
 Batch is dynamic; metadata names the model,
 the AU list and the inputs, so TensorRT (``trtexec --onnx``, or engines.trt_engine on a GPU
 machine) builds it like any ONNX file: plain convolutions, no custom ops.
@@ -25,8 +25,8 @@ from engines.cache import CacheKey, EngineCache
 from engines.export import ONNX_OPSET, finish_onnx
 from rtanim.errors import InputError
 from rtanim.files import staged
-from rtanim.models import weights_digest
-from rtanim.refine import RefineNet
+from rtanim.models.ganimation import weights_digest
+from rtanim.models.refine import RefineNet
 
 INPUTS = ("image", "aus", "geometry")  # + ("reference",) for a net that takes one: RefineSpec.inputs
 OUTPUTS = ("attention", "color")  # + ("flow",) for a net with a flow head: RefineSpec.outputs

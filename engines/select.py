@@ -14,7 +14,7 @@ import torch
 from engines.base import Engine, log
 from engines.cache import EngineCache
 from rtanim.errors import InputError
-from rtanim.models import Generator, load_model
+from rtanim.models.ganimation import Generator, load_model
 
 BACKENDS = ("tensorrt", "torch", "onnxruntime")
 CHOICES = ("auto", *BACKENDS)

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from engines.cache import CacheResult, EngineCache
-from engines.trt_engine import TrtEngine, _write_sidecar, trt_available, trt_cache_key
+from engines.trt_engine import TrtEngine, trt_available, trt_cache_key, write_sidecar
 from rtanim.errors import InputError
-from rtanim.models import Generator
+from rtanim.models.ganimation import Generator
 
 
 def torch2trt_available() -> str | None:
@@ -60,7 +60,7 @@ def build_with_torch2trt(model: Generator, *, precision: str = "fp16", max_batch
         tmp.write_bytes(bytes(converted.engine.serialize()))
 
     result = cache.get_or_build(key, build)
-    _write_sidecar(result.path, model.spec, key)
+    write_sidecar(result.path, model.spec, key)
     return result
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from engines.base import Batch, Engine, Outputs, log, physical_cores
-from rtanim.models import Generator
+from rtanim.models.ganimation import Generator
 
 
 class _Graph:

@@ -27,7 +27,7 @@ from engines.cache import CacheKey, CacheResult, EngineCache
 from engines.export import cached_onnx
 from rtanim.errors import InputError, RunError
 from rtanim.files import staged, write_bytes
-from rtanim.models import Generator, ModelSpec, model_digest
+from rtanim.models.ganimation import Generator, ModelSpec, model_digest
 
 PRECISIONS = ("fp32", "fp16", "int8")
 OPT_BATCH = 8
@@ -147,7 +147,7 @@ def engine_for(
     if precision == "int8":
         if calib is None:
             raise InputError(None, "INT8 needs calibration data (--calib)", field="--calib")
-        from calib.int8 import calibration_source, make_calibrator
+        from engines.int8 import calibration_source, make_calibrator
 
         data, cache_file, digest = calibration_source(calib, model.spec.au_codes, cache.root, model.spec.crop_size)
         # Explicit-batch calibration feeds batches of the calibration profile's opt size.
@@ -162,7 +162,7 @@ def engine_for(
                                          timing_cache=timing, calibrator=calibrator))
 
     result = cache.get_or_build(key, build)
-    _write_sidecar(result.path, model.spec, key)
+    write_sidecar(result.path, model.spec, key)
     return result
 
 
@@ -170,7 +170,7 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _write_sidecar(path: Path, spec: ModelSpec, key: CacheKey) -> None:
+def write_sidecar(path: Path, spec: ModelSpec, key: CacheKey) -> None:
     side = _sidecar(path)
     if not side.is_file():
         side.write_text(json.dumps({"spec": json.loads(spec.to_json()), "precision": key.precision,

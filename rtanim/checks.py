@@ -23,11 +23,22 @@ from rtanim.errors import InputError
 #: Less free space than this in the output's folder is refused: every output is bigger than a probe.
 MIN_FREE_BYTES = 16 * 2**20
 #: Generator names ``--model`` takes besides a checkpoint path. NETWORKS mirrors
-#: rtanim.models.REGISTRY, which imports torch (tests/test_checks.py pins that they agree).
+#: rtanim.models.ganimation.REGISTRY, which imports torch (tests/test_checks.py pins that they agree).
 NAMED_MODELS = ("default", "warp", "refine")
 NETWORKS = ("lite", "ganimation", "lite+flow", "ganimation+flow")
 #: ``--engine`` choices; engines.select.CHOICES is the same tuple behind torch (pinned by a test).
 ENGINES = ("auto", "tensorrt", "torch", "onnxruntime")
+#: Faces tracked per frame by default (``--max-faces``); ``--faces largest`` keeps the biggest of them.
+#: Each tracked face costs track and generate time in every frame, so video keeps fewer than stills.
+MAX_FACES = 4
+#: Re-expression runs track with the landmarker on one frame in this many (``--track-every``),
+#: following the faces by optical flow in between (rtanim.face.follow): 0.62x the mean tracking CPU
+#: at 640x360 and 1280x720, no more jitter after smoothing on any shared clip, landmarks 0.1-0.7 px
+#: (mean) from every-frame tracking at the clips' own sizes (calib/bench_track.py); the live
+#: AUs and the mouth refresh at half the frame rate (mean |AU diff| 0.01-0.015). Analysis and
+#: training keep FaceTracker's default (every frame).
+TRACK_EVERY = 2
+FACE_CHOICES = ("largest", "all")
 #: Sinks ``bench --input --sinks`` can name, in the order the bench reports them.
 BENCH_SINKS = ("file", "vcam", "udp")
 
@@ -152,7 +163,7 @@ X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 #: The default: FFmpeg's own (medium) spent 2.0-2.2x veryfast's CPU per 720p frame (48-53 vs 24 ms,
 #: the bench clip upscaled, crf 18) for a file 5 % smaller; a real-time tool keeps the encode cheap.
 DEFAULT_PRESET = "veryfast"
-#: What a model that remembers a person's open mouth has seen in the self-reenactment test (rtanim.reenact).
+#: What a model that remembers a person's open mouth has seen in the self-reenactment test (rtanim.measure.reenact).
 REFERENCE_POLICIES = ("before", "clip", "none")
 
 
@@ -160,3 +171,30 @@ def check_preset(preset: str | None, where: str | Path = "--preset") -> None:
     """An unknown x264 / x265 preset is one clear line before any file is opened."""
     if preset is not None and preset not in X26X_PRESETS:
         raise InputError(where, f"unknown x264 preset {preset!r}; use one of {', '.join(X26X_PRESETS)}", field="--preset")
+
+
+# ------------------------------------------------------------------ run options (video, webcam, bench)
+
+
+def check_faces(faces: str) -> str:
+    if faces not in FACE_CHOICES:
+        raise InputError("--faces", f"expected one of {', '.join(FACE_CHOICES)}, got {faces!r}")
+    return faces
+
+
+def run_options(faces: str, max_faces: int | None, track_every: int) -> None:
+    """``--faces``, ``--max-faces`` (None: the command has none) and ``--track-every``, in that order."""
+    check_faces(faces)
+    if max_faces is not None and max_faces < 1:
+        raise InputError("--max-faces", "must be >= 1")
+    if track_every < 1:
+        raise InputError("--track-every", "must be >= 1")
+
+
+def parse_size(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    w, sep, h = value.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit() or int(w) < 16 or int(h) < 16:
+        raise InputError("--size", f"expected WIDTHxHEIGHT like 1280x720, got {value!r}")
+    return int(w), int(h)

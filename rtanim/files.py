@@ -1,4 +1,4 @@
-"""Files: writes that never leave a half-written file under its final name (DESIGN.md, "Conventions"),
+"""Files: writes that never leave a half-written file under its final name (docs/ARCHITECTURE.md, "Conventions"),
 and image reads that need nothing beyond OpenCV (training machines have no PyAV or MediaPipe).
 
 Standard library at import (numpy and OpenCV load on the first image read), so the command line

@@ -30,7 +30,7 @@ def _private_engine_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture(scope="session")
 def portrait_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 6 s clip of the bundled portrait (no shared data needed): a camera stand-in for live-run tests."""
-    from rtanim.demo import make_sample_clip
+    from rtanim.commands.demo import make_sample_clip
 
     return make_sample_clip(tmp_path_factory.mktemp("portrait") / "portrait6.mp4", seconds=6.0, size=256)
 

@@ -62,9 +62,9 @@ class LiveRun:
     _patch: Any = None
 
     def start(self, timeout: float = 240.0) -> LiveRun:
-        from rtanim import sources
-        from rtanim.live_sources import PacedFileSource
-        from rtanim.runs import run_webcam
+        from rtanim.commands.video import run_webcam
+        from rtanim.io import source_open as sources
+        from rtanim.io.source_live import PacedFileSource
 
         def looping(spec: str, **kw: Any) -> Any:
             src = PacedFileSource(spec, loop=True)
@@ -135,8 +135,8 @@ class LiveRun:
 
 def measured_brows(path) -> list[float]:
     """AU01 + AU02 / 2 of the face in every frame of a video, unsmoothed (so the onset is exact)."""
-    from rtanim.sources import VideoFileSource
-    from rtanim.tracking import FaceTracker
+    from rtanim.face.tracking import FaceTracker
+    from rtanim.io.source_file import VideoFileSource
 
     out = []
     with VideoFileSource(path) as src, FaceTracker(1, mode="video", au_smoothing=0.0, fps=src.fps or 25) as tr:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from rtanim import align
-from rtanim.align import CROP_SIZE, TEMPLATE, TEMPLATE_INDICES, CropTransform, fit_transform
-from rtanim.tracking import FaceTracker
+from rtanim.face import align
+from rtanim.face.align import CROP_SIZE, TEMPLATE, TEMPLATE_INDICES, CropTransform, fit_transform
+from rtanim.face.tracking import FaceTracker
 
 STILLS = ("astronaut.png", "0-f1-su-ph.jpg", "tpsmm_source.png")
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rtanim import aus
+from rtanim.expression import aus
 
 
 def test_seventeen_ganimation_aus_in_model_order():

@@ -12,8 +12,8 @@ import tempfile
 import pytest
 from typer.testing import CliRunner
 
-import cli
-from cli import app
+from rtanim.cli import app as cli
+from rtanim.cli.app import app
 
 runner = CliRunner()
 SIZES = ("320x180", "256x144")
@@ -85,7 +85,7 @@ def test_bench_matrix_table_chart_and_cleanup(matrix):
 
 def test_bench_preloaded_null_sink_mode(portrait_clip, tmp_path, monkeypatch):
     """`--sinks none` keeps the model-only bench (frames preloaded, null sink); --track-every reaches the tracker."""
-    import rtanim.benchrun as benchrun
+    import rtanim.measure.bench_run as benchrun
 
     seen = []
     real = benchrun._tracker
@@ -109,7 +109,7 @@ def test_bench_preloaded_null_sink_mode(portrait_clip, tmp_path, monkeypatch):
 
 
 def test_track_every_default_is_the_runs_default():
-    from rtanim.runs import TRACK_EVERY
+    from rtanim.checks import TRACK_EVERY
 
     assert cli.TRACK_EVERY == TRACK_EVERY
 

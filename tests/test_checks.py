@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from cli import EXPORT_FORMATS, app
 from rtanim import checks
+from rtanim.cli.app import EXPORT_FORMATS, app
 from rtanim.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def tree(folder: Path) -> list[str]:
 def test_names_agree_with_the_heavy_modules():
     from engines.convert import FORMATS
     from engines.select import CHOICES
-    from rtanim.models import REGISTRY
+    from rtanim.models.ganimation import REGISTRY
 
     assert set(checks.NETWORKS) | {"default"} == set(REGISTRY)
     assert checks.ENGINES == CHOICES
@@ -123,7 +123,7 @@ def test_every_command_checks_its_output_first(case, tmp_path):
 
 REJECT = """
 import contextlib, io, json, sys
-import cli
+from rtanim.cli import app as cli
 results = []
 for args in json.loads(sys.argv[1]):
     err = io.StringIO()

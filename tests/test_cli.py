@@ -3,7 +3,7 @@ import json
 from typer.testing import CliRunner
 
 import rtanim
-from cli import app
+from rtanim.cli.app import app
 
 runner = CliRunner()
 

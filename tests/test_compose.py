@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from rtanim.align import CropTransform
-from rtanim.compose import FaceOutput, compose, compose_torch, feather_mask, grid_factor, unbatch
+from rtanim.face.align import CropTransform
+from rtanim.face.compose import FaceOutput, compose, compose_torch, feather_mask, grid_factor, unbatch
 
 S = 128
 
@@ -185,9 +185,9 @@ def test_coarse_grid_on_a_real_face_with_real_flow_and_a_hard_edged_repaint(shar
     """A native 680 px photo (face ~480 px, grid factor 3), the ``warp`` model's flow for a smile
     with the jaw dropped, and a mouth repainted with a one-crop-pixel hard edge (the worst case
     for resampling): within a grey level on average, a few at the hard edge."""
-    from rtanim.aus import preset_aus
-    from rtanim.geometry import WarpModel
-    from rtanim.stills import track_still
+    from rtanim.commands.image import track_still
+    from rtanim.expression.aus import preset_aus
+    from rtanim.models.geometry import WarpModel
 
     img = cv2.cvtColor(cv2.imread(str(shared_data / "stills" / "tpsmm_source.png")), cv2.COLOR_BGR2RGB)
     (face,) = track_still(img, 1)

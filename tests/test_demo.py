@@ -3,7 +3,7 @@
 import av
 from typer.testing import CliRunner
 
-from cli import app
+from rtanim.cli.app import app
 
 
 def test_demo_runs_offline_and_keeps_audio(tmp_path):

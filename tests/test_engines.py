@@ -15,9 +15,9 @@ from engines.ort_engine import OrtEngine
 from engines.select import backend_status, select_engine
 from engines.torch_engine import TorchEngine
 from engines.trt_engine import trt_available, trt_cache_key
-from rtanim.aus import AU_CODES
 from rtanim.errors import InputError
-from rtanim.models import ModelSpec, build_generator, load_model, save_checkpoint, spec_for
+from rtanim.expression.aus import AU_CODES
+from rtanim.models.ganimation import ModelSpec, build_generator, load_model, save_checkpoint, spec_for
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (none visible to torch)")
@@ -282,7 +282,7 @@ def test_select_engine_auto_and_explicit():
 def test_calibration_set_from_crops(tmp_path):
     import cv2
 
-    from calib.int8 import CalibrationSet, build_calibration_set, sample_aus
+    from engines.int8 import CalibrationSet, build_calibration_set, sample_aus
 
     rng = np.random.default_rng(0)
     for i in range(5):
@@ -302,7 +302,7 @@ def test_calibration_set_from_crops(tmp_path):
 
 
 def _cli(args: list[str]):
-    from cli import app
+    from rtanim.cli.app import app
 
     return CliRunner().invoke(app, args)
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
-from rtanim.aus import parse_codes
+from rtanim.cli.app import app
 from rtanim.errors import InputError
-from rtanim.evaluate import SKIP_EVAL_EXTRA, command, rankdata, spearman
+from rtanim.expression.aus import parse_codes
+from rtanim.measure.evaluate import SKIP_EVAL_EXTRA, command, rankdata, spearman
 
 
 def test_rankdata_and_spearman():
@@ -37,7 +37,7 @@ def test_command_and_codes():
 @pytest.fixture(scope="module")
 def basis_file(shared_data: Path, tmp_path_factory) -> str | None:
     """The shipped AU basis, or one fitted on a few shared faces when this build ships none yet."""
-    from rtanim.geometry import AUBasis
+    from rtanim.models.geometry import AUBasis
 
     try:
         AUBasis.load()
@@ -119,7 +119,7 @@ def test_training_stills_leave_out_everyone_the_eval_reads(tmp_path):
     """The eval spreads its files over the whole sorted set, so leaving out people by their initial
     (session 9) leaked eval faces into training; calib/training_stills.py asks the eval itself."""
     from calib.training_stills import main
-    from rtanim.evaluate import person_of, still_files
+    from rtanim.measure.evaluate import person_of, still_files
 
     src = tmp_path / "faces"
     src.mkdir()

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rtanim.aus import AU_CODES, preset_aus, to_vector
-from rtanim.compose import FaceOutput, compose
-from rtanim.geometry import (
+from rtanim.expression.aus import AU_CODES, preset_aus, to_vector
+from rtanim.face.compose import FaceOutput, compose
+from rtanim.models.geometry import (
     AUBasis,
     WarpFace,
     WarpModel,
@@ -100,7 +100,7 @@ def test_zero_delta_gives_zero_flow_and_identity(model, basis):
     frame = np.random.default_rng(0).integers(0, 256, (200, 220, 3), np.uint8)
     outs = model.run_faces([WarpFace(basis.mean, live, live)])
     assert (outs.attention == 1).all()
-    from rtanim.align import CropTransform
+    from rtanim.face.align import CropTransform
 
     t = CropTransform(np.array([[0.9, 0.1, -20.0], [-0.1, 0.9, -10.0]]))
     face = FaceOutput(outs.attention[0], outs.color[0], outs.flow[0])
@@ -134,7 +134,7 @@ def _track(tracker, rgb):
 
 @pytest.fixture(scope="module")
 def tracker(shared_data):
-    from rtanim.tracking import FaceTracker
+    from rtanim.face.tracking import FaceTracker
 
     with FaceTracker(1, mode="image") as t:
         yield t

@@ -9,7 +9,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cli import _reflow, app
+from rtanim.cli.app import app
+from rtanim.cli.base import reflow as _reflow
 
 runner = CliRunner()
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
-from rtanim.stills import read_image, track_still
-from rtanim.timeline import load_timeline
+from rtanim.cli.app import app
+from rtanim.commands.image import read_image, track_still
+from rtanim.expression.timeline import load_timeline
 
 runner = CliRunner()
 ASSET_FACE = Path(__file__).resolve().parents[1] / "rtanim" / "assets" / "astronaut.jpg"
@@ -76,7 +76,7 @@ class Repainter:
     name = "repainter"
 
     def generate(self, jobs):
-        from rtanim.compose import FaceOutput
+        from rtanim.face.compose import FaceOutput
 
         s = 128
         a = np.full((1, s, s), 1.0, np.float32)
@@ -87,8 +87,8 @@ class Repainter:
 def test_grid_columns_show_what_the_model_outputs():
     """warp only moves pixels: a motion column, no blank attention or flat colour; a model that
     repaints without flow: attention and colour, no motion."""
-    from rtanim.runtime import WarpGenerator
-    from rtanim.stills import au_grid, grid_caption
+    from rtanim.commands.image import au_grid, grid_caption
+    from rtanim.pipeline.generators import WarpGenerator
 
     image = read_image(ASSET_FACE)
     face = track_still(image, 1)[0]
@@ -104,7 +104,7 @@ def test_grid_columns_show_what_the_model_outputs():
 
 
 def test_no_face_is_a_warning_and_a_pass_through(tmp_path):
-    from rtanim.stills import write_image
+    from rtanim.commands.image import write_image
 
     src = tmp_path / "wall.png"
     rng = np.random.default_rng(0)

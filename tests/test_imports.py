@@ -55,7 +55,79 @@ def test_engine_modules_import_each_other_without_a_loop():
 
 
 def test_importing_the_command_line_loads_no_heavy_module():
-    code = ("import json, sys; import cli, rtanim.checks, rtanim.timeline, rtanim.runs; "
+    code = ("import json, sys; import cli, rtanim.checks, rtanim.expression.timeline, rtanim.commands.video; "
             f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert json.loads(out.stdout) == []
+
+
+# ------------------------------------------------------------------ the house: no circles, no arrow up
+
+#: docs/ARCHITECTURE.md, "What each part may import": layers from low to high. A module may import
+#: its own layer (without a circle) and any lower one, never a higher one.
+LAYERS = (
+    ("rtanim.errors", "rtanim.checks", "rtanim.files"),
+    ("rtanim.expression",),
+    ("rtanim.io",),
+    ("rtanim.face",),
+    ("rtanim.models",),
+    ("engines",),
+    ("rtanim.pipeline",),
+    ("rtanim.measure", "rtanim.panel"),
+    ("train",),
+    ("rtanim.commands",),
+    ("rtanim.cli", "rtanim.__main__", "rtanim"),
+)
+PACKAGES = ("rtanim", "engines", "train")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (``from pkg import mod`` counts as ``pkg.mod``)."""
+    modules = {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            for t in targets:
+                while t and t not in modules:
+                    t = t.rpartition(".")[0]
+                if t and t != name and not name.startswith(f"{t}.") and not modules[t].name == "__init__.py":
+                    found.add(t)
+        graph[name] = found
+    return graph
+
+
+def layer_of(module: str) -> int:
+    best, rank = -1, -1
+    for i, layer in enumerate(LAYERS):
+        for prefix in layer:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, rank = len(prefix), i
+    assert rank >= 0, f"{module} is in no layer of LAYERS (docs/ARCHITECTURE.md): add it there"
+    return rank
+
+
+def test_no_import_circle_across_the_packages():
+    graph = project_graph()
+    assert "rtanim.pipeline.jobs" in graph["rtanim.pipeline.reuse"]  # the edge that used to close a circle
+    assert find_cycle(graph) is None, find_cycle(graph)
+
+
+def test_no_import_runs_up_the_layers():
+    ups = sorted(f"{a} -> {b}" for a, deps in project_graph().items() for b in deps if layer_of(b) > layer_of(a))
+    assert ups == [], ups
+
+
+def test_the_layer_check_sees_an_arrow_up():
+    assert layer_of("rtanim.face.tracking") < layer_of("rtanim.pipeline.graph") < layer_of("rtanim.cli.app")
+    assert layer_of("rtanim.checks") == 0 and layer_of("engines.int8") > layer_of("rtanim.models.refine")

@@ -16,20 +16,23 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from rtanim.demo import sample_image_path
+from rtanim.checks import MAX_FACES, TRACK_EVERY
+from rtanim.commands.demo import sample_image_path
+from rtanim.commands.video import live_line
+from rtanim.expression.timeline import parse_aus_arg
 from rtanim.files import load_rgb
-from rtanim.live_sources import _LiveSource
-from rtanim.pipeline import Controls, FrameJob, Pipeline
-from rtanim.runs import MAX_FACES, TRACK_EVERY, live_line
-from rtanim.sources import Frame, VideoFileSource
-from rtanim.timeline import parse_aus_arg
+from rtanim.io.source_base import Frame
+from rtanim.io.source_file import VideoFileSource
+from rtanim.io.source_live import LiveSource
+from rtanim.pipeline.graph import Controls, Pipeline
+from rtanim.pipeline.jobs import FrameJob
 
 #: Frames that can be between the camera and the sink at once in live mode: one being tracked,
 #: one in each of the two one-slot queues, one being generated, one being composed and written.
 MAX_IN_FLIGHT = 5
 
 
-class ScriptedCamera(_LiveSource):
+class ScriptedCamera(LiveSource):
     """A camera whose frame ``i`` is captured at ``pts[i]`` but published at ``times[i]`` s after the start.
 
     Publishing several frames at one time is a camera (or driver, or USB link) that stalled and
@@ -83,8 +86,8 @@ class Record:
 
 def run_live(source: ScriptedCamera, faces: str = "largest", aus: str = "surprise", keep_images: bool = True,
              max_faces: int = MAX_FACES):
-    from rtanim.runtime import load_generator
-    from rtanim.tracking import FaceTracker
+    from rtanim.face.tracking import FaceTracker
+    from rtanim.pipeline.generators import load_generator
 
     rec = Record(source, keep_images)
     with source, FaceTracker(max_faces, mode="video", fps=source.fps, landmark_every=TRACK_EVERY) as tracker:
@@ -215,7 +218,7 @@ def test_two_faces_largest_only_by_default(shared_data):
 
 def test_4k_input_live(shared_data):
     """A talking head upscaled to 3840x2160 at 30 fps, with a 0.5 s stall whose backlog arrives at once."""
-    from rtanim.compose import region_box
+    from rtanim.face.compose import region_box
 
     with VideoFileSource(shared_data / "video" / "WolfgangLanger_Pexels.mp4", max_frames=3) as s:
         images = [cv2.resize(f.image, (3840, 2160), interpolation=cv2.INTER_LINEAR) for f in s]
@@ -244,8 +247,8 @@ def test_4k_input_live(shared_data):
             assert np.array_equal(before[outside], after[outside])
             self.changed += int(not np.array_equal(before, after))
 
-    from rtanim.runtime import load_generator
-    from rtanim.tracking import FaceTracker
+    from rtanim.face.tracking import FaceTracker
+    from rtanim.pipeline.generators import load_generator
 
     rec = Check(src, keep_images=False)
     with src, FaceTracker(MAX_FACES, mode="video", landmark_every=TRACK_EVERY) as tracker:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from rtanim.malloc_arenas import limit_arenas
+from rtanim.pipeline.malloc_arenas import limit_arenas
 
 pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                                 reason="the arena limit is glibc's (Linux); elsewhere limit_arenas does nothing")
@@ -21,7 +21,7 @@ PROBE = r"""
 import ctypes, ctypes.util, json, os, re, sys, tempfile, threading
 limit = None
 if sys.argv[1] == "limit":
-    from rtanim.malloc_arenas import limit_arenas
+    from rtanim.pipeline.malloc_arenas import limit_arenas
     limit = limit_arenas()
 start = threading.Barrier(6)
 def work():

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from rtanim.aus import AU_CODES, EXTENDED_CODES
 from rtanim.errors import InputError
-from rtanim.models import (
+from rtanim.expression.aus import AU_CODES, EXTENDED_CODES
+from rtanim.models.ganimation import (
     ARCHS,
     Checkpoint,
     Discriminator,

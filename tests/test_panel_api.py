@@ -17,13 +17,14 @@ from typer.testing import CliRunner
 pytest.importorskip("starlette", reason="needs the panel extra: pip install -e '.[panel]'")
 pytest.importorskip("uvicorn", reason="needs the panel extra: pip install -e '.[panel]'")
 
-from cli import app  # noqa: E402
+from rtanim.cli.app import app  # noqa: E402
+from rtanim.expression.timeline import timeline_from_dict  # noqa: E402
+from rtanim.io.source_base import Frame  # noqa: E402
 from rtanim.panel.live import PanelOptions, PanelRun, bind  # noqa: E402
 from rtanim.panel.server import PanelServer  # noqa: E402
 from rtanim.panel.state import PanelTarget  # noqa: E402
-from rtanim.pipeline import Controls, FaceJob, FrameJob, Stats  # noqa: E402
-from rtanim.sources import Frame  # noqa: E402
-from rtanim.timeline import timeline_from_dict  # noqa: E402
+from rtanim.pipeline.graph import Controls, Stats  # noqa: E402
+from rtanim.pipeline.jobs import FaceJob, FrameJob  # noqa: E402
 
 LIVE = {"AU25": 0.3, "AU26": 0.1}
 

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from rtanim.aus import EXTENDED_CODES
 from rtanim.errors import InputError
+from rtanim.expression.aus import EXTENDED_CODES
+from rtanim.expression.timeline import parse_aus_arg, timeline_from_dict
 from rtanim.panel.state import PanelTarget, collapse_values, parse_json, recording_to_timeline
-from rtanim.timeline import parse_aus_arg, timeline_from_dict
 
 LIVE = {"AU25": 0.3, "AU26": 0.2, "AU12": 0.4}
 
@@ -145,7 +145,7 @@ def test_the_preview_p_key_pauses_the_panel_timeline_not_the_run_clock():
     from types import SimpleNamespace
 
     from rtanim.panel.live import PanelRun
-    from rtanim.pipeline import Controls, Stats
+    from rtanim.pipeline.graph import Controls, Stats
 
     p = neutral()
     p.load_timeline({"keyframes": [{"t": 0, "aus": {"AU01": 0}}, {"t": 1, "aus": {"AU01": 1}}]})

@@ -17,19 +17,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from rtanim import pipeline, preview
-from rtanim.benchrun import MemorySource, PacedMemorySource
-from rtanim.compose import FaceOutput
+from rtanim.commands.video import resolve_target, sigterm_as_interrupt, webcam_passthrough, with_passthrough
 from rtanim.errors import InputError, RunError
-from rtanim.pipeline import Controls, Pipeline, StageError, select_faces
-from rtanim.runs import (
-    resolve_target,
-    sigterm_as_interrupt,
-    webcam_passthrough,
-    with_passthrough,
-)
-from rtanim.sources import Frame
-from rtanim.timeline import WEBCAM_PASSTHROUGH, parse_aus_arg, timeline_from_dict
+from rtanim.expression.timeline import WEBCAM_PASSTHROUGH, parse_aus_arg, timeline_from_dict
+from rtanim.face.compose import FaceOutput
+from rtanim.io import sink_preview as preview
+from rtanim.io.source_base import Frame
+from rtanim.measure.bench_run import MemorySource, PacedMemorySource
+from rtanim.pipeline import graph as pipeline
+from rtanim.pipeline.graph import Controls, Pipeline, StageError, select_faces
 
 H, W = 48, 64
 
@@ -276,7 +272,7 @@ def test_pause_freezes_the_timeline_and_presets_replace_it():
 
 
 def test_preset_hotkeys_swap_the_timeline_and_back():
-    from rtanim.runs import preset_switcher
+    from rtanim.commands.video import preset_switcher
 
     c = Controls()
     on_preset = preset_switcher(c, WEBCAM_PASSTHROUGH)
@@ -333,10 +329,10 @@ def test_sigterm_becomes_keyboard_interrupt():
 
 
 def test_live_on_paced_clip(shared_data):
-    from rtanim.live_sources import PacedFileSource
-    from rtanim.runtime import load_generator
-    from rtanim.sources import VideoFileSource
-    from rtanim.tracking import FaceTracker
+    from rtanim.face.tracking import FaceTracker
+    from rtanim.io.source_file import VideoFileSource
+    from rtanim.io.source_live import PacedFileSource
+    from rtanim.pipeline.generators import load_generator
 
     clip = shared_data / "video" / "single_face.mp4"
     sink = Collect()
@@ -355,9 +351,9 @@ def test_live_on_paced_clip(shared_data):
 
 def test_frames_without_a_face_pass_through_byte_identical(shared_data):
     """face_noface.mov loses its face at frame 72: those frames must leave the pipeline untouched."""
-    from rtanim.runtime import load_generator
-    from rtanim.sources import VideoFileSource
-    from rtanim.tracking import FaceTracker
+    from rtanim.face.tracking import FaceTracker
+    from rtanim.io.source_file import VideoFileSource
+    from rtanim.pipeline.generators import load_generator
 
     class Keep:
         def __init__(self) -> None:

@@ -13,9 +13,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli import app
-from rtanim.aus import AU_CODES, EXTENDED_CODES
+from rtanim.cli.app import app
 from rtanim.errors import InputError
+from rtanim.expression.aus import AU_CODES, EXTENDED_CODES
 from train.dataset import code_matrix, flip_permutation, load_dataset
 from train.extract import head_yaw, identity_group, utk_age
 from train.ganimation_layout import GanimationLayout, load_au_pickle, read_ganimation, write_ganimation

@@ -1,4 +1,4 @@
-"""A remembered open mouth (rtanim.reference): its channels, the memory, the network's new input
+"""A remembered open mouth (rtanim.models.reference): its channels, the memory, the network's new input
 (starts as the net it widens, ONNX parity), the training pairs, the generator and the
 self-reenactment test's reference policies."""
 
@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from rtanim.errors import InputError
-from rtanim.geometry import AUBasis
-from rtanim.reference import (
+from rtanim.face.landmarks import INNER_MOUTH, OUTER_MOUTH, polygon_mask
+from rtanim.models.geometry import AUBasis
+from rtanim.models.reference import (
     MIN_OPEN_PX,
     REFERENCE_CHANNELS,
     MouthMemory,
@@ -20,15 +21,7 @@ from rtanim.reference import (
     mouth_area,
     reference_maps,
 )
-from rtanim.refine import (
-    INNER_MOUTH,
-    OUTER_MOUTH,
-    RefineNet,
-    RefineSpec,
-    load_refine,
-    polygon_mask,
-    save_refine,
-)
+from rtanim.models.refine import RefineNet, RefineSpec, load_refine, save_refine
 from train.refine_grow import with_reference
 
 LOWER_INNER = (95, 88, 178, 87, 14, 317, 402, 318, 324)  # the inner lower-lip contour (part of INNER_MOUTH)
@@ -159,7 +152,7 @@ def _tracked(areas: dict[int, float], n: int, closed: np.ndarray) -> list:
 
 
 def test_self_reenactment_reference_policies(closed):
-    from rtanim.reenact import REFERENCE_GAP, reference_frame
+    from rtanim.measure.reenact import REFERENCE_GAP, reference_frame
 
     tracked = _tracked({5: 10.0, 50: 12.0, 55: 3.0}, 80, closed)
     assert REFERENCE_GAP == 25
@@ -173,11 +166,11 @@ def test_self_reenactment_reference_policies(closed):
 
 
 def test_refine_generator_shows_what_it_remembers(shared_data, tmp_path, closed):
-    from rtanim.align import crop
-    from rtanim.pipeline import FaceJob
-    from rtanim.runtime import load_generator
-    from rtanim.sources import load_rgb
-    from rtanim.tracking import FaceTracker
+    from rtanim.face.align import crop
+    from rtanim.face.tracking import FaceTracker
+    from rtanim.io.source_file import load_rgb
+    from rtanim.pipeline.generators import load_generator
+    from rtanim.pipeline.jobs import FaceJob
 
     torch.manual_seed(0)
     net = with_reference(RefineNet(RefineSpec()), 4)

@@ -13,16 +13,15 @@ import pytest
 import torch
 
 from rtanim.errors import InputError
-from rtanim.geometry import AUBasis
-from rtanim.refine import (
-    INNER_MOUTH,
+from rtanim.face.landmarks import INNER_MOUTH, polygon_mask
+from rtanim.models.geometry import AUBasis
+from rtanim.models.refine import (
     RefineNet,
     RefineSpec,
     compose_crop,
     geometry_maps,
     is_refine_checkpoint,
     load_refine,
-    polygon_mask,
     save_refine,
     shift,
     warp_image,
@@ -204,7 +203,7 @@ def test_onnx_graph_inputs_outputs_and_parity(tmp_path, flow, paint_mask):
 def test_painted_colour_keeps_the_warps_fine_detail():
     """RefineSpec.detail_sigma: below the sigma the colour is the net's, above it the warped crop's;
     where the net keeps the crop nothing changes, and a flat paint gets the crop's texture."""
-    from rtanim.refine_colour import gaussian_blur, keep_warp_detail
+    from rtanim.models.refine_colour import gaussian_blur, keep_warp_detail
 
     g = torch.Generator().manual_seed(0)
     image = torch.rand(2, 3, 128, 128, generator=g) * 1.2 - 0.6
@@ -249,7 +248,7 @@ def test_paint_mask_paints_only_what_the_warp_changed(mean_face):
     weights would unmasked."""
     from dataclasses import replace
 
-    from rtanim.refine import paint_region
+    from rtanim.models.refine import paint_region
 
     torch.manual_seed(4)
     free = RefineNet().eval()
@@ -287,7 +286,7 @@ def test_paint_min_ignores_a_sliding_lip_line_but_not_an_opening(mean_face):
     spec's reach and threshold survive the checkpoint's JSON."""
     from dataclasses import replace
 
-    from rtanim.refine import paint_region
+    from rtanim.models.refine import paint_region
 
     spec = replace(RefineSpec(), paint_mask=True, paint_grow=(8, 4), paint_min=0.25)
     back = RefineSpec.from_json(spec.to_json())
@@ -311,7 +310,7 @@ def test_mirror_average_is_the_average_of_the_face_and_its_mirror():
     exactly; the weights are the plain net's, and the flag survives the checkpoint's JSON."""
     from dataclasses import replace
 
-    from rtanim.refine import mirrored_aus
+    from rtanim.models.refine import mirrored_aus
 
     torch.manual_seed(5)
     plain = RefineNet(RefineSpec(paint_mask=True, paint_min=0.25)).eval()
@@ -345,7 +344,7 @@ def test_paint_small_reach_follows_the_size_of_the_mouths_change(mean_face):
     a wide opening gets the full reach; the spec survives the checkpoint's JSON."""
     from dataclasses import replace
 
-    from rtanim.refine import paint_region
+    from rtanim.models.refine import paint_region
 
     spec = replace(RefineSpec(), paint_mask=True, paint_min=0.25, paint_small=4, paint_area=(20.0, 100.0))
     back = RefineSpec.from_json(spec.to_json())
@@ -369,7 +368,7 @@ def test_paint_small_reach_follows_the_size_of_the_mouths_change(mean_face):
 def test_a_greyscale_photo_gets_no_painted_colour():
     """keep_greyscale: a black-and-white crop comes out grey whatever the net paints; a colour crop's
     paint is untouched; a faintly tinted one keeps a share of its chroma."""
-    from rtanim.refine_colour import GREY_CHROMA, keep_greyscale
+    from rtanim.models.refine_colour import GREY_CHROMA, keep_greyscale
 
     torch.manual_seed(0)
     net = RefineNet(RefineSpec(paint_mask=False)).eval()
@@ -394,7 +393,8 @@ def test_paint_keep_leaves_a_carried_open_mouth_to_the_warp(mean_face):
     net may paint only its rim; a slit of parted lips is repainted as before."""
     from dataclasses import replace
 
-    from rtanim.refine import INNER_MOUTH, paint_region, polygon_mask
+    from rtanim.face.landmarks import INNER_MOUTH, polygon_mask
+    from rtanim.models.refine import paint_region
 
     spec = replace(RefineSpec(), paint_mask=True, paint_min=0.25, paint_keep=150.0)
     assert RefineSpec.from_json(spec.to_json()).paint_keep == 150.0
@@ -423,7 +423,8 @@ def test_paint_keep_overlap_keeps_a_reshaped_mouth_and_repaints_a_jaw_that_moved
     overlap enough (a lip command on an open mouth), and painted when the opening changed a lot."""
     from dataclasses import replace
 
-    from rtanim.refine import INNER_MOUTH, paint_region, polygon_mask
+    from rtanim.face.landmarks import INNER_MOUTH, polygon_mask
+    from rtanim.models.refine import paint_region
 
     spec = replace(RefineSpec(), paint_mask=True, paint_keep=150.0, paint_keep_overlap=0.6)
     assert RefineSpec.from_json(spec.to_json()).paint_keep_overlap == 0.6
@@ -452,7 +453,8 @@ def test_paint_keep_stretch_repaints_a_mouth_the_warp_stretched_open(mean_face):
     slit; the source's own opening (a fifth geometry channel) tells the two apart."""
     from dataclasses import replace
 
-    from rtanim.refine import INNER_MOUTH, paint_region, polygon_mask
+    from rtanim.face.landmarks import INNER_MOUTH, polygon_mask
+    from rtanim.models.refine import paint_region
 
     spec = replace(RefineSpec(), paint_mask=True, paint_keep=150.0, paint_keep_stretch=1.2)
     assert RefineSpec.from_json(spec.to_json()).paint_keep_stretch == 1.2 and spec.geometry_inputs == 5
@@ -531,7 +533,7 @@ def test_pairs_of_every_kind(clip_frames):
     assert basis.flow.shape == (2, 128, 128) and basis.flow.dtype == np.float32
     # the residual flow's convention: at a real target control landmark it points back to where
     # the AU basis put that landmark (what the flow head must learn to undo)
-    from rtanim.refine import warp_inputs
+    from rtanim.models.refine import warp_inputs
 
     _, _, _, moved = warp_inputs(maker.warp, frames.images[s], frames.landmarks[s], frames.aus[s], frames.aus[t])
     ctrl = maker.basis.controls
@@ -581,7 +583,7 @@ def test_closing_pairs_show_an_open_mouth_the_net_must_close(clip_frames):
 
 
 def test_mirrored_pairs_swap_sides_and_undo_themselves(clip_frames):
-    from rtanim.aus import EXTENDED_CODES
+    from rtanim.expression.aus import EXTENDED_CODES
     from train.refine_data import PairMaker, PairMix, load_frames, mirror
 
     frames = load_frames([clip_frames])
@@ -787,11 +789,11 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
 
 @pytest.mark.parametrize("flow", [False, True])
 def test_refine_generator_keeps_the_background(shared_data, tmp_path, flow):
-    from rtanim.compose import region_box
-    from rtanim.pipeline import FaceJob
-    from rtanim.runtime import load_generator
-    from rtanim.sources import load_rgb
-    from rtanim.tracking import FaceTracker
+    from rtanim.face.compose import region_box
+    from rtanim.face.tracking import FaceTracker
+    from rtanim.io.source_file import load_rgb
+    from rtanim.pipeline.generators import load_generator
+    from rtanim.pipeline.jobs import FaceJob
 
     torch.manual_seed(0)
     net = RefineNet(RefineSpec(flow=flow))
@@ -803,8 +805,8 @@ def test_refine_generator_keeps_the_background(shared_data, tmp_path, flow):
     img = load_rgb(shared_data / "stills" / "single_face.jpg")
     with FaceTracker(1, mode="image") as tr:
         face = tr.track(img)[0]
-    from rtanim.align import crop
-    from rtanim.compose import compose
+    from rtanim.face.align import crop
+    from rtanim.face.compose import compose
 
     job = FaceJob(face, crop(img, face.transform), {"AU25": 1.0, "AU26": 0.8})
     out = gen.generate([job])
@@ -821,7 +823,7 @@ def test_refine_generator_keeps_the_background(shared_data, tmp_path, flow):
 
 
 def test_self_reenactment_rows(shared_data, tmp_path):
-    from rtanim.reenact import ReenactOptions, clip_paths, evaluate_reenact
+    from rtanim.measure.reenact import ReenactOptions, clip_paths, evaluate_reenact
 
     clip = shared_data / "video" / "single_face.mp4"
     r = evaluate_reenact("warp", clip, tmp_path / "rep", ReenactOptions(pairs_per_clip=2, max_frames=40))
@@ -853,7 +855,7 @@ def test_tensorrt_fp16_build_of_the_refine_graph(tmp_path):
 
     from engines.refine_engine import INPUTS, export_refine_onnx
     from engines.trt_engine import build_serialized
-    from rtanim.models import spec_for
+    from rtanim.models.ganimation import spec_for
 
     torch.manual_seed(2)
     net = RefineNet(RefineSpec(flow=True)).eval()  # what ships: with the residual flow head
@@ -973,7 +975,7 @@ def test_respec_script_changes_the_spec_not_the_weights(tmp_path):
 def test_carry_pairs_keep_the_open_mouth_they_reshape(clip_frames):
     """PairMix.carry: an open mouth is reshaped and warped back with its interior, not filled; the
     source maps say where that interior is, so the paint region covers only what the warp changed."""
-    from rtanim.refine import INNER_MOUTH, polygon_mask
+    from rtanim.face.landmarks import INNER_MOUTH, polygon_mask
     from train.refine_data import PairMaker, PairMix, load_frames
 
     frames = load_frames([clip_frames])
@@ -1004,7 +1006,7 @@ def test_regional_basis_keeps_each_aus_motion_in_its_part_of_the_face():
     sys.path.insert(0, str(ROOT / "calib"))
     from regional_basis import GAINS, regional
 
-    from rtanim.refine import BASES, REGIONAL_BASIS, load_basis
+    from rtanim.models.refine import BASES, REGIONAL_BASIS, load_basis
 
     shipped, asset = AUBasis.load(), load_basis(REGIONAL_BASIS)
     assert np.allclose(asset.basis, regional(shipped).basis, atol=1e-5)  # the asset is the script's
@@ -1028,8 +1030,8 @@ def test_refine_net_warps_with_the_basis_its_spec_names(tmp_path, mean_face):
     sys.path.insert(0, str(ROOT / "calib"))
     from respec_refine import main as respec
 
-    from rtanim.refine import REGIONAL_BASIS
-    from rtanim.runtime import RefineGenerator
+    from rtanim.models.refine import REGIONAL_BASIS
+    from rtanim.pipeline.generators import RefineGenerator
 
     src = save_refine(RefineNet(RefineSpec(widths=(8, 16, 16))), tmp_path / "shipped.safetensors")
     dst = tmp_path / "regional.safetensors"

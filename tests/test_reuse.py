@@ -1,4 +1,4 @@
-"""Reusing a still face's generator output (rtanim.reuse), with the real tracker and the `warp` model."""
+"""Reusing a still face's generator output (rtanim.pipeline.reuse), with the real tracker and the `warp` model."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
-from rtanim.demo import sample_image_path
+from rtanim.checks import TRACK_EVERY
+from rtanim.commands.demo import sample_image_path
+from rtanim.expression.timeline import parse_aus_arg, timeline_from_dict
 from rtanim.files import load_rgb
-from rtanim.pipeline import FaceJob, Pipeline, ReuseTolerance
-from rtanim.reuse import OutputCache
-from rtanim.runs import TRACK_EVERY
-from rtanim.sources import Frame
-from rtanim.timeline import parse_aus_arg, timeline_from_dict
+from rtanim.io.source_base import Frame
+from rtanim.pipeline.graph import Pipeline, ReuseTolerance
+from rtanim.pipeline.jobs import FaceJob
+from rtanim.pipeline.reuse import OutputCache
 
 N = 40
 
@@ -26,8 +27,8 @@ def still_frames() -> list[Frame]:
 
 
 def run(frames, timeline, reuse=ReuseTolerance(), policy="offline"):
-    from rtanim.runtime import load_generator
-    from rtanim.tracking import FaceTracker
+    from rtanim.face.tracking import FaceTracker
+    from rtanim.pipeline.generators import load_generator
 
     out: list[np.ndarray] = []
     with FaceTracker(1, mode="video", landmark_every=TRACK_EVERY) as tracker:
@@ -58,7 +59,7 @@ def test_moving_au_timeline_never_reuses(still_frames):
 
 
 def test_reuse_in_live_mode(still_frames):
-    from rtanim.benchrun import PacedMemorySource
+    from rtanim.measure.bench_run import PacedMemorySource
 
     src = PacedMemorySource(still_frames * 2, 30.0)  # 2.7 s: the tracker's smoothing settles in about 0.5 s
     try:
@@ -71,7 +72,7 @@ def test_reuse_in_live_mode(still_frames):
 
 def test_cache_tolerances(still_frames):
     """A face moved by 1 crop pixel, or with an AU changed by 0.02, is generated again; by 0.1 px it is not."""
-    from rtanim.stills import track_still
+    from rtanim.commands.image import track_still
 
     face = track_still(still_frames[0].image, 1)[0]
     target = {"AU12": 1.0}

@@ -15,17 +15,17 @@ import pytest
 from test_pipeline import FakeGenerator, FakeTracker, frames, no_stage_threads
 from typer.testing import CliRunner
 
-from rtanim.benchrun import MemorySource, PacedMemorySource
+from rtanim.commands.video import live_line
 from rtanim.errors import RunError
-from rtanim.file_sink import VideoFileSink
-from rtanim.pipeline import Controls, Pipeline
-from rtanim.runs import live_line
-from rtanim.sink_base import SinkBase
-from rtanim.sink_threads import SinkThreads
-from rtanim.sinks import MultiSink, named_sinks
-from rtanim.sources import Frame
-from rtanim.stats import Stats
-from rtanim.timeline import parse_aus_arg
+from rtanim.expression.timeline import parse_aus_arg
+from rtanim.io.sink_base import SinkBase
+from rtanim.io.sink_file import VideoFileSink
+from rtanim.io.sink_multi import MultiSink, named_sinks
+from rtanim.io.source_base import Frame
+from rtanim.measure.bench_run import MemorySource, PacedMemorySource
+from rtanim.pipeline.graph import Controls, Pipeline
+from rtanim.pipeline.sink_threads import SinkThreads
+from rtanim.pipeline.stats import Stats
 
 SMILE = parse_aus_arg("smile")
 FAST = {"preset": "ultrafast"}
@@ -191,7 +191,7 @@ def test_a_failing_sink_thread_stops_the_run_with_its_error(policy, tmp_path):
 
 
 def test_video_command_reports_a_sink_error_in_one_line(portrait_clip, tmp_path, monkeypatch):
-    from cli import app
+    from rtanim.cli.app import app
 
     def fail(self, frame, image):
         if frame.index >= 3:

@@ -14,13 +14,14 @@ import pytest
 import pyvirtualcam
 
 from rtanim.errors import InputError
-from rtanim.file_sink import VideoFileSink
-from rtanim.preview import Controls, OverlayStats, PreviewSink, apply_key, draw_overlay
-from rtanim.sink_base import Sink
-from rtanim.sinks import MultiSink, open_sinks
-from rtanim.sources import Frame, VideoFileSource
-from rtanim.stream_sink import NetworkSink
-from rtanim.vcam_sink import VirtualCameraSink
+from rtanim.io.sink_base import Sink
+from rtanim.io.sink_file import VideoFileSink
+from rtanim.io.sink_multi import MultiSink, open_sinks
+from rtanim.io.sink_preview import Controls, OverlayStats, PreviewSink, apply_key, draw_overlay
+from rtanim.io.sink_stream import NetworkSink
+from rtanim.io.sink_vcam import VirtualCameraSink
+from rtanim.io.source_base import Frame
+from rtanim.io.source_file import VideoFileSource
 
 FAST = {"preset": "ultrafast"}
 
@@ -141,8 +142,8 @@ def test_unwritable_folder(tmp_path):
 
 INTERRUPTED_WRITER = """
 import sys, time
-from rtanim.file_sink import VideoFileSink
-from rtanim.sources import VideoFileSource
+from rtanim.io.sink_file import VideoFileSink
+from rtanim.io.source_file import VideoFileSource
 src_path, out = sys.argv[1], sys.argv[2]
 with VideoFileSource(src_path) as src:
     sink = VideoFileSink(out, src.size, src.fps, time_base=src.time_base, audio_from=src_path,

@@ -6,15 +6,10 @@ import numpy as np
 import pytest
 
 from rtanim.errors import InputError, RunError
-from rtanim.live_sources import CameraSource, PacedFileSource
-from rtanim.sources import (
-    Frame,
-    ImageSequenceSource,
-    Source,
-    VideoFileSource,
-    open_source,
-    probe_audio,
-)
+from rtanim.io.source_base import Frame, Source
+from rtanim.io.source_file import ImageSequenceSource, VideoFileSource, probe_audio
+from rtanim.io.source_live import CameraSource, PacedFileSource
+from rtanim.io.source_open import open_source
 
 
 def wda(shared_data):

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from rtanim.errors import InputError
-from rtanim.timeline import load_openface_csv, load_timeline, parse_aus_arg, timeline_from_dict, write_openface_csv
+from rtanim.expression.timeline import (
+    load_openface_csv,
+    load_timeline,
+    parse_aus_arg,
+    timeline_from_dict,
+    write_openface_csv,
+)
 
 DESIGN_EXAMPLE = {
     "fps": 30,

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from calib.bench_track import decode, run_trackers, steadiness
-from rtanim import follow
-from rtanim.onefilter import OneEuroFilter
-from rtanim.tracking import FaceTracker, iou, match_boxes, merge_detections, smooth_aus, tiles
+from rtanim.face import follow
+from rtanim.face.one_euro import OneEuroFilter
+from rtanim.face.tracking import FaceTracker, iou, match_boxes, merge_detections, smooth_aus, tiles
 
 CORNERS = np.array([[0, 0], [127, 0], [0, 127], [127, 127]], dtype=np.float64)
 

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from cli import app
+from rtanim.cli.app import app
 from rtanim.errors import InputError
 from train import losses
 from train.checkpoints import training_totals
@@ -50,7 +50,7 @@ def _cfg(data: Path, out: Path, steps: int, *sets: str, flow: bool = False) -> T
 
 
 def test_flow_targets_match_geometry():
-    from rtanim.geometry import AUBasis, flow_targets
+    from rtanim.models.geometry import AUBasis, flow_targets
 
     rng = np.random.default_rng(0)
     basis = AUBasis(("AU12", "AU26"), rng.normal(60, 10, (30, 2)), rng.normal(0, 2, (2, 30, 2)),
@@ -204,10 +204,10 @@ def test_training_and_export_need_no_video_or_tracking_libraries(tmp_path):
     for name in ("av", "mediapipe", "pyvirtualcam"):
         (tmp_path / f"{name}.py").write_text("raise ImportError('blocked for this test')\n")
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
-    blocked = subprocess.run([sys.executable, "-c", "import rtanim.sources"], cwd=ROOT, env=env,
+    blocked = subprocess.run([sys.executable, "-c", "import rtanim.io.source_file"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=120)
     assert blocked.returncode != 0 and "blocked for this test" in blocked.stderr  # the blocker works
-    code = "import train.__main__, train.trainer, train.default_data; from cli import app; print('ok')"
+    code = "import train.__main__, train.trainer, train.default_data; from rtanim.cli.app import app; print('ok')"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
@@ -217,7 +217,7 @@ def test_device_training_script_end_to_end(faces16, tmp_path):
     """calib/train_device.sh with tiny time budgets on the CPU, without PyAV or MediaPipe: both models get a
     flow pretraining run, then an adversarial run from it, and come back as FP16 pieces that join into
     checkpoints carrying both stages' totals, with the logs archived."""
-    from rtanim.models import load_checkpoint
+    from rtanim.models.ganimation import load_checkpoint
 
     for name in ("av", "mediapipe", "pyvirtualcam"):
         (tmp_path / f"{name}.py").write_text("raise ImportError('not on the device')\n")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from rtanim.cli.app import app
 
 runner = CliRunner()
 FRAMES = 50  # 2 s at 25 fps
@@ -50,8 +50,8 @@ def leftovers(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def clip(shared_data, tmp_path_factory) -> Path:
     """The first 2 s of a WDA clip, lossless H.264 with its AAC audio."""
-    from rtanim.file_sink import VideoFileSink
-    from rtanim.sources import VideoFileSource
+    from rtanim.io.sink_file import VideoFileSink
+    from rtanim.io.source_file import VideoFileSource
 
     src = shared_data / "video" / "WDA_KatieHill_000.mp4"
     out = tmp_path_factory.mktemp("clip") / "short.mp4"
@@ -64,8 +64,8 @@ def clip(shared_data, tmp_path_factory) -> Path:
 
 def passthrough_copy(src: Path, out: Path) -> None:
     """The clip through the same encoder with the effect off: the reference for untouched pixels."""
-    from rtanim.file_sink import VideoFileSink
-    from rtanim.sources import VideoFileSource
+    from rtanim.io.sink_file import VideoFileSink
+    from rtanim.io.source_file import VideoFileSource
 
     with VideoFileSource(src) as s, VideoFileSink(out, s.size, s.fps, time_base=s.time_base, crf=0) as k:
         for f in s:
@@ -73,9 +73,9 @@ def passthrough_copy(src: Path, out: Path) -> None:
 
 
 def test_video_end_to_end(clip, tmp_path):
-    from rtanim.compose import region_box
-    from rtanim.sources import VideoFileSource
-    from rtanim.tracking import FaceTracker
+    from rtanim.face.compose import region_box
+    from rtanim.face.tracking import FaceTracker
+    from rtanim.io.source_file import VideoFileSource
 
     before = sha(clip)
     out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
@@ -110,7 +110,7 @@ def test_video_end_to_end(clip, tmp_path):
 
 
 def test_video_timeline_from_csv_and_from_a_driving_video(clip, shared_data, tmp_path):
-    from rtanim.timeline import write_openface_csv
+    from rtanim.expression.timeline import write_openface_csv
 
     csv = tmp_path / "aus.csv"
     write_openface_csv(csv, [(i, 0, i / 25, {"AU12": i / 10, "AU06": 0.5}) for i in range(11)])

@@ -9,19 +9,40 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.distributed as dist
 
 from rtanim.errors import InputError
 from rtanim.files import staged, write_text
-from rtanim.models import REGISTRY, Checkpoint, Generator, load_checkpoint, save_checkpoint, shipped_weights
+from rtanim.models.ganimation import REGISTRY, Checkpoint, Generator, load_checkpoint, save_checkpoint, shipped_weights
 from train.run_log import read_metrics
 
 if TYPE_CHECKING:
-    from train.trainer import Trainer
+    from train.config import TrainConfig
+    from train.distributed import DistEnv
+
+
+class Trainer(Protocol):
+    """What a checkpoint saves of a training run and restores into it (:class:`train.trainer.Trainer`)."""
+
+    run: Path
+    step: int
+    cfg: TrainConfig
+    env: DistEnv
+    G: Generator
+    D: torch.nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    ema: Any  # train.trainer.EMA: .model (a Generator) and .updates
+    data: Any  # train.dataset's dataset: .fingerprint
+    rng: torch.Generator
+    codes: Sequence[str]
+    g_stats: dict[str, float]
+    history: dict[str, Any]
 
 log = logging.getLogger("rtanim.train")
 

@@ -19,16 +19,16 @@ import cv2
 import numpy as np
 import torch
 
-from rtanim.align import CROP_SIZE
-from rtanim.aus import AU_CODES, SIDES, base_code, resolve
 from rtanim.errors import InputError
+from rtanim.expression.aus import AU_CODES, SIDES, base_code, resolve
+from rtanim.face.align import CROP_SIZE
 from train.ganimation_layout import OPENFACE_SCALE, read_ganimation
 from train.parts import N_LANDMARKS
 from train.prepare import DATASET_FORMAT, iter_crops, read_au_table
 
 
 def code_matrix(src: Sequence[str], dst: Sequence[str]) -> np.ndarray:
-    """[len(dst), len(src)] so that ``M @ v_src`` is :func:`rtanim.aus.resolve` of every dst code.
+    """[len(dst), len(src)] so that ``M @ v_src`` is :func:`rtanim.expression.aus.resolve` of every dst code.
 
     resolve is linear once the set of keys is fixed (it picks a code, its bilateral base or the
     mean of its sides), so probing it with one-hot vectors over all of ``src`` gives its matrix;
@@ -209,8 +209,8 @@ def check_landmarks(data: FaceData) -> np.ndarray:
 def fit_dataset_basis(data: FaceData):
     """An AU -> landmark basis fitted on this data (``landmarks ~ mean + AUs @ B``), for flow supervision when
     no basis ships; calib/fit_geometry.py makes the better, pose-corrected one from a large face set."""
-    from rtanim.geometry import N_LANDMARKS as MESH
-    from rtanim.geometry import AUBasis, fit_basis, mirror_permutation, select_controls
+    from rtanim.face.landmarks import N_LANDMARKS as MESH
+    from rtanim.models.geometry import AUBasis, fit_basis, mirror_permutation, select_controls
 
     lm = check_landmarks(data)[:, :MESH].astype(np.float64)
     mean, basis, _ = fit_basis(lm, data.vectors(AU_CODES).astype(np.float64))

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for need in ("faces/utkface", "faces/expressive", "video"):
             if not (shared / need).is_dir():
-                raise InputError(shared / need, "missing: pass --shared, the folder DESIGN.md's data lives in")
+                raise InputError(shared / need, "missing: pass --shared, the folder of the shared data set (faces, video)")
         utk = link_folder(utk_sample(shared / "faces/utkface", a.utk), out.parent / f"{out.name}.utk")
         sources = [shared / "faces/expressive", utk] + [shared / "video" / c for c in CLIPS]
         shard = out.parent / f"{out.name}.safetensors"

@@ -18,8 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from rtanim.align import crop
 from rtanim.errors import InputError, RunError
+from rtanim.face.align import crop
 from rtanim.files import load_rgb
 from train.parts import TABLE_CODES, Item, Part, PrepareOptions
 
@@ -131,8 +131,8 @@ def process_images(part: Part, imgs: Path, tracker: Any, flt: CropFilter, proble
 
 def process_video(part: Part, imgs: Path, options: PrepareOptions, flt: CropFilter, problems: list[str],
                    tick: Callable[[int], None]) -> tuple[list[Item], int]:
-    from rtanim.sources import VideoFileSource
-    from rtanim.tracking import FaceTracker
+    from rtanim.face.tracking import FaceTracker
+    from rtanim.io.source_file import VideoFileSource
 
     items: list[Item] = []
     tag = hashlib.sha1(os.path.abspath(part.source).encode()).hexdigest()[:6]

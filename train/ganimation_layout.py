@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from rtanim.aus import AU_CODES
 from rtanim.errors import InputError
+from rtanim.expression.aus import AU_CODES
 from rtanim.files import write_bytes, write_text
 
-OPENFACE_SCALE = 5.0  # OpenFace _r intensities are 0-5; ours are 0-1 (DESIGN.md, "Action Units")
+OPENFACE_SCALE = 5.0  # OpenFace _r intensities are 0-5; ours are 0-1 (docs/ARCHITECTURE.md, "Action Units")
 
 
 _ALLOWED_GLOBALS = {

@@ -7,7 +7,7 @@ attention terms. Penalising mean(A) keeps A from saturating at 1 (the do-nothing
 A = 1 returns the input); the total variation, summed as in the original, keeps A smooth.
 
 Flow models add a term tying F, sampled where each control landmark should move to, to the
-backward motion the AU basis predicts for (target - source) AUs (rtanim.geometry.flow_targets),
+backward motion the AU basis predicts for (target - source) AUs (rtanim.models.geometry.flow_targets),
 and a mean total variation on F.
 """
 
@@ -63,7 +63,7 @@ def total_variation_mean(x: torch.Tensor) -> torch.Tensor:
 
 def flow_targets(landmarks: torch.Tensor, delta: torch.Tensor, basis: torch.Tensor,
                  size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Torch twin of :func:`rtanim.geometry.flow_targets` on batches.
+    """Torch twin of :func:`rtanim.models.geometry.flow_targets` on batches.
 
     ``landmarks`` [N,P,2] source crop px of the control landmarks, ``delta`` [N,K] target - source
     AUs in the basis's codes, ``basis`` [K,P,2] crop px per unit AU. Returns (points [N,P,2] where

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from rtanim.aus import AU_CODES, UNILATERAL_CODES
 from rtanim.errors import InputError
+from rtanim.expression.aus import AU_CODES, UNILATERAL_CODES
 from rtanim.files import staged
 
 #: Columns of the AU table: the 17 bilateral AUs in model order, then every sided code.

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from rtanim.align import CROP_SIZE
-from rtanim.aus import AU_CODES
 from rtanim.errors import InputError
+from rtanim.expression.aus import AU_CODES
+from rtanim.face.align import CROP_SIZE
 from rtanim.files import load_rgb, staged, write_text
 from train.extract import CropFilter, process_images, process_video
 from train.ganimation_layout import OPENFACE_SCALE, GanimationLayout, write_ganimation
@@ -163,7 +163,7 @@ def prepare(
     """Track, align, label, filter and split every face in ``sources`` into the dataset folder ``out``."""
     import time
 
-    from rtanim.tracking import FaceTracker
+    from rtanim.face.tracking import FaceTracker
 
     options = options or PrepareOptions()
     if options.fps <= 0 or options.max_faces < 1 or options.chunk < 1 or not 0 <= options.test_fraction < 1:

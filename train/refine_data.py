@@ -30,24 +30,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rtanim.align import CROP_SIZE
-from rtanim.aus import EXTENDED_CODES
 from rtanim.errors import InputError
-from rtanim.geometry import AUBasis, ThinPlate, WarpModel
-from rtanim.reference import MIN_OPEN_PX, MovedReference, move_reference
-from rtanim.refine import (
-    EYE_A,
-    EYE_B,
-    INNER_MOUTH,
-    OUTER_MOUTH,
-    RIGID,
-    compose_flows,
-    geometry_maps,
-    mirrored_aus,
-    polygon_mask,
-    warp_image,
-    warp_inputs,
-)
+from rtanim.expression.aus import EXTENDED_CODES
+from rtanim.face.align import CROP_SIZE
+from rtanim.face.landmarks import EYE_A, EYE_B, INNER_MOUTH, OUTER_MOUTH, POSE_RIGID, polygon_mask
+from rtanim.models.geometry import AUBasis, ThinPlate, WarpModel
+from rtanim.models.reference import MIN_OPEN_PX, MovedReference, move_reference
+from rtanim.models.refine import compose_flows, geometry_maps, mirrored_aus, warp_image, warp_inputs
 from train.prepare import read_au_table
 
 #: A mouth counts as wide open when its inner-lip polygon covers this many crop pixels (128 px
@@ -256,7 +245,7 @@ class Pair:
     #: 2 x S x S float32: the residual flow that would carry the input's geometry to the target's
     #: real landmarks (zero where the input is already warped to them); supervises a flow head.
     flow: np.ndarray | None = None
-    #: a remembered open mouth of the same person moved onto the target's lips (rtanim.reference)
+    #: a remembered open mouth of the same person moved onto the target's lips (rtanim.models.reference)
     reference: MovedReference | None = None
     frame: int = -1  # the target's frame (which clip a reference may come from)
     source: int = -1  # a video pair's source frame (-1 for the other kinds)
@@ -267,12 +256,12 @@ class Pair:
 
 
 def score_boxes(landmarks: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
-    """The boxes the self-reenactment test scores (rtanim.reenact: lips and eyes, padded) as
+    """The boxes the self-reenactment test scores (rtanim.measure.reenact: lips and eyes, padded) as
     [2,S,S] float32: the mouth box, then both eye boxes."""
-    from rtanim.reenact import EYES, OUTER_LIPS, box_mask
+    from rtanim.face.landmarks import EYES, OUTER_MOUTH, box_mask
 
     lm = np.asarray(landmarks)[:, :2]
-    mouth = box_mask(lm[list(OUTER_LIPS)], size)
+    mouth = box_mask(lm[list(OUTER_MOUTH)], size)
     eyes = box_mask(lm[list(EYES[0])], size) | box_mask(lm[list(EYES[1])], size)
     return np.stack([mouth, eyes]).astype(np.float32)
 
@@ -329,7 +318,7 @@ class PairMaker:
         return int(self.rng.choice(pool))
 
     def rigid_error(self, i: int, j: int) -> float:
-        d = self.f.landmarks[i, list(RIGID)] - self.f.landmarks[j, list(RIGID)]
+        d = self.f.landmarks[i, list(POSE_RIGID)] - self.f.landmarks[j, list(POSE_RIGID)]
         return float(np.linalg.norm(d, axis=1).mean())
 
     def _source(self, t: int, tries: int = 12) -> int | None:

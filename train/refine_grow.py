@@ -1,6 +1,6 @@
 """Growing a trained ``refine`` network without losing what it learned.
 
-Each function returns a larger :class:`rtanim.refine.RefineNet` that computes exactly what the
+Each function returns a larger :class:`rtanim.models.refine.RefineNet` that computes exactly what the
 given one does (the new weights that feed the old outputs start at zero), so a converged run can
 continue with more room instead of starting over: a flow head, bottleneck blocks, reference
 inputs, wider layers. What the extra room buys is then learned, not relearned.
@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import torch
 
-from rtanim.refine import RefineNet
+from rtanim.models.refine import RefineNet
 
 
 def with_flow_head(net: RefineNet) -> RefineNet:
@@ -51,7 +51,7 @@ def with_res_blocks(net: RefineNet, n_res: int) -> RefineNet:
 
 
 def with_reference(net: RefineNet, channels: int) -> RefineNet:
-    """The same network with ``channels`` reference input channels (rtanim.reference) whose first-layer
+    """The same network with ``channels`` reference input channels (rtanim.models.reference) whose first-layer
     weights start at zero, so it starts exactly as ``net`` and learns only what a remembered mouth adds.
     Space-to-depth puts input channel c at c*4..c*4+3, so the new ones are appended to e1's inputs."""
     if net.spec.n_reference == channels:

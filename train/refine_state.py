@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from rtanim.refine import RefineNet, RefineSpec
+from rtanim.models.refine import RefineNet, RefineSpec
 from train.state_io import adam_tensors, carry_adam, restore_adam
 
 

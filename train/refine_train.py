@@ -35,14 +35,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rtanim.compose import feather_mask
 from rtanim.errors import InputError
-from rtanim.reference import REFERENCE_CHANNELS, reference_channels
-from rtanim.refine import (
+from rtanim.face.compose import feather_mask
+from rtanim.models.reference import REFERENCE_CHANNELS, reference_channels
+from rtanim.models.refine import (
     BASES,
     FLOW_MAX,
     RefineNet,
     RefineSpec,
+    add_paint_options,
     compose_crop,
     load_basis,
     load_refine,
@@ -263,7 +264,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="grow the bottleneck to this many residual blocks (new ones start as the identity; "
                         "0: keep the net's)")
     p.add_argument("--reference", type=float, default=None, metavar="SHARE",
-                   help="show this share of pairs a remembered open mouth of the same clip (rtanim.reference); adds "
+                   help="show this share of pairs a remembered open mouth of the same clip (rtanim.models.reference); adds "
                         "the reference input (zero at first) if the net lacks it; default: 0.75 for a net that has it")
     p.add_argument("--flow", action="store_true", help="add a residual flow head (zero at first) if the net lacks one")
     p.add_argument("--adv", type=float, default=0.0,
@@ -292,36 +293,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="with --teacher: the weight of the weighted L1 to the teacher's composite (default 1)")
     p.add_argument("--att-focus", type=float, default=W_ATT_FOCUS, metavar="WEIGHT",
                    help=f"the attention prior around mouth and eyes (default {W_ATT_FOCUS:g}; higher: repaint less)")
-    p.add_argument("--detail-sigma", type=float, default=None, metavar="PX",
-                   help="train with the painted colour's detail finer than this sigma taken from the warped crop "
-                        "(RefineSpec.detail_sigma; 0: off)")
-    p.add_argument("--detail-spare-mouth", choices=("on", "off"), default=None,
-                   help="with --detail-sigma: not inside the target's inner mouth, whose warped crop is stretched lip "
-                        "(RefineSpec.detail_spare_mouth)")
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="export an exponential moving average of the weights (e.g. 0.999; 0: the last step's)")
     p.add_argument("--paint-mask", action="store_true",
                    help="let the net paint only where the warp changed mouth or eyes (RefineSpec.paint_mask), from here on")
-    p.add_argument("--paint-grow", type=int, nargs=2, metavar=("MOUTH", "EYES"), default=None,
-                   help="with --paint-mask: the region's reach around a changed mouth / eyes, px of a 128 px crop "
-                        "(default 14 7)")
-    p.add_argument("--paint-small", type=int, default=None, metavar="PX",
-                   help="with --paint-mask: the mouth's reach for a change under 20 px (growing to the full reach at "
-                        "100 px), e.g. 4: lips that part get a slit painted, not both lips (default 0: always the full reach)")
-    p.add_argument("--paint-min", type=float, default=None,
-                   help="with --paint-mask: ignore changes of smaller 3x3 coverage, e.g. 0.25: a lip line that only "
-                        "slides opens no region (default 0: any change)")
-    p.add_argument("--paint-keep", type=float, default=None, metavar="PX",
-                   help="with --paint-mask: where the source shows a real open mouth of at least PX (of a 128 px crop), "
-                        "leave what the target's mouth still holds of it to the warp, e.g. 150: the person's own teeth "
-                        "rather than painted ones (default 0: off)")
-    p.add_argument("--paint-keep-overlap", type=float, default=None, metavar="IOU",
-                   help="with --paint-keep: keep it only where it and the target's inner mouth overlap this much "
-                        "(intersection over union), e.g. 0.6: a jaw that moves far gets a painted interior (default 0: any)")
-    p.add_argument("--paint-keep-stretch", type=float, default=None, metavar="RATIO",
-                   help="with --paint-keep: keep it only where the target's inner mouth is at most RATIO times the "
-                        "source's own opening, e.g. 1.2: a slit or a smile the warp stretches wide open gets a painted "
-                        "interior; the pairs get the source's own mouth as a fifth geometry channel (default 0: any)")
+    add_paint_options(p)
     return p.parse_args(argv)
 
 

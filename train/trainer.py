@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
-from rtanim.align import CROP_SIZE
-from rtanim.aus import AU_CODES, EXTENDED_CODES
 from rtanim.errors import InputError, RunError
-from rtanim.models import Discriminator, Generator, blend, spec_for, warp
+from rtanim.expression.aus import AU_CODES, EXTENDED_CODES
+from rtanim.face.align import CROP_SIZE
+from rtanim.models.ganimation import Discriminator, Generator, blend, spec_for, warp
 from train import checkpoints, losses
 from train.config import TrainConfig
 from train.dataset import check_landmarks, code_matrix, fit_dataset_basis, flip_permutation, load_dataset
@@ -165,7 +165,7 @@ class Trainer:
 
     def _basis(self):
         """The AU basis for flow supervision: the run's own copy when resuming, else per ``cfg.basis``."""
-        from rtanim.geometry import AUBasis
+        from rtanim.models.geometry import AUBasis
 
         saved = self.run / "basis.npz"
         if self.resuming and saved.is_file():

@@ -7,7 +7,6 @@ many pages ask. So a slow, flooding or vanished client costs the video nothing.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
@@ -17,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rtanim.aus import AU_CODES, EXTENDED_CODES, PRESETS, base_code
 from rtanim.errors import InputError
+from rtanim.expression.aus import AU_CODES, EXTENDED_CODES, PRESETS, base_code
 from rtanim.panel.state import Change, PanelTarget
 
 if TYPE_CHECKING:
-    from rtanim.pipeline import Controls, FrameJob, Stats
-    from rtanim.sources import Frame
-    from rtanim.timeline import Timeline
+    from rtanim.io.source_base import Frame
+    from rtanim.pipeline.graph import Controls, Stats
+    from rtanim.pipeline.jobs import FrameJob
 
 DEFAULT_PORT = 8765
 LOOPBACK = "127.0.0.1"
@@ -93,7 +92,7 @@ def bind(options: PanelOptions) -> tuple[socket.socket, PanelOptions]:
 class PanelRun:
     """Shared between the pipeline (``write``, ``on_frame``) and the web server (everything else).
 
-    As a sink (one of the run's :class:`~rtanim.sinks.MultiSink`) it only keeps the newest output, so it
+    As a sink (one of the run's :class:`~rtanim.io.sink_multi.MultiSink`) it only keeps the newest output, so it
     is written on the pipeline's calling thread (``main_thread``) and has nothing to finalise. Its frame
     numbers (``posted_frame``, ``reached_frame``) count the frames handed to the outputs, in order, as
     each leaves compose (the other sinks finish writing it a little later, on their threads).
@@ -217,21 +216,3 @@ class PanelRun:
     def frame_number(self) -> int:
         with self._lock:
             return self._frame_no
-
-
-def start_panel(stack: contextlib.ExitStack, options: PanelOptions, sock: socket.socket, timeline: Timeline,
-                controls: Controls, *, model: str, source: str, console: Any) -> PanelRun:
-    """Serve the panel for a live run (stopped by ``stack``) and print its URL.
-
-    Returns the panel's run: its ``target`` replaces the run's timeline; set its ``stats`` once the
-    pipeline exists, and add it to the run's sinks to feed the panel's preview.
-    """
-    from rtanim.panel.server import PanelServer
-
-    run = PanelRun(PanelTarget(timeline), controls, model=model, source=source)
-    stack.enter_context(PanelServer(run, options, sock))
-    console.print(f"control panel: {options.url()}", highlight=False, soft_wrap=True)
-    if options.token:
-        console.print("(from another machine, put this machine's address in the URL; keep the token private: "
-                      "anyone with it can drive your face)", highlight=False)
-    return run

@@ -31,7 +31,7 @@ import threading
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -41,11 +41,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rtanim.aus import AUS, PRESETS, SIDED
 from rtanim.errors import InputError
+from rtanim.expression.aus import AUS, PRESETS, SIDED
+from rtanim.expression.timeline import EASINGS, LOOPS
 from rtanim.panel.live import PanelOptions, PanelRun
-from rtanim.panel.state import parse_json
-from rtanim.timeline import EASINGS, LOOPS
+from rtanim.panel.state import PanelTarget, parse_json
+
+if TYPE_CHECKING:
+    from rtanim.expression.timeline import Timeline
+    from rtanim.pipeline.graph import Controls
 
 STATIC = Path(str(resources.files("rtanim") / "panel" / "static"))
 COOKIE = "rtanim_panel"
@@ -268,3 +272,19 @@ class PanelServer(contextlib.AbstractContextManager):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def start_panel(stack: contextlib.ExitStack, options: PanelOptions, sock: socket.socket, timeline: Timeline,
+                controls: Controls, *, model: str, source: str, console: Any) -> PanelRun:
+    """Serve the panel for a live run (stopped by ``stack``) and print its URL.
+
+    Returns the panel's run: its ``target`` replaces the run's timeline; set its ``stats`` once the
+    pipeline exists, and add it to the run's sinks to feed the panel's preview.
+    """
+    run = PanelRun(PanelTarget(timeline), controls, model=model, source=source)
+    stack.enter_context(PanelServer(run, options, sock))
+    console.print(f"control panel: {options.url()}", highlight=False, soft_wrap=True)
+    if options.token:
+        console.print("(from another machine, put this machine's address in the URL; keep the token private: "
+                      "anyone with it can drive your face)", highlight=False)
+    return run

@@ -1,12 +1,12 @@
 """What the control panel changes while a live run goes on, and the target the pipeline reads from it.
 
 The pipeline asks ``target.at(t, live_aus)`` once per face and frame, exactly as it asks a
-:class:`~rtanim.timeline.Timeline`, so the panel needs no hook in the stage graph. Every update
+:class:`~rtanim.expression.timeline.Timeline`, so the panel needs no hook in the stage graph. Every update
 (sliders, presets, a timeline) only replaces the *latest* wish under a lock: a flood of requests
 coalesces into one value and never queues work for the video. Changes glide over the easing time,
 measured on the frames' own clock (``t``), so a file played as a camera eases the same on any machine.
 
-Validation goes through :func:`rtanim.timeline.timeline_from_dict`, the parser of ``--aus`` files
+Validation goes through :func:`rtanim.expression.timeline.timeline_from_dict`, the parser of ``--aus`` files
 and timelines, so the panel's errors are the CLI's one-line messages.
 """
 
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from rtanim.aus import EXTENDED_CODES, PRESETS, expand_code
 from rtanim.errors import InputError
-from rtanim.timeline import LOOPS, Timeline, apply_live, ease, passthrough_mask, timeline_from_dict
+from rtanim.expression.aus import EXTENDED_CODES, PRESETS, expand_code
+from rtanim.expression.timeline import LOOPS, Timeline, apply_live, ease, passthrough_mask, timeline_from_dict
 
 _INDEX = {c: i for i, c in enumerate(EXTENDED_CODES)}
 #: Longest easing the panel accepts, in seconds: longer reads as "not responding".

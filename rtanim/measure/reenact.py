@@ -1,0 +1,376 @@
+"""Self-reenactment test: re-express a real frame with the AUs of another frame of the same person
+and compare the result with that real frame (``rtanim eval --reenact CLIPS``).
+
+For each held-out clip (held-out *people*: the same person appears in several clips), every
+frame is tracked as the product tracks a video; the most neutral frame of the clip's first half
+is the source; targets are frames whose rigid landmarks (nose bridge, eye corners, temples) line
+up with the source after the canonical crop alignment (pose-matched), drawn towards what is hard:
+half the widest-open mouths, a quarter the most closed eyes, the rest at random. Each model
+re-expresses the source with the target's measured AUs through the product path (crop ->
+generate -> compose at frame resolution), and is scored against the real target frame:
+
+- mouth- and eye-region PSNR and SSIM, on the two canonical crops (output at the source's
+  transform, real frame at its own), in boxes around the real target's lips and eyes;
+- expression error: mean |blendshape(output) - blendshape(real)| over MediaPipe's expression
+  blendshapes (both read in image mode), and the same for the AU25 / AU26 / AU45 read-back;
+- identity: dlib embedding distance between output and real frame (the ``eval`` extra).
+
+A model that remembers the person's open mouth (rtanim.models.reference) is shown, before each pair, the
+widest-open frame a run would have seen (:func:`reference_frame`): with ``reference="before"``
+(default) only frames before the source, as in a live run that reached the source frame; with
+``"clip"`` any frame of the clip, as a run that met the person earlier; with ``"none"`` nothing.
+Frames within :data:`REFERENCE_GAP` of the target never count: they would show the answer.
+
+Rows: ``copy`` (the unchanged source: the floor), ``warp`` and each model, in one run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from rtanim.checks import REFERENCE_POLICIES, choice
+from rtanim.errors import InputError
+from rtanim.face.align import crop
+from rtanim.face.compose import compose
+from rtanim.face.landmarks import EYES, OUTER_MOUTH, POSE_RIGID, box_mask
+from rtanim.files import write_bytes
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+READ_BACK = ("AU12", "AU25", "AU26", "AU45")
+CLOSED_EYES = 0.6  # AU45 above which a target counts as closed-eyed (as in training's sampling)
+REFERENCE_GAP = 25  # tracked frames (1 s at 25 fps) around the target that a reference never comes from
+
+
+@dataclass
+class ReenactOptions:
+    pairs_per_clip: int = 6
+    max_frames: int = 300  # frames tracked per clip
+    max_rigid_px: float = 2.5  # pose match: mean rigid-landmark distance after alignment, crop px
+    seed: int = 0
+    reference: str = "before"  # REFERENCE_POLICIES: what a model that remembers a mouth has seen
+
+
+@dataclass
+class PairScore:
+    clip: str
+    source: int
+    target: int
+    kind: str  # open_mouth | closed_eyes | random
+    mouth_psnr: float
+    mouth_ssim: float
+    eye_psnr: float
+    eye_ssim: float
+    expression: float  # mean |blendshape diff|, NaN when no face was read back
+    read_back: dict[str, float] = field(default_factory=dict)  # |AU(output) - AU(real)|
+    identity: float = math.nan
+    reference: bool = False  # the model was shown a remembered open mouth
+
+
+def clip_paths(spec: str | Path) -> list[Path]:
+    """A clip, a folder of clips, or a .txt list (one path per line, relative to the list's folder)."""
+    p = Path(spec)
+    if p.is_dir():
+        clips = sorted(f for f in p.iterdir() if f.suffix.lower() in VIDEO_EXTENSIONS)
+    elif p.suffix == ".txt" and p.is_file():
+        lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        clips = [(p.parent / ln) if not Path(ln).is_absolute() else Path(ln) for ln in lines]
+    elif p.is_file():
+        clips = [p]
+    else:
+        raise InputError(p, "no such clip, folder or clip list", field="--reenact")
+    missing = [c for c in clips if not c.is_file()]
+    if missing:
+        raise InputError(missing[0], "clip listed but not found", field="--reenact")
+    if not clips:
+        raise InputError(p, "no video clips in it", field="--reenact")
+    return clips
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
+
+
+def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SSIM (Wang et al. 2004, Gaussian window 11 / 1.5) of two RGB images on luma, per pixel."""
+    x = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    y = cv2.cvtColor(b, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def blur(z: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(z, (11, 11), 1.5)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+
+
+def region_scores(out: np.ndarray, real: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    return psnr(out[mask], real[mask]), float(ssim_map(out, real)[mask].mean())
+
+
+def expression_blendshapes(blendshapes: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in blendshapes.items() if k != "_neutral"}
+
+
+# ----------------------------------------------------------------------------- pairs
+
+
+def track_clip(path: Path, max_frames: int) -> list[tuple[np.ndarray, Any]]:
+    """(frame, face) for every frame with one face, tracked as the product tracks video, but with
+    unsmoothed AUs: they are the measurements the target is re-expressed with (smoothing would
+    flatten blink peaks)."""
+    from rtanim.face.tracking import FaceTracker
+    from rtanim.io.source_file import VideoFileSource
+
+    out = []
+    with VideoFileSource(path, max_frames=max_frames) as src, FaceTracker(1, mode="video", au_smoothing=0.0) as tracker:
+        for frame in src:
+            faces = tracker.track(frame.image, frame.pts)
+            if len(faces) == 1:
+                out.append((frame.image, faces[0]))
+    return out
+
+
+def _crop_landmarks(face: Any) -> np.ndarray:
+    return face.transform.to_crop(np.asarray(face.landmarks, np.float64))[:, :2]
+
+
+def choose_pairs(tracked: list[tuple[np.ndarray, Any]], n: int, o: ReenactOptions,
+                 rng: np.random.Generator) -> list[tuple[int, int, str]]:
+    """(source, target, kind): the most neutral early frame and pose-matched targets, hard ones first."""
+    if len(tracked) < 2:
+        return []
+    lms = [_crop_landmarks(f) for _, f in tracked]
+    aus = [f.aus for _, f in tracked]
+    opening = np.array([a.get("AU26", 0.0) + a.get("AU25", 0.0) for a in aus])
+    blink = np.array([a.get("AU45", 0.0) for a in aus])
+    activity = np.array([sum(v for k, v in a.items() if len(k) == 4) for a in aus])
+    first = max(1, len(tracked) // 2)
+    src = int(np.argmin((opening + blink + 0.2 * activity)[:first]))
+    rigid = list(POSE_RIGID)
+    err = np.array([np.linalg.norm(lm[rigid] - lms[src][rigid], axis=1).mean() for lm in lms])
+    ok = np.flatnonzero((err <= o.max_rigid_px) & (np.arange(len(tracked)) != src))
+    if len(ok) == 0:
+        return []
+    chosen: list[tuple[int, int, str]] = []
+    used: set[int] = {src}  # no target within 5 frames of the source (a near copy of it)
+
+    def take(order: np.ndarray, k: int, kind: str) -> None:
+        for t in order:
+            if len([c for c in chosen if c[2] == kind]) >= k:
+                return
+            # spread over time: not within 5 frames of one already taken
+            if all(abs(int(t) - u) > 5 for u in used):
+                chosen.append((src, int(t), kind))
+                used.add(int(t))
+
+    take(ok[np.argsort(-opening[ok])], max(1, n // 2), "open_mouth")
+    closed = ok[blink[ok] > CLOSED_EYES]
+    take(closed[np.argsort(-blink[closed])], max(1, n // 4), "closed_eyes")
+    take(rng.permutation(ok), n - len(chosen), "random")
+    return chosen
+
+
+def reference_frame(tracked: list[tuple[np.ndarray, Any]], s: int, t: int, policy: str) -> int | None:
+    """The widest-open mouth a run would remember for pair (s, t) under ``policy``, if one is open enough."""
+    from rtanim.models.reference import MIN_OPEN_PX, mouth_area
+
+    choice(policy, REFERENCE_POLICIES, "--reference", "reference policy")
+    if policy == "none":
+        return None
+    frames = range(s) if policy == "before" else range(len(tracked))
+    best, best_area = None, MIN_OPEN_PX
+    for i in frames:
+        if abs(i - t) < REFERENCE_GAP:
+            continue
+        area = mouth_area(_crop_landmarks(tracked[i][1]))
+        if area >= best_area:
+            best, best_area = i, area
+    return best
+
+
+# ----------------------------------------------------------------------------- the test
+
+
+@dataclass
+class ReenactReport:
+    clips: list[str]
+    pairs: int
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> summary
+    by_kind: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # model -> kind -> summary
+    settings: dict[str, Any] = field(default_factory=dict)
+    # model -> every pair's scores, in the same order for every model: paired comparisons
+    # (which pairs a model wins or loses against another) need them, the means hide them
+    per_pair: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def summarise(scores: Sequence[PairScore]) -> dict[str, Any]:
+    def med(vals: list[float]) -> float | None:
+        v = np.array([x for x in vals if x is not None and math.isfinite(x)])
+        return round(float(np.median(v)), 4) if len(v) else None
+
+    def mean(vals: list[float]) -> float | None:
+        v = np.array([x for x in vals if x is not None and math.isfinite(x)])
+        return round(float(v.mean()), 4) if len(v) else None
+
+    out: dict[str, Any] = {"n": len(scores)}
+    for k in ("mouth_psnr", "mouth_ssim", "eye_psnr", "eye_ssim"):
+        out[k] = mean([getattr(s, k) for s in scores])
+    out["expression"] = mean([s.expression for s in scores])
+    for code in READ_BACK:
+        out[f"{code}_err"] = mean([s.read_back.get(code, math.nan) for s in scores])
+    out["identity"] = med([s.identity for s in scores])
+    out["with_reference"] = sum(s.reference for s in scores)
+    return out
+
+
+def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions | None = None,
+            tick: Callable[[str, int, int], None] | None = None, identity: Any = None,
+            examples: int = 6) -> tuple[ReenactReport, np.ndarray | None]:
+    """Run the test for every generator (``copy`` is added first); returns the report and an
+    example strip (source | real target | each model) as RGB uint8."""
+    from rtanim.face.tracking import FaceTracker
+    from rtanim.pipeline.jobs import FaceJob
+
+    o = o or ReenactOptions()
+    rng = np.random.default_rng(o.seed)
+    tick = tick or (lambda stage, done, total: None)
+    names = ["copy", *generators]
+    remembers = any(getattr(g, "memory", None) is not None for g in generators.values())
+    scores: dict[str, list[PairScore]] = {n: [] for n in names}
+    strip_rows: list[np.ndarray] = []
+    with FaceTracker(1, mode="image") as reader:
+        for ci, clip in enumerate(clips):
+            tick("self-reenactment", ci, len(clips))
+            tracked = track_clip(clip, o.max_frames)
+            for s, t, kind in choose_pairs(tracked, o.pairs_per_clip, o, rng):
+                src_img, src_face = tracked[s]
+                tgt_img, tgt_face = tracked[t]
+                real_crop = crop(tgt_img, tgt_face.transform)
+                size = real_crop.shape[0]
+                lm = _crop_landmarks(tgt_face)
+                mouth = box_mask(lm[list(OUTER_MOUTH)], size)
+                eyes = box_mask(lm[list(EYES[0])], size) | box_mask(lm[list(EYES[1])], size)
+                real_read = reader.track(tgt_img)
+                real_bs = expression_blendshapes(real_read[0].blendshapes) if real_read else None
+                real_au = real_read[0].aus if real_read else None
+                ref = identity.embed(tgt_img, tgt_face.bbox) if identity is not None else None
+                row = [crop(src_img, src_face.transform), real_crop]
+                r = reference_frame(tracked, s, t, o.reference) if remembers else None
+                for name in names:
+                    memory = getattr(generators.get(name), "memory", None)
+                    if memory is not None:  # what this run would have seen of the person's mouth
+                        memory.clear()
+                        if r is not None:
+                            ref_img, ref_face = tracked[r]
+                            memory.observe(src_face.face_id, crop(ref_img, ref_face.transform), _crop_landmarks(ref_face))
+                    if name == "copy":
+                        out = src_img
+                    else:
+                        job = FaceJob(src_face, crop(src_img, src_face.transform), dict(tgt_face.aus))
+                        out = compose(src_img, generators[name].generate([job]), [src_face.transform])
+                    out_crop = crop(out, src_face.transform)
+                    row.append(out_crop)
+                    mp, ms = region_scores(out_crop, real_crop, mouth)
+                    ep, es = region_scores(out_crop, real_crop, eyes)
+                    read = reader.track(out)
+                    expr, rb = math.nan, {}
+                    if read and real_bs is not None:
+                        bs = expression_blendshapes(read[0].blendshapes)
+                        expr = float(np.mean([abs(bs.get(k, 0.0) - v) for k, v in real_bs.items()]))
+                        rb = {c: abs(float(read[0].aus.get(c, 0.0)) - float(real_au.get(c, 0.0))) for c in READ_BACK}
+                    ident = math.nan
+                    if ref is not None:
+                        ident = float(np.linalg.norm(identity.embed(out, tgt_face.bbox) - ref))
+                    scores[name].append(PairScore(clip.name, s, t, kind, mp, ms, ep, es, expr, rb, ident,
+                                                  memory is not None and r is not None))
+                if len(strip_rows) < examples and kind != "random":
+                    strip_rows.append(np.concatenate(row, 1))
+        tick("self-reenactment", len(clips), len(clips))
+    n = len(scores["copy"])
+    if n == 0:
+        raise InputError(", ".join(c.name for c in clips[:3]), "no pose-matched frame pairs found", field="--reenact")
+    report = ReenactReport([str(c) for c in clips], n, settings=asdict(o))
+    for name in names:
+        report.rows[name] = summarise(scores[name])
+        report.per_pair[name] = [{k: None if isinstance(v, float) and not math.isfinite(v) else v
+                                  for k, v in asdict(x).items()} for x in scores[name]]  # NaN is not JSON
+        report.by_kind[name] = {k: summarise([s for s in scores[name] if s.kind == k])
+                                for k in ("open_mouth", "closed_eyes", "random")}
+    strip = _label(np.concatenate(strip_rows, 0), ["source", "real", *names]) if strip_rows else None
+    return report, strip
+
+
+def _label(strip: np.ndarray, labels: Sequence[str], head: int = 18) -> np.ndarray:
+    s = strip.shape[1] // len(labels)
+    canvas = np.full((strip.shape[0] + head, strip.shape[1], 3), 255, np.uint8)
+    canvas[head:] = strip
+    for i, lab in enumerate(labels):
+        cv2.putText(canvas, lab, (i * s + 3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    return canvas
+
+
+COLUMNS = (("mouth_psnr", "mouth PSNR (dB)"), ("mouth_ssim", "mouth SSIM"), ("eye_psnr", "eye PSNR (dB)"),
+           ("eye_ssim", "eye SSIM"), ("expression", "expression error"), ("AU25_err", "AU25 err"),
+           ("AU26_err", "AU26 err"), ("AU45_err", "AU45 err"), ("identity", "identity (median)"))
+
+
+def render_markdown(r: ReenactReport) -> str:
+    def table(rows: dict[str, dict[str, Any]]) -> list[str]:
+        lines = ["| model | pairs | " + " | ".join(c[1] for c in COLUMNS) + " |",
+                 "|---|---|" + "---|" * len(COLUMNS)]
+        for name, v in rows.items():
+            cells = " | ".join("n/a" if v.get(k) is None else f"{v[k]:.3f}" for k, _ in COLUMNS)
+            n = f"{v['n']} ({v['with_reference']} with a reference)" if v.get("with_reference") else f"{v['n']}"
+            lines.append(f"| {name} | {n} | {cells} |")
+        return lines
+
+    lines = ["# Self-reenactment", "", f"{r.pairs} pose-matched frame pairs from {len(r.clips)} held-out clips: the "
+             "source frame re-expressed with the target frame's AUs, compared with the real target frame "
+             "(higher PSNR / SSIM, lower errors and identity distance are better).", ""]
+    lines += table(r.rows)
+    for kind in ("open_mouth", "closed_eyes", "random"):
+        lines += ["", f"## Targets: {kind.replace('_', ' ')}", ""]
+        lines += table({m: r.by_kind[m][kind] for m in r.by_kind})
+    lines += ["", "![examples: source, real target, then each model](reenact.png)", ""]
+    return "\n".join(lines)
+
+
+def write_reenact(r: ReenactReport, strip: np.ndarray | None, out: Path) -> None:
+    if strip is not None:
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+        if ok:
+            write_bytes(out / "reenact.png", buf.tobytes())
+    write_bytes(out / "reenact.json", (json.dumps(asdict(r), indent=1) + "\n").encode())
+    write_bytes(out / "reenact.md", render_markdown(r).encode())
+
+
+def evaluate_reenact(model: str, clips: str | Path, out: str | Path, o: ReenactOptions | None = None,
+                     engine: str = "auto", progress: Callable[[str, int, int], None] | None = None) -> ReenactReport:
+    """What ``rtanim eval --reenact`` does: ``copy``, ``warp`` and ``model`` on the clips, one report."""
+    from rtanim.measure.evaluate import Identity, load_generator
+
+    paths = clip_paths(clips)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder", field="-o")
+    gens = {"warp": load_generator("warp", engine)}
+    if model != "warp":
+        gen = load_generator(model, engine)
+        gens[getattr(gen, "name", model)] = gen
+    report, strip = reenact(gens, paths, o, progress, Identity.create())
+    out.mkdir(parents=True, exist_ok=True)  # only once there is a report: a bad clip leaves no folder
+    write_reenact(report, strip, out)
+    return report
