@@ -1,6 +1,6 @@
-"""Draw a refine run's loss curves (RUN/metrics.jsonl, all sessions) for MODELS.md.
+"""Draw a refine run's loss curves (RUN/metrics.jsonl, all sessions) for the lab notes (docs/lab/).
 
-    python calib/plot_refine_loss.py runs/refine docs/refine_loss.png [STEP=LABEL ...]
+    python calib/plot_refine_loss.py runs/refine docs/lab/refine_loss.png [STEP=LABEL ...]
 
 Each STEP=LABEL draws a vertical line where the recipe changed (a new data set, a new loss).
 """

@@ -46,13 +46,13 @@ def main(argv: list[str] | None = None) -> int:
             if label in gens:
                 raise InputError(label, "a label used twice (labels name the rows)", field="models")
             gens[label] = load_generator(model, a.engine)
-        report, strip = reenact(gens, clip_paths(a.clips), ReenactOptions(pairs_per_clip=a.pairs, reference=a.reference),
+        report, pictures = reenact(gens, clip_paths(a.clips), ReenactOptions(pairs_per_clip=a.pairs, reference=a.reference),
                                 identity=Identity.create())
     except InputError as e:
         print(f"error: {e.line()}", file=sys.stderr)
         return 2
     a.out.mkdir(parents=True, exist_ok=True)
-    write_reenact(report, strip, a.out)
+    write_reenact(report, pictures, a.out)
     print((a.out / "reenact.md").read_text())
     return 0
 

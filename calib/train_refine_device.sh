@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU call for the CPU default (`refine`, issue 12): two training runs side by side on the one
 # GPU, each fed by 7 CPU loader workers, then the CUDA FP16 / TensorRT checks of the refine graph.
-# Prepared here (MODELS.md, "How to continue training (a session with a GPU)"):
+# Prepared here (MODELS.md, "Training `refine` on a GPU"):
 #   python calib/pack_refine_data.py --data .data/talk .data/stills -o .gpu/refine_data.tar --max-mb 44
 #   cp CHECKPOINT .gpu/g1.safetensors        # what run g1 continues (g2 continues train/init/refine.safetensors)
 #   run(command="bash calib/train_refine_device.sh", carry=[".gpu"], timeout_s=600)

@@ -787,6 +787,134 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
         assert not (tmp_path / "y").exists(), option
 
 
+def test_adversarial_options_train_record_and_resume(clip_frames, tmp_path, capsys):
+    """Issue 32: R1, DiffAugment, critic feature matching and a lower L1 anchor run a few steps, are
+    recorded in the training totals from the step they start, and resume with the critic."""
+    from train.refine_adv import load_critic
+    from train.refine_train import main
+
+    run = tmp_path / "run"
+    args = ["--data", str(clip_frames), "--run", str(run), "--batch", "2", "--held-out", "0", "--workers", "0",
+            "--widths", "8", "16", "16", "--limit", "40"]
+    assert main([*args, "--steps", "1"]) == 0
+    _, extra = load_refine(run / "refine.safetensors")
+    assert not {"r1", "diffaug", "feat_match", "l1_weight"} & set(extra["training"])  # defaults record nothing
+    gan = ["--adv", "0.05", "--r1", "1", "--diffaug", "--feat-match", "1", "--l1-weight", "0.5"]
+    assert main([*args, "--steps", "2", *gan]) == 0
+    assert load_critic(run / "critic.safetensors", 1e-4)[2] == 2
+    _, extra = load_refine(run / "refine.safetensors")
+    t = extra["training"]
+    assert t["steps"] == 3 and t["adv_from_step"] == 1
+    assert t["r1"] == [{"from_step": 1, "gamma": 1.0}] and t["feat_match"] == [{"from_step": 1, "weight": 1.0}]
+    assert t["diffaug"] == [{"from_step": 1, "policy": "color,translation,cutout"}]
+    assert t["l1_weight"] == [{"from_step": 1, "weight": 0.5}]
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"adv_r1", "feat", "adv_g", "adv_d"} <= set(last) and all(np.isfinite(last[k]) for k in ("adv_r1", "feat"))
+    assert main([*args, "--steps", "2", *gan]) == 0  # resumes: the same settings are not recorded again
+    assert load_critic(run / "critic.safetensors", 1e-4)[2] == 4
+    _, extra = load_refine(run / "refine.safetensors")
+    assert extra["training"]["r1"] == [{"from_step": 1, "gamma": 1.0}] and extra["training"]["steps"] == 5
+    assert main([*args, "--steps", "1", "--adv", "0.05", "--diffaug", "translation"]) == 0  # changed, recorded
+    _, extra = load_refine(run / "refine.safetensors")
+    t = extra["training"]
+    assert t["diffaug"][-1] == {"from_step": 5, "policy": "translation"}
+    assert t["r1"][-1] == {"from_step": 5, "gamma": 0.0} and t["feat_match"][-1] == {"from_step": 5, "weight": 0.0}
+    assert t["l1_weight"][-1] == {"from_step": 5, "weight": 1.0}
+    capsys.readouterr()
+    for bad, option in ((["--l1-weight", "-0.5"], "--l1-weight"), (["--adv", "0.05", "--r1", "-1"], "--r1"),
+                        (["--adv", "0.05", "--feat-match", "-1"], "--feat-match"),
+                        (["--adv", "0.05", "--diffaug", "colour"], "--diffaug"), (["--r1", "1"], "--r1"),
+                        (["--diffaug"], "--diffaug"), (["--feat-match", "1"], "--feat-match")):
+        assert main([*args[:2], "--run", str(tmp_path / "y"), *bad]) == 2, option
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and option in err, err
+        assert not (tmp_path / "y").exists(), option
+
+
+def test_diffaug_translation_moves_image_and_maps_together():
+    from train.refine_adv import aug_translation, critic_view, diff_augment, patch_weight
+
+    n, s = 6, 64
+    image = torch.full((n, 3, s, s), -1.0)
+    geometry = torch.zeros(n, 4, s, s)
+    weight = torch.ones(n, 1, s, s)
+    for i in range(n):  # a marked pixel, and a mouth-sized patch, at another place in each crop
+        y, x = 20 + i, 30 - i
+        image[i, :, y, x] = 1.0
+        geometry[i, :2, y, x] = 1.0
+        weight[i, :, y - 4:y + 4, x - 4:x + 4] = 5.0
+    gen = torch.Generator().manual_seed(3)
+    moved, (geo, w) = aug_translation(image, [geometry[:, :2], weight], generator=gen)
+    assert moved.shape == image.shape and geo.shape == (n, 2, s, s) and w.shape == weight.shape
+    shifts = set()
+    for i in range(n):
+        ys, xs = torch.nonzero(moved[i, 0] > 0.5, as_tuple=True)
+        assert len(ys) == 1  # the mark moved whole (the shift is at most S/8, so it stays inside)
+        assert torch.equal(torch.nonzero(geo[i, 0] > 0.5), torch.nonzero(moved[i, 0] > 0.5))
+        assert torch.equal(geo[i, 0], geo[i, 1])
+        assert w[i, 0, ys[0], xs[0]] == 5.0 and int((w[i] > 1.5).sum()) == 64  # the focus moved with it
+        shifts.add((int(ys[0]) - 20 - i, int(xs[0]) - 30 + i))
+    assert len(shifts) > 1 and all(abs(dy) <= s // 8 and abs(dx) <= s // 8 for dy, dx in shifts)
+    # the whole policy, through critic_view: the patch weights are pooled from the moved weight
+    torch.manual_seed(0)
+    before = torch.randn(4)
+    img, geo2, pw = critic_view(image, geometry, weight,
+                                lambda x, maps: diff_augment(x, maps, "translation", torch.Generator().manual_seed(3)))
+    assert torch.equal(geo2, geo) and torch.equal(pw, patch_weight(w))
+    assert torch.equal(img, moved)
+    torch.manual_seed(0)
+    assert torch.equal(torch.randn(4), before)  # its own generator: the global draws are untouched
+    # colour and cutout change the image only, differentiably
+    x = image.clone().requires_grad_(True)
+    out, (g3,) = diff_augment(x, [geometry], "color,cutout", torch.Generator().manual_seed(1))
+    assert torch.equal(g3, geometry)
+    out.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_r1_penalty_is_positive_for_a_live_critic_and_zero_at_gamma_0():
+    from train.refine_adv import PatchCritic, critic_loss, critic_step_loss, patch_weight, r1_penalty
+
+    torch.manual_seed(0)
+    critic = PatchCritic()
+    real = torch.rand(2, 3, 32, 32) * 2 - 1
+    geometry = torch.rand(2, 4, 32, 32)
+    weight = torch.ones(2, 1, 32, 32)
+    weight[:, :, 8:24, 8:24] = 5.0
+    pw = patch_weight(weight)
+    r1, scores = r1_penalty(critic, real, geometry, pw, 1.0)
+    assert scores.shape == (2, 1, 4, 4) and float(r1.detach()) > 0
+    r1.backward()  # differentiable in the critic's weights
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in critic.parameters())
+    assert float(r1_penalty(critic, real, geometry, pw, 0.0)[0].detach()) == 0.0
+    assert float(r1_penalty(critic, real, geometry, torch.zeros_like(pw), 1.0)[0].detach()) == 0.0  # no patch counts
+    hinge, none = critic_step_loss(critic, (real, geometry, pw), (real.flip(-1), geometry, pw), 0.0)
+    assert none is None
+    critic.eval()  # (no power iteration: the same weights for both calls)
+    hinge, _ = critic_step_loss(critic, (real, geometry, pw), (real.flip(-1), geometry, pw), 0.0)
+    assert torch.equal(hinge, critic_loss(critic, real, real.flip(-1), geometry, pw))
+
+
+def test_critic_features_and_feature_matching():
+    from train.refine_adv import PatchCritic, feature_matching
+
+    torch.manual_seed(0)
+    critic = PatchCritic().eval()
+    image, geometry = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 4, 32, 32)
+    feats = critic.features(image, geometry)
+    assert [f.shape[-1] for f in feats] == [16, 8, 4, 4]
+    assert torch.equal(critic.net[-1](feats[-1]), critic(image, geometry))  # forward unchanged
+    weight = torch.ones(2, 1, 32, 32)
+    weight[:, :, 8:24, 8:24] = 5.0
+    fake = image.clone().requires_grad_(True)
+    assert float(feature_matching(critic, image, fake, geometry, weight).detach()) == 0.0
+    moved = (image + 0.3 * torch.randn_like(image)).requires_grad_(True)
+    fm = feature_matching(critic, image, moved, geometry, weight)
+    assert float(fm.detach()) > 0
+    fm.backward()
+    assert float(moved.grad.abs().sum()) > 0
+
+
 @pytest.mark.parametrize("flow", [False, True])
 def test_refine_generator_keeps_the_background(shared_data, tmp_path, flow):
     from rtanim.face.compose import region_box

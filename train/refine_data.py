@@ -16,7 +16,7 @@ Three kinds of pairs (input = a warped crop and its geometry maps, target = a re
 
 Rare states are oversampled: targets with an open mouth or closed eyes are a few percent of the
 frames, so each kind draws them at fixed rates (:class:`PairMix`). Held-out evaluation takes whole
-people (:func:`person_of`), since the same person appears in several clips.
+people (:func:`rtanim.measure.people.clip_person`), since the same person appears in several clips.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from rtanim.errors import InputError
 from rtanim.expression.aus import EXTENDED_CODES
 from rtanim.face.align import CROP_SIZE
 from rtanim.face.landmarks import EYE_A, EYE_B, INNER_MOUTH, OUTER_MOUTH, POSE_RIGID, polygon_mask
+from rtanim.measure.people import clip_person
 from rtanim.models.geometry import AUBasis, ThinPlate, WarpModel
 from rtanim.models.reference import MIN_OPEN_PX, MovedReference, move_reference
 from rtanim.models.refine import compose_flows, geometry_maps, mirrored_aus, warp_image, warp_inputs
@@ -86,7 +87,7 @@ class Frames:
 
     @property
     def persons(self) -> list[str]:
-        return [person_of(self.clips[c]) for c in self.clip]
+        return [clip_person(self.clips[c]) for c in self.clip]
 
     def subset(self, keep: np.ndarray) -> Frames:
         keep = np.asarray(keep)
@@ -152,36 +153,6 @@ def load_frames(folders: Sequence[str | Path], limit: int = 0) -> Frames:
         raise InputError(", ".join(map(str, folders)), "no usable face crops", field="--data")
     return Frames(names, np.array(clip), list(clips), np.array(index), np.array(aus, np.float32),
                   np.array(lms, np.float32), np.array(images, np.uint8))
-
-
-_MEAD = re.compile(r"(?:^|_)([MW]\d{3})(?:_|$)")
-_KNOWN = ("obama", "andrew", "feifeili", "reagan", "trump", "kristinoem", "aragaki")
-#: Clips whose person was identified by looking at them (talking256 names do not say it), and
-#: families of clips that may show the same people (film memes, one demo's takes): kept together.
-_SEEN = {"eamm_video_sad": "mead:M030"}
-_FAMILIES = ("hellomeme", "eamm_video", "pc-avs", "first-order-model", "megactor", "wav2lip", "video-retalking")
-
-
-def person_of(source: str) -> str:
-    """Who a clip shows, as far as its name tells: MEAD speaker ids (M030), known public figures,
-    else the clip name without its take number (``xzy1``/``xzy2`` -> ``xzy``). Errs towards merging
-    clips, so a held-out person never appears in training under another clip."""
-    stem = Path(source.split(":", 1)[-1]).stem
-    m = _MEAD.search(stem)
-    if m:
-        return f"mead:{m.group(1)}"
-    low = stem.lower()
-    if low in _SEEN:
-        return _SEEN[low]
-    for k in _KNOWN:
-        if k in low:
-            return f"person:{k}"
-    for k in _FAMILIES:
-        if low.startswith(k):
-            return f"clip:{k}"
-    low = re.sub(r"(_clip)?_?\d+(_short)?$", "", low)
-    low = re.sub(r"_?\d+$", "", low)
-    return f"clip:{low}"
 
 
 def split_people(frames: Frames, fraction: float = 0.15, seed: int = 0) -> np.ndarray:

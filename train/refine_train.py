@@ -14,7 +14,9 @@ attention prior, and the run writes, atomically, every ``--save-every`` seconds 
   mouth PSNR, session 9), and ``RUN/refine_raw.safetensors`` holds the last step's own;
 - ``RUN/metrics.jsonl``, TensorBoard events, ``RUN/samples/*.png`` (input | output | target | A);
 - with ``--adv``, ``RUN/critic.safetensors``: the patch critic of the adversarial stage
-  (:mod:`train.refine_adv`), a refinement on top of the converged L1 base.
+  (:mod:`train.refine_adv`), a refinement on top of the converged L1 base; ``--r1``, ``--diffaug``
+  and ``--feat-match`` regularise it (R1 penalty, DiffAugment, critic feature matching), and
+  ``--l1-weight`` lowers the L1 terms to an anchor under it.
 
 ``--teacher CHECKPOINT`` distils another refine checkpoint as it runs (typically the same weights
 with the mirror average, which costs two passes a face): its composite of each pair is a second
@@ -53,6 +55,7 @@ from rtanim.models.refine import (
     shift,
 )
 from train.distributed import DistEnv, pick_device
+from train.refine_adv import DIFFAUG_DEFAULT, DIFFAUG_OPS, R1_EVERY, parse_policy
 from train.refine_data import Frames, Pair, PairMaker, PairMix, load_frames, mix_report, split_people
 from train.refine_grow import with_flow_head, with_reference, with_res_blocks, with_widths
 from train.refine_state import (
@@ -177,7 +180,7 @@ def teacher_composite(teacher: RefineNet, b: dict[str, torch.Tensor], region: to
 
 def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, step: int = PRIOR_RAMP_STEPS,
            l2: float = 0.0, psnr: float = 0.0, att_focus: float = W_ATT_FOCUS,
-           teacher_out: torch.Tensor | None = None, distil: float = 0.0) -> dict[str, torch.Tensor]:
+           teacher_out: torch.Tensor | None = None, distil: float = 0.0, l1_weight: float = 1.0) -> dict[str, torch.Tensor]:
     """Weighted L1 and gradient L1 of the composite against the target, the colour's own L1 around
     mouth and eyes, and the attention prior (ramped in over the first ``PRIOR_RAMP_STEPS``).
 
@@ -187,7 +190,10 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, ste
     ``teacher_out`` (a teacher's composite, :func:`teacher_composite`) adds the same-weighted L1 to it
     at weight ``distil``: the mirror average run twice per face; a student learns it in one pass.
     ``att_focus`` is the attention prior's weight around mouth and eyes: raised, the net repaints
-    only where that pays (the inside of a mouth), and leaves lips the warp already moved."""
+    only where that pays (the inside of a mouth), and leaves lips the warp already moved.
+    ``l1_weight`` scales the composite's weighted L1 and gradient L1 (the supervised reconstruction
+    terms; the colour's own L1, the attention prior and TV stay): lowered under an adversarial term,
+    the L1 is an anchor on content while the critic sharpens texture."""
     att, color, *flow = net(b["warped"], b["aus"], b["geometry"], b.get("reference"))
     moved = shift(b["warped"], flow[0]) if flow else b["warped"]
     out = compose_crop(moved, att, color, region)
@@ -205,7 +211,7 @@ def losses(net: RefineNet, b: dict[str, torch.Tensor], region: torch.Tensor, ste
     att_prior = ramp * (((1 - att) * (1 - focus)).mean() * W_ATT + ((1 - att) * focus).mean() * att_focus)
     att_tv = ax.abs().mean() + ay.abs().mean()
     col = (focus * (color - b["target"]).abs()).sum() / (focus.sum() * 3 + 1e-6)
-    total = rec + W_GRAD * grad + W_COLOR * col + att_prior + ramp * W_ATT_TV * att_tv + l2 * sq
+    total = l1_weight * rec + l1_weight * W_GRAD * grad + W_COLOR * col + att_prior + ramp * W_ATT_TV * att_tv + l2 * sq
     box_db = torch.zeros(())
     if "boxes" in b:
         box_loss, box_db = box_psnr_loss(out, b["target"], b["boxes"])
@@ -271,6 +277,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="weight of the patch critic's hinge loss on mouth and eyes (0: L1 only), on a converged "
                         "base; 0.05 sharpened teeth but cost mouth PSNR (MODELS.md)")
     p.add_argument("--adv-lr", type=float, default=2e-4, help="the critic's learning rate")
+    p.add_argument("--r1", type=float, default=0.0, metavar="GAMMA",
+                   help="with --adv: R1 gradient penalty on real crops, (GAMMA/2) E|grad D|^2 over the mouth and eye "
+                        "patches, every 4 critic steps (0: off), e.g. 1")
+    p.add_argument("--diffaug", nargs="?", const=DIFFAUG_DEFAULT, default="", metavar="POLICY",
+                   help="with --adv: DiffAugment what the critic sees, real and painted alike (bare: "
+                        f"{DIFFAUG_DEFAULT}; a comma-separated subset of {', '.join(DIFFAUG_OPS)}), for small data")
+    p.add_argument("--feat-match", type=float, default=0.0, metavar="WEIGHT",
+                   help="with --adv: weight of critic feature matching for the net, L1 between the critic's hidden "
+                        "activations on target and composite over mouth and eyes (0: off), e.g. 1")
+    p.add_argument("--l1-weight", type=float, default=1.0, metavar="WEIGHT",
+                   help="scale of the composite's L1 and gradient L1 (default 1), e.g. 0.5: an anchor under --adv")
     p.add_argument("--l2", type=float, default=0.0,
                    help="weight of a squared-error term beside the L1 (0: L1 only), e.g. 10 on a converged base: "
                         "the mean of the plausible mouths, which PSNR rewards, instead of their median")
@@ -301,6 +318,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def record_other(totals: dict, key: str, name: str, value: object, default: object, what: str) -> None:
+    """:func:`record_setting` for a setting whose default is not 0 (or not a number): appended to
+    ``totals[key]`` when it differs from the last one recorded (``default`` before any), so a run that
+    never leaves the default records nothing."""
+    if value != (totals.get(key) or [{name: default}])[-1][name]:
+        totals.setdefault(key, []).append({"from_step": totals["steps"], name: value})
+        print(f"{what} {value} from step {totals['steps']}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     try:
@@ -316,9 +342,19 @@ def train(a: argparse.Namespace) -> int:
         if share is not None and not 0.0 <= share <= 1.0:
             raise InputError(option, f"must be a share between 0 and 1, got {share:g}")
     for option, weight in (("--adv", a.adv), ("--l2", a.l2), ("--psnr", a.psnr), ("--att-focus", a.att_focus),
-                           ("--teacher-weight", a.teacher_weight)):
+                           ("--teacher-weight", a.teacher_weight), ("--r1", a.r1), ("--feat-match", a.feat_match),
+                           ("--l1-weight", a.l1_weight)):
         if weight < 0:
             raise InputError(option, f"must be a weight of at least 0, got {weight:g}")
+    try:
+        policy = parse_policy(a.diffaug)
+    except ValueError as e:
+        raise InputError("--diffaug", str(e)) from None
+    if a.diffaug and not policy:
+        raise InputError("--diffaug", f"names no op (choose from {', '.join(DIFFAUG_OPS)})")
+    for option, on in (("--r1", a.r1 > 0), ("--diffaug", bool(policy)), ("--feat-match", a.feat_match > 0)):
+        if on and not a.adv > 0:
+            raise InputError(option, "needs --adv (it regularises the patch critic)")
     if not 0.0 <= a.ema < 1.0:
         raise InputError("--ema", f"must be a decay in [0, 1) (0: no average), got {a.ema:g}")
     if a.widths and min(a.widths) < 1:
@@ -483,6 +519,17 @@ def train(a: argparse.Namespace) -> int:
     record_setting(totals, "ema", "decay", a.ema, "weight average at decay")
     if a.att_focus != W_ATT_FOCUS or "att_focus" in totals:  # recorded once it leaves the default
         record_setting(totals, "att_focus", "weight", a.att_focus, "attention prior around mouth and eyes at")
+    record_setting(totals, "r1", "gamma", a.r1, "R1 penalty on real crops at gamma")
+    record_setting(totals, "feat_match", "weight", a.feat_match, "critic feature matching at weight")
+    record_other(totals, "diffaug", "policy", ",".join(policy), "", "DiffAugment policy")
+    record_other(totals, "l1_weight", "weight", a.l1_weight, 1.0, "L1 and gradient L1 at weight")
+    augment = None
+    if policy:  # its own draws (seeded per run, as the pairs are): nothing else's change
+        aug_gen = torch.Generator().manual_seed(a.seed * 1000 + 17 + totals["runs"])
+
+        def augment(x: torch.Tensor, maps: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+            return refine_adv.diff_augment(x, maps, policy, aug_gen)
+    r1_last = torch.zeros(())
     raw_path = run / "refine_raw.safetensors"
 
     def save_all() -> None:
@@ -506,12 +553,16 @@ def train(a: argparse.Namespace) -> int:
                     g["lr"] = lr
             out = losses(net, b, region, totals["steps"], l2=a.l2, psnr=a.psnr, att_focus=a.att_focus,
                          teacher_out=None if teacher is None else teacher_composite(teacher, b, region),
-                         distil=a.teacher_weight)
+                         distil=a.teacher_weight, l1_weight=a.l1_weight)
             loss = out["loss"]
             if critic is not None:  # ramps in while the fresh critic learns what real mouths look like
-                pw = refine_adv.patch_weight(b["weight"])
-                out["adv_g"] = refine_adv.generator_loss(critic, out["out"], b["geometry"], pw)
-                loss = loss + a.adv * min(1.0, critic_steps / ADV_RAMP_STEPS) * out["adv_g"]
+                adv_ramp = min(1.0, critic_steps / ADV_RAMP_STEPS)
+                fake_view = refine_adv.critic_view(out["out"], b["geometry"], b["weight"], augment)
+                out["adv_g"] = refine_adv.generator_loss(critic, *fake_view)
+                loss = loss + a.adv * adv_ramp * out["adv_g"]
+                if a.feat_match > 0:  # un-augmented: real and composite features compared cell by cell
+                    out["feat"] = refine_adv.feature_matching(critic, b["target"], out["out"], b["geometry"], b["weight"])
+                    loss = loss + a.feat_match * adv_ramp * out["feat"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -519,15 +570,25 @@ def train(a: argparse.Namespace) -> int:
                 ema.update_parameters(net)
             if critic is not None:
                 critic_opt.zero_grad(set_to_none=True)
-                out["adv_d"] = refine_adv.critic_loss(critic, b["target"], out["out"], b["geometry"], pw)
-                out["adv_d"].backward()
+                lazy_r1 = a.r1 > 0 and critic_steps % R1_EVERY == 0
+                out["adv_d"], r1 = refine_adv.critic_step_loss(
+                    critic, refine_adv.critic_view(b["target"], b["geometry"], b["weight"], augment),
+                    refine_adv.critic_view(out["out"].detach(), b["geometry"], b["weight"], augment),
+                    a.r1 if lazy_r1 else 0.0)
+                d_loss = out["adv_d"]
+                if r1 is not None:
+                    d_loss = d_loss + R1_EVERY * r1
+                    r1_last = r1.detach()
+                if a.r1 > 0:
+                    out["adv_r1"] = r1_last  # the last one computed, logged every step
+                d_loss.backward()
                 critic_opt.step()
                 critic_steps += 1
             steps += 1
             totals["steps"] += 1
             totals["images"] += a.batch
             vals = {k: float(out[k].detach()) for k in ("loss", "l1", "l2", "grad", "color", "att", "att_tv", "flow_px", "flow_err",
-                                                         "psnr", "adv_g", "adv_d", "distil") if k in out}
+                                                         "psnr", "adv_g", "adv_d", "adv_r1", "feat", "distil") if k in out}
             smooth = vals if smooth is None else {k: 0.95 * smooth[k] + 0.05 * v for k, v in vals.items()}
             now = time.time()
             if tb is not None and totals["steps"] % 10 == 0:
@@ -542,6 +603,8 @@ def train(a: argparse.Namespace) -> int:
                       f"loss {smooth['loss']:.4f} l1 {smooth['l1']:.4f} l2 {smooth['l2']:.4f} grad {smooth['grad']:.4f} color {smooth['color']:.4f} "
                       f"att {smooth['att']:.4f} boxes {smooth['psnr']:.2f} dB lr {opt.param_groups[0]['lr']:.1e} flow {smooth['flow_px']:.2f}px (err {smooth['flow_err']:.2f}) "
                       + (f"adv G {smooth['adv_g']:.3f} D {smooth['adv_d']:.3f} " if critic is not None else "")
+                      + (f"R1 {smooth['adv_r1']:.4f} " if "adv_r1" in smooth else "")
+                      + (f"FM {smooth['feat']:.4f} " if "feat" in smooth else "")
                       + (f"distil {smooth['distil']:.4f} " if teacher is not None else "") +
                       f"ETA {max(eta, 0) / 60:.1f} min, peak RSS {rss:.0f} MB", flush=True)
                 log.write(json.dumps({"step": totals["steps"], "time": now, "lr": opt.param_groups[0]["lr"], **smooth}) + "\n")

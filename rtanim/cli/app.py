@@ -1,7 +1,7 @@
-"""The `rtanim` command: parses and validates arguments, then calls rtanim/. No logic of its own.
+"""The `rtanim` command: parses and validates arguments, then hands over to rtanim.commands. No logic of its own.
 
 The commands that re-express faces live here; the model's lifecycle (prepare, train, eval,
-export, bench) in rtanim/cli_dev.py, and what all commands share in rtanim/cli_base.py.
+export, bench) in rtanim/cli/dev.py, and what all commands share in rtanim/cli/base.py.
 
 Bad input is refused before any heavy module loads: every command runs its cheap checks
 (rtanim.checks: paths, names, AU codes) first and imports torch, MediaPipe, PyAV and OpenCV

@@ -405,7 +405,9 @@ def flicker(gen: Any, clip: Path, o: EvalOptions, tick: Callable[[str, int, int]
         target = preset_aus(o.flicker_target)
     except KeyError:
         raise InputError("--flicker-aus", f"unknown preset {o.flicker_target!r}") from None
-    d_in, d_out = [], []
+    from rtanim.face.landmarks import OUTER_MOUTH
+
+    d_in, d_out, m_in, m_out = [], [], [], []
     prev_in = prev_out = None
     frames = 0
     forget_faces(gen)
@@ -422,15 +424,23 @@ def flicker(gen: Any, clip: Path, o: EvalOptions, tick: Callable[[str, int, int]
             result = compose(frame.image, gen.generate([job]), [face.transform])
             region = face_region(face.transform, frame.image.shape, grow=0)
             cur_in, cur_out = frame.image.astype(np.int16), result.astype(np.int16)
+            mouth = np.zeros(frame.image.shape[:2], np.uint8)  # the lips and what they hold, this frame
+            cv2.fillPoly(mouth, [np.round(np.asarray(face.landmarks)[list(OUTER_MOUTH), :2]).astype(np.int32)], 1)
+            mouth = mouth.astype(bool)
             if prev_in is not None and region.any():
                 d_in.append(float(np.abs(cur_in - prev_in)[region].mean()))
                 d_out.append(float(np.abs(cur_out - prev_out)[region].mean()))
+                if mouth.any():
+                    m_in.append(float(np.abs(cur_in - prev_in)[mouth].mean()))
+                    m_out.append(float(np.abs(cur_out - prev_out)[mouth].mean()))
             prev_in, prev_out = cur_in, cur_out
     if not d_in:
         return {"status": f"skipped: no face in two consecutive frames of {clip}"}
     return {"status": "ok", "clip": str(clip), "frames": frames, "pairs": len(d_in), "target": o.flicker_target,
             "input_change": round(float(np.mean(d_in)), 4), "output_change": round(float(np.mean(d_out)), 4),
-            "flicker": round(float(np.mean(d_out) - np.mean(d_in)), 4)}
+            "flicker": round(float(np.mean(d_out) - np.mean(d_in)), 4),
+            # teeth that swim: the frame-to-frame change inside the mouth, against the real footage's
+            "mouth_stability": round(float(np.mean(m_out) / max(np.mean(m_in), 1e-6)), 4) if m_in else None}
 
 
 # ----------------------------------------------------------------------------- report
@@ -488,7 +498,10 @@ def render_markdown(r: EvalReport) -> str:
     if f.get("status") == "ok":
         lines.append(f"Clip `{f['clip']}`, {f['pairs']} frame pairs, target `{f['target']}`: mean abs change in the "
                      f"face region {f['output_change']:.3f} (output) vs {f['input_change']:.3f} (input): "
-                     f"flicker {f['flicker']:+.3f} grey levels.")
+                     f"flicker {f['flicker']:+.3f} grey levels." + (
+                         "" if f.get("mouth_stability") is None else
+                         f" Inside the mouth the output changes {f['mouth_stability']:.2f}x as much as the input "
+                         "from frame to frame."))
     else:
         lines.append(f["status"])
     return "\n".join(lines) + "\n"

@@ -13,7 +13,11 @@ generate -> compose at frame resolution), and is scored against the real target 
   transform, real frame at its own), in boxes around the real target's lips and eyes;
 - expression error: mean |blendshape(output) - blendshape(real)| over MediaPipe's expression
   blendshapes (both read in image mode), and the same for the AU25 / AU26 / AU45 read-back;
-- identity: dlib embedding distance between output and real frame (the ``eval`` extra).
+- identity: dlib embedding distance between output and real frame (the ``eval`` extra);
+- what a person sees (:mod:`rtanim.measure.look`): on open-mouth targets the mouth's sharpness
+  against the real one, its teeth share and luma; on closed-eye targets the blink read back and the
+  sclera left in the eye openings; and a held-out critic (:mod:`rtanim.measure.critic`) per model,
+  trained fresh on half the held-out people to tell its mouths (and eyes) from real ones.
 
 A model that remembers the person's open mouth (rtanim.models.reference) is shown, before each pair, the
 widest-open frame a run would have seen (:func:`reference_frame`): with ``reference="before"``
@@ -42,11 +46,15 @@ from rtanim.face.align import crop
 from rtanim.face.compose import compose
 from rtanim.face.landmarks import EYES, OUTER_MOUTH, POSE_RIGID, box_mask
 from rtanim.files import write_bytes
+from rtanim.measure import critic
+from rtanim.measure.look import lid_look, mouth_look
+from rtanim.measure.people import clip_person
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 READ_BACK = ("AU12", "AU25", "AU26", "AU45")
 CLOSED_EYES = 0.6  # AU45 above which a target counts as closed-eyed (as in training's sampling)
 REFERENCE_GAP = 25  # tracked frames (1 s at 25 fps) around the target that a reference never comes from
+OPEN_MOUTH_PX = 150.0  # inner-lip area (crop px) over which a target's mouth counts as open (as rtanim.models.reference)
 
 
 @dataclass
@@ -72,6 +80,7 @@ class PairScore:
     read_back: dict[str, float] = field(default_factory=dict)  # |AU(output) - AU(real)|
     identity: float = math.nan
     reference: bool = False  # the model was shown a remembered open mouth
+    look: dict[str, float] = field(default_factory=dict)  # rtanim.measure.look figures that apply
 
 
 def clip_paths(spec: str | Path) -> list[Path]:
@@ -233,14 +242,25 @@ def summarise(scores: Sequence[PairScore]) -> dict[str, Any]:
         out[f"{code}_err"] = mean([s.read_back.get(code, math.nan) for s in scores])
     out["identity"] = med([s.identity for s in scores])
     out["with_reference"] = sum(s.reference for s in scores)
+    look = [s.look for s in scores]
+    for key in ("mouth_sharpness", "teeth_out", "teeth_real", "luma_out", "luma_real", "sclera_out", "sclera_real"):
+        out[key] = med([x.get(key, math.nan) for x in look])
+    blink, blink_real = mean([x.get("blink_out", math.nan) for x in look]), mean([x.get("blink_real", math.nan) for x in look])
+    out["blink_out"], out["blink_real"] = blink, blink_real
+    out["blink_ratio"] = round(blink / blink_real, 4) if blink is not None and blink_real else None
     return out
 
 
 def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions | None = None,
             tick: Callable[[str, int, int], None] | None = None, identity: Any = None,
-            examples: int = 6) -> tuple[ReenactReport, np.ndarray | None]:
-    """Run the test for every generator (``copy`` is added first); returns the report and an
-    example strip (source | real target | each model) as RGB uint8."""
+            examples: int = 6) -> tuple[ReenactReport, dict[str, np.ndarray]]:
+    """Run the test for every generator (``copy`` is added first).
+
+    Returns:
+        The report, and the pictures as RGB uint8 by name: ``examples`` (source | real target |
+        each model, whole crops), ``mouth`` (open-mouth pairs) and ``eyes`` (closed-eye pairs),
+        zoomed: source | each model | real. A picture with no pair to show is left out.
+    """
     from rtanim.face.tracking import FaceTracker
     from rtanim.pipeline.jobs import FaceJob
 
@@ -251,6 +271,10 @@ def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions
     remembers = any(getattr(g, "memory", None) is not None for g in generators.values())
     scores: dict[str, list[PairScore]] = {n: [] for n in names}
     strip_rows: list[np.ndarray] = []
+    mouth_rows: list[np.ndarray] = []  # zoomed strips: source | each model | real
+    eye_rows: list[np.ndarray] = []
+    patches: dict[str, dict[str, list[np.ndarray]]] = {n: {"mouth": [], "eyes": []} for n in ["real", *names]}
+    people: list[str] = []
     with FaceTracker(1, mode="image") as reader:
         for ci, clip in enumerate(clips):
             tick("self-reenactment", ci, len(clips))
@@ -263,6 +287,13 @@ def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions
                 lm = _crop_landmarks(tgt_face)
                 mouth = box_mask(lm[list(OUTER_MOUTH)], size)
                 eyes = box_mask(lm[list(EYES[0])], size) | box_mask(lm[list(EYES[1])], size)
+                mouth_box, eye_box = critic.box_of(mouth), critic.box_of(eyes)
+                src_lm = _crop_landmarks(src_face)
+                closed = float(tgt_face.aus.get("AU45", 0.0)) > CLOSED_EYES
+                people.append(clip_person(clip.name))
+                patches["real"]["mouth"].append(critic.patch(real_crop, mouth_box, critic.PATCH["mouth"]))
+                patches["real"]["eyes"].append(critic.patch(real_crop, eye_box, critic.PATCH["eyes"]))
+                zoom_m, zoom_e = [_zoom(crop(src_img, src_face.transform), mouth_box)], [_zoom(crop(src_img, src_face.transform), eye_box)]
                 real_read = reader.track(tgt_img)
                 real_bs = expression_blendshapes(real_read[0].blendshapes) if real_read else None
                 real_au = real_read[0].aus if real_read else None
@@ -294,10 +325,22 @@ def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions
                     ident = math.nan
                     if ref is not None:
                         ident = float(np.linalg.norm(identity.embed(out, tgt_face.bbox) - ref))
+                    look = _look(out_crop, real_crop, lm, src_lm, closed, read, real_au)
                     scores[name].append(PairScore(clip.name, s, t, kind, mp, ms, ep, es, expr, rb, ident,
-                                                  memory is not None and r is not None))
+                                                  memory is not None and r is not None, look))
+                    patches[name]["mouth"].append(critic.patch(out_crop, mouth_box, critic.PATCH["mouth"]))
+                    patches[name]["eyes"].append(critic.patch(out_crop, eye_box, critic.PATCH["eyes"]))
+                    if name != "copy":
+                        zoom_m.append(_zoom(out_crop, mouth_box))
+                        zoom_e.append(_zoom(out_crop, eye_box))
                 if len(strip_rows) < examples and kind != "random":
                     strip_rows.append(np.concatenate(row, 1))
+                zoom_m.append(_zoom(real_crop, mouth_box))
+                zoom_e.append(_zoom(real_crop, eye_box))
+                if len(mouth_rows) < examples and kind == "open_mouth":
+                    mouth_rows.append(np.concatenate(zoom_m, 1))
+                if len(eye_rows) < examples and closed:
+                    eye_rows.append(np.concatenate(zoom_e, 1))
         tick("self-reenactment", len(clips), len(clips))
     n = len(scores["copy"])
     if n == 0:
@@ -305,12 +348,55 @@ def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions
     report = ReenactReport([str(c) for c in clips], n, settings=asdict(o))
     for name in names:
         report.rows[name] = summarise(scores[name])
-        report.per_pair[name] = [{k: None if isinstance(v, float) and not math.isfinite(v) else v
-                                  for k, v in asdict(x).items()} for x in scores[name]]  # NaN is not JSON
+        report.per_pair[name] = [_json_safe(asdict(x)) for x in scores[name]]
         report.by_kind[name] = {k: summarise([s for s in scores[name] if s.kind == k])
                                 for k in ("open_mouth", "closed_eyes", "random")}
-    strip = _label(np.concatenate(strip_rows, 0), ["source", "real", *names]) if strip_rows else None
-    return report, strip
+    tick("held-out critic", 0, len(names))
+    for i, name in enumerate(names):
+        for part in ("mouth", "eyes"):
+            report.rows[name][f"critic_{part}_auc"] = _rounded(critic.held_out_auc(
+                patches["real"][part], patches[name][part], people, seed=o.seed))
+        tick("held-out critic", i + 1, len(names))
+    shown = ["source", *[n for n in names if n != "copy"], "real"]
+    pictures = {"examples": (strip_rows, ["source", "real", *names]), "mouth": (mouth_rows, shown),
+                "eyes": (eye_rows, shown)}
+    return report, {k: _label(np.concatenate(rows, 0), labels) for k, (rows, labels) in pictures.items() if rows}
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (not JSON) as None, in nested dicts too."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _rounded(x: float) -> float | None:
+    return round(x, 4) if math.isfinite(x) else None
+
+
+def _zoom(rgb: np.ndarray, box: tuple[int, int, int, int] | None, height: int = 72) -> np.ndarray:
+    """The ``box`` of a crop, scaled to ``height`` px (nearest: the pixels as they are) on a fixed width."""
+    x0, y0, x1, y1 = box if box is not None else (0, 0, rgb.shape[1], rgb.shape[0])
+    part = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+    width = int(round(height * 1.6))
+    return cv2.resize(part, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def _look(out_crop: np.ndarray, real_crop: np.ndarray, target_lm: np.ndarray, source_lm: np.ndarray,
+          closed: bool, read: Any, real_au: dict[str, float] | None) -> dict[str, float]:
+    """The look figures that apply to this pair: the mouth's on an open target mouth, the lids' on
+    closed target eyes (with the blink read back from the output and from the real frame)."""
+    from rtanim.face.landmarks import INNER_MOUTH, polygon_mask
+
+    out: dict[str, float] = {}
+    if polygon_mask(target_lm, [INNER_MOUTH], real_crop.shape[0]).sum() >= OPEN_MOUTH_PX:
+        out.update(mouth_look(out_crop, real_crop, target_lm))
+    if closed:
+        out.update(lid_look(out_crop, real_crop, source_lm))
+        if read and real_au is not None:
+            out["blink_out"] = float(read[0].aus.get("AU45", 0.0))
+            out["blink_real"] = float(real_au.get("AU45", 0.0))
+    return out
 
 
 def _label(strip: np.ndarray, labels: Sequence[str], head: int = 18) -> np.ndarray:
@@ -344,15 +430,44 @@ def render_markdown(r: ReenactReport) -> str:
     for kind in ("open_mouth", "closed_eyes", "random"):
         lines += ["", f"## Targets: {kind.replace('_', ' ')}", ""]
         lines += table({m: r.by_kind[m][kind] for m in r.by_kind})
-    lines += ["", "![examples: source, real target, then each model](reenact.png)", ""]
+    lines += ["", "## What a person sees", "", "Open-mouth targets: the mouth's sharpness against the real one "
+              "(1: as sharp), its teeth share and luma inside the real inner lips; closed-eye targets: the blink "
+              "read back (AU45) and the sclera share left in the eye openings; a critic trained fresh on half the "
+              "held-out people to tell each model's mouths / eyes from real ones, scored on the other half "
+              "(ROC AUC; 0.5: cannot tell).", ""]
+    lines += look_table(r.rows)
+    lines += ["", "![examples: source, real target, then each model](reenact.png)", "",
+              "![mouths of open-mouth targets: source, each model, real](mouth_strip.png)", "",
+              "![eyes of closed-eye targets: source, each model, real](eye_strip.png)", ""]
     return "\n".join(lines)
 
 
-def write_reenact(r: ReenactReport, strip: np.ndarray | None, out: Path) -> None:
-    if strip is not None:
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+LOOK_COLUMNS = (("mouth_sharpness", "mouth sharpness (x real)"), ("teeth_out", "teeth share"),
+                ("luma_out", "mouth luma"), ("blink_out", "blink read-back"), ("sclera_out", "sclera share"),
+                ("critic_mouth_auc", "critic AUC, mouth"), ("critic_eyes_auc", "critic AUC, eyes"))
+
+
+def look_table(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The look figures per model, with the real targets' own values as the first row."""
+    lines = ["| model | " + " | ".join(c[1] for c in LOOK_COLUMNS) + " |", "|---|" + "---|" * len(LOOK_COLUMNS)]
+    any_row = next(iter(rows.values()), {})
+    real = {"mouth_sharpness": 1.0, "teeth_out": any_row.get("teeth_real"), "luma_out": any_row.get("luma_real"),
+            "blink_out": any_row.get("blink_real"), "sclera_out": any_row.get("sclera_real")}
+    for name, v in [("real targets", real), *rows.items()]:
+        cells = " | ".join("n/a" if v.get(k) is None else f"{v[k]:.3f}" for k, _ in LOOK_COLUMNS)
+        lines.append(f"| {name} | {cells} |")
+    return lines
+
+
+#: Picture files of a report folder, by name in :func:`reenact`'s pictures.
+PICTURES = {"examples": "reenact.png", "mouth": "mouth_strip.png", "eyes": "eye_strip.png"}
+
+
+def write_reenact(r: ReenactReport, pictures: dict[str, np.ndarray], out: Path) -> None:
+    for name, picture in pictures.items():
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
         if ok:
-            write_bytes(out / "reenact.png", buf.tobytes())
+            write_bytes(out / PICTURES[name], buf.tobytes())
     write_bytes(out / "reenact.json", (json.dumps(asdict(r), indent=1) + "\n").encode())
     write_bytes(out / "reenact.md", render_markdown(r).encode())
 
@@ -370,7 +485,7 @@ def evaluate_reenact(model: str, clips: str | Path, out: str | Path, o: ReenactO
     if model != "warp":
         gen = load_generator(model, engine)
         gens[getattr(gen, "name", model)] = gen
-    report, strip = reenact(gens, paths, o, progress, Identity.create())
+    report, pictures = reenact(gens, paths, o, progress, Identity.create())
     out.mkdir(parents=True, exist_ok=True)  # only once there is a report: a bad clip leaves no folder
-    write_reenact(report, strip, out)
+    write_reenact(report, pictures, out)
     return report

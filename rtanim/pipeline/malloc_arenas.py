@@ -1,10 +1,10 @@
 """Fewer glibc malloc arenas, so a long live run's memory stays flat.
 
 glibc gives each new thread its own malloc arena (up to 8 per core) and rarely gives their pages
-back. With the sinks on their own threads (rtanim/sink_threads.py) beside ONNX Runtime's and
+back. With the sinks on their own threads (rtanim/pipeline/sink_threads.py) beside ONNX Runtime's and
 MediaPipe's, a 30-minute 720p soak grew +75.6 MB after its first minute; with two arenas
-(``MALLOC_ARENA_MAX=2``) +8.7 MB, about 100 MB lower in all, at the same frame rate (MODELS.md,
-issue 14). glibc reads its arena limit once, when a thread first needs an arena, so
+(``MALLOC_ARENA_MAX=2``) +8.7 MB, about 100 MB lower in all, at the same frame rate (measured by
+calib/soak.py for issue 14). glibc reads its arena limit once, when a thread first needs an arena, so
 :func:`limit_arenas` must run before any thread starts: ``rtanim``'s entry point calls it first.
 """
 

@@ -1,0 +1,88 @@
+"""What a person sees in a re-expressed mouth and eye, measured against the real frame.
+
+PSNR rewards the average of every plausible mouth, which is a grey blur. These figures measure
+what the average loses, each on the same pose-matched crops the self-reenactment test scores
+(:mod:`rtanim.measure.reenact`), inside the real target's own regions:
+
+- **sharpness**: the variance of the Laplacian of luma inside the real target's inner-lip polygon,
+  output over real (1: as sharp as a real mouth; a blur is far below 1);
+- **teeth**: the share of teeth-like pixels there (bright, low chroma: :data:`TEETH_LUMA`,
+  :data:`TEETH_CHROMA`), and the mean luma (a dark cavity rim lowers it);
+- **lids**: on closed-eye targets, the share of sclera-like pixels (the same bright, low-chroma rule)
+  left inside the *source's* eye openings, where an eye that did not close still shows its white.
+
+A region too small to measure gives NaN, which the summaries leave out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from rtanim.face.landmarks import EYES, INNER_MOUTH, polygon_mask
+
+#: Luma (0-255, BT.601) above which a pixel can be teeth or sclera.
+TEETH_LUMA = 135.0
+#: Chroma (distance of Cb, Cr from grey, 0-255 units) below which it can: lips, tongue and skin are redder.
+TEETH_CHROMA = 18.0
+#: Fewest pixels a region needs to be measured (an inner mouth under this is closed).
+MIN_REGION_PX = 40
+
+
+def _luma_chroma(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb).astype(np.float32)
+    return ycc[..., 0], np.hypot(ycc[..., 1] - 128.0, ycc[..., 2] - 128.0)
+
+
+def region(landmarks: np.ndarray, loops: tuple[tuple[int, ...], ...], size: int) -> np.ndarray:
+    """The pixels inside landmark ``loops`` (crop px), as a bool mask."""
+    return polygon_mask(landmarks, loops, size) > 0.5
+
+
+def sharpness(rgb: np.ndarray, mask: np.ndarray) -> float:
+    """Variance of the luma Laplacian inside ``mask`` (NaN for a region under MIN_REGION_PX)."""
+    if int(mask.sum()) < MIN_REGION_PX:
+        return math.nan
+    lap = cv2.Laplacian(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F, ksize=3)
+    return float(lap[mask].var())
+
+
+def bright_share(rgb: np.ndarray, mask: np.ndarray) -> float:
+    """Share of teeth- or sclera-like pixels (bright, low chroma) inside ``mask``."""
+    if int(mask.sum()) < MIN_REGION_PX:
+        return math.nan
+    luma, chroma = _luma_chroma(rgb)
+    return float(((luma[mask] > TEETH_LUMA) & (chroma[mask] < TEETH_CHROMA)).mean())
+
+
+def mean_luma(rgb: np.ndarray, mask: np.ndarray) -> float:
+    if int(mask.sum()) < MIN_REGION_PX:
+        return math.nan
+    return float(_luma_chroma(rgb)[0][mask].mean())
+
+
+def mouth_look(out: np.ndarray, real: np.ndarray, target_landmarks: np.ndarray) -> dict[str, float]:
+    """Sharpness ratio, teeth share and luma of ``out`` and ``real`` inside the real target's inner mouth.
+
+    Args:
+        out: the re-expressed crop (RGB uint8, the source's crop transform).
+        real: the real target's crop (its own transform; the pair is pose-matched).
+        target_landmarks: the real target's landmarks in crop px.
+
+    Returns:
+        ``mouth_sharpness`` (out / real), ``teeth_out``, ``teeth_real``, ``luma_out``, ``luma_real``;
+        NaN where the real mouth is too small to measure.
+    """
+    mask = region(target_landmarks, (INNER_MOUTH,), real.shape[0])
+    s_out, s_real = sharpness(out, mask), sharpness(real, mask)
+    ratio = s_out / s_real if s_real and math.isfinite(s_real) and s_real > 1e-6 else math.nan
+    return {"mouth_sharpness": ratio, "teeth_out": bright_share(out, mask), "teeth_real": bright_share(real, mask),
+            "luma_out": mean_luma(out, mask), "luma_real": mean_luma(real, mask)}
+
+
+def lid_look(out: np.ndarray, real: np.ndarray, source_landmarks: np.ndarray) -> dict[str, float]:
+    """Sclera share of ``out`` and ``real`` inside the source's (open) eye openings, in crop px."""
+    mask = region(source_landmarks, EYES, real.shape[0])
+    return {"sclera_out": bright_share(out, mask), "sclera_real": bright_share(real, mask)}

@@ -1,0 +1,89 @@
+"""What a person sees: the mouth / lid figures and the held-out critic of the self-reenactment test."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from rtanim.measure import critic
+from rtanim.measure.look import bright_share, lid_look, mouth_look, sharpness
+from rtanim.models.geometry import AUBasis
+
+
+def test_sharpness_falls_with_blur_and_is_nan_on_a_tiny_region():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[16:48, 16:48] = True
+    sharp = sharpness(img, mask)
+    assert sharp > 0 and sharpness(cv2.GaussianBlur(img, (7, 7), 2.0), mask) < 0.1 * sharp
+    tiny = np.zeros_like(mask)
+    tiny[0, 0] = True
+    assert math.isnan(sharpness(img, tiny))
+
+
+def test_bright_share_counts_white_not_red_or_dark():
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[:, :20] = (235, 232, 225)  # teeth / sclera: bright, low chroma
+    img[:20, 20:] = (190, 60, 70)  # lip: red
+    mask = np.ones((40, 40), bool)
+    assert bright_share(img, mask) == pytest.approx(0.5)
+    assert bright_share(np.zeros_like(img), mask) == 0.0
+
+
+def test_mouth_and_lid_look_on_a_face_shape():
+    from rtanim.face.landmarks import EYES, INNER_MOUTH, polygon_mask
+
+    face = AUBasis.load().mean.astype(np.float64)[:, :2].copy()
+    face[[14, 87, 178, 88, 95, 317, 402, 318, 324], 1] += 8.0  # the inner lower lip down: an open mouth
+    inner = polygon_mask(face, [INNER_MOUTH], 128) > 0.5
+    real = np.full((128, 128, 3), (170, 120, 110), np.uint8)
+    rng = np.random.default_rng(1)
+    teeth = np.where(rng.random((128, 128, 1)) < 0.5, (240, 238, 230), (40, 20, 20)).astype(np.uint8)
+    real[inner] = teeth[inner]
+    blur = real.copy()
+    blur[inner] = cv2.GaussianBlur(real, (9, 9), 3.0)[inner]
+    look = mouth_look(blur, real, face)
+    assert look["mouth_sharpness"] < 0.5 and 0.3 < look["teeth_real"] < 0.7 and look["teeth_out"] < look["teeth_real"]
+    assert mouth_look(real, real, face)["mouth_sharpness"] == pytest.approx(1.0)
+    eyes = polygon_mask(face, EYES, 128) > 0.5
+    shut = np.full((128, 128, 3), (170, 120, 110), np.uint8)
+    open_eye = shut.copy()
+    open_eye[eyes] = (235, 235, 230)  # white left showing
+    assert lid_look(open_eye, shut, face) == {"sclera_out": 1.0, "sclera_real": 0.0}
+
+
+def test_roc_auc_orders_and_ties():
+    y = np.array([0, 0, 1, 1])
+    assert critic.roc_auc(np.array([0.1, 0.2, 0.8, 0.9]), y) == 1.0
+    assert critic.roc_auc(np.array([0.9, 0.8, 0.2, 0.1]), y) == 0.0
+    assert critic.roc_auc(np.zeros(4), y) == 0.5
+    assert math.isnan(critic.roc_auc(np.zeros(2), np.zeros(2)))
+
+
+def test_held_out_critic_tells_flat_fakes_and_not_real_copies():
+    rng = np.random.default_rng(0)
+    real = [cv2.GaussianBlur(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8), (3, 3), 0.8) for _ in range(24)]
+    groups = [f"p{i % 4}" for i in range(24)]
+    flat = [np.full_like(r, int(r.mean())) for r in real]
+    assert critic.held_out_auc(real, flat, groups) > 0.9
+    same = critic.held_out_auc(real, [r.copy() for r in real], groups)
+    assert 0.3 <= same <= 0.7
+    assert math.isnan(critic.held_out_auc(real, flat, ["one"] * 24))
+
+
+def test_self_reenactment_reports_what_a_person_sees(shared_data, tmp_path):
+    from rtanim.measure.reenact import LOOK_COLUMNS, ReenactOptions, evaluate_reenact
+
+    clip = shared_data / "video" / "single_face.mp4"
+    r = evaluate_reenact("warp", clip, tmp_path / "rep", ReenactOptions(pairs_per_clip=3, max_frames=40))
+    for row in r.rows.values():
+        assert "critic_mouth_auc" in row and "critic_eyes_auc" in row and "mouth_sharpness" in row
+    md = (tmp_path / "rep" / "reenact.md").read_text()
+    assert "## What a person sees" in md and all(label in md for _, label in LOOK_COLUMNS)
+    json.loads((tmp_path / "rep" / "reenact.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert (tmp_path / "rep" / "reenact.png").is_file()
