@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -198,3 +199,22 @@ def parse_size(value: str | None) -> tuple[int, int] | None:
     if not sep or not w.isdigit() or not h.isdigit() or int(w) < 16 or int(h) < 16:
         raise InputError("--size", f"expected WIDTHxHEIGHT like 1280x720, got {value!r}")
     return int(w), int(h)
+
+
+def camera_unavailable(spec: str | int) -> InputError:
+    """The one line for a camera that cannot be opened (here, before the run, or by the camera source)."""
+    hint = ("list devices with `v4l2-ctl --list-devices` or `ls /dev/video*`" if sys.platform.startswith("linux")
+            else "check the camera index and that no other program is using it")
+    return InputError(f"camera {spec}", f"cannot open it: no such device, or busy ({hint})")
+
+
+def camera(spec: str) -> None:
+    """On Linux, a camera index or /dev/videoN that names no device is refused before anything loads
+    (V4L2 numbers its devices /dev/videoN); a file or URL is checked when it is opened."""
+    s = str(spec).strip()
+    if not sys.platform.startswith("linux"):
+        return
+    if s.isdigit() and not Path(f"/dev/video{int(s)}").exists():
+        raise camera_unavailable(int(s))
+    if s.startswith("/dev/video") and not Path(s).exists():
+        raise camera_unavailable(s)

@@ -131,3 +131,14 @@ def test_no_import_runs_up_the_layers():
 def test_the_layer_check_sees_an_arrow_up():
     assert layer_of("rtanim.face.tracking") < layer_of("rtanim.pipeline.graph") < layer_of("rtanim.cli.app")
     assert layer_of("rtanim.checks") == 0 and layer_of("engines.int8") > layer_of("rtanim.models.refine")
+
+
+def test_calib_scripts_run_from_a_checkout_through_the_one_bootstrap(tmp_path):
+    """calib/ is not installed: ``python calib/NAME.py`` finds rtanim, train and calib itself through
+    calib/bootstrap.py, from any folder, and no script carries a sys.path bootstrap of its own."""
+    for script in ("gate_check.py", "respec_refine.py"):
+        proc = subprocess.run([sys.executable, str(ROOT / "calib" / script), "--help"], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=120)
+        assert proc.returncode == 0 and "usage" in proc.stdout, proc.stderr
+    own = [p.name for p in (ROOT / "calib").glob("*.py") if p.name != "bootstrap.py" and "sys.path.insert" in p.read_text()]
+    assert own == [], own

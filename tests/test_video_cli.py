@@ -237,3 +237,25 @@ def test_bench_input(shared_data):
     assert "offline" in res.output and "live (paced" in res.output and "real decode" in res.output
     assert "320x180" in res.output and "file (encode" in res.output and "udp (encode" in res.output
     assert runner.invoke(app, ["bench", "--engines", "--input", "x.mp4"]).exit_code == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or Path("/dev/video7").exists(), reason="needs Linux without a /dev/video7")
+def test_webcam_without_that_camera_is_refused_before_heavy_modules_load():
+    code = ("import sys\nfrom rtanim.cli.app import main\nsys.argv = ['rtanim', 'webcam', '--camera', '7', '--aus', 'smile']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    heavy = [m for m in ('torch', 'cv2', 'av', 'mediapipe') if m in sys.modules]\n"
+            "    print('HEAVY', heavy, 'EXIT', e.code)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "HEAVY [] EXIT 2" in proc.stdout, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: camera 7: cannot open it"), proc.stderr
+
+
+def test_webcam_log_ends_the_status_line_before_the_summary(shared_data, tmp_path):
+    log = tmp_path / "run.log"
+    with log.open("w") as f:
+        proc = subprocess.run([sys.executable, "-m", "rtanim", "webcam", "--camera", str(shared_data / "video" / "single_face.mp4"),
+                               "--aus", "smile", "--model", "warp", "--no-preview", "-o", str(tmp_path / "take.mp4")],
+                              stdout=f, stderr=subprocess.STDOUT, timeout=300, cwd=tmp_path)
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    assert any(ln.startswith("rtanim webcam (live)") for ln in text.splitlines()), text

@@ -330,7 +330,8 @@ def video_cmd(
 @app.command("webcam", cls=Command)
 def webcam_cmd(
     camera: str = typer.Option("0", "--camera", metavar="INDEX|DEVICE|FILE",
-                               help="Camera index, /dev/videoN, or a video file played like a camera."),
+                               help="Camera index, /dev/videoN, or a video file played like a camera (its picture only: a file's "
+                                    "audio is not carried; `rtanim video` keeps it)."),
     aus: str = typer.Option(None, "--aus", metavar=AUS_MV, help=AUS_OPT_HELP),
     timeline: Path = typer.Option(None, "--timeline", metavar="FILE|CSV|VIDEO", help=TIMELINE_OPT_HELP),
     model: str = typer.Option("default", "--model", metavar=MODEL_MV, help=MODEL_HELP),

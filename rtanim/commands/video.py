@@ -401,6 +401,7 @@ def run_webcam(
     panel_opts = panel_options(panel, panel_host, panel_port)
     tl = None if isinstance(target, DrivingVideo) else webcam_passthrough(target, passthrough)
     pass_codes = (tl or webcam_passthrough(parse_aus_arg("neutral"), passthrough)).passthrough  # checks the option early
+    checks.camera(camera)  # a camera index with no device: refused before torch, OpenCV and PyAV load
     from rtanim.io.sink_multi import open_sinks
     from rtanim.io.sink_preview import OverlayStats
     from rtanim.io.source_open import open_source
@@ -481,6 +482,8 @@ def run_webcam(
             interrupted = True
             raise
         finally:
+            if not err_console.is_terminal:  # a redirected log: end the last status line before the summary
+                err_console.line()
             stats = pipeline.stats
             if stats.frames:
                 console.print(summary_table(stats, f"rtanim webcam ({'interrupted, ' if interrupted else ''}live)"))

@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from rtanim.checks import camera_unavailable
 from rtanim.errors import InputError, RunError
 from rtanim.io.source_base import Frame, SourceBase
 from rtanim.io.source_file import VideoFileSource
@@ -223,9 +224,7 @@ class CameraSource(LiveSource):
         if cap is None or not cap.isOpened():
             if cap is not None:
                 cap.release()
-            hint = ("list devices with `v4l2-ctl --list-devices` or `ls /dev/video*`" if sys.platform.startswith("linux")
-                    else "check the camera index and that no other program is using it")
-            raise InputError(self._label(), f"cannot open it: no such device, or busy ({hint})")
+            raise camera_unavailable(self.spec)
         cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*"MJPG"))
         if self.requested_size:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, int(self.requested_size[0]))
