@@ -166,6 +166,8 @@ X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 DEFAULT_PRESET = "veryfast"
 #: What a model that remembers a person's open mouth has seen in the self-reenactment test (rtanim.measure.reenact).
 REFERENCE_POLICIES = ("before", "clip", "none")
+#: What an AU the user does not name does (``--unnamed``, a timeline's ``"unnamed"``): follow the face, or 0.
+UNNAMED_RULES = ("follow", "zero")
 
 
 def check_preset(preset: str | None, where: str | Path = "--preset") -> None:

@@ -98,6 +98,13 @@ def test_page_moves_the_face(tmp_path, request):
             sync_api.expect(page.locator("#download")).to_be_visible()
             take = page.evaluate("fetch(document.getElementById('download').href).then(r => r.json())")
             assert take["passthrough"] == ["AU25", "AU26"] and take["keyframes"][-1]["aus"]["AU12"] == 1.0
+            live45 = page.locator("#s-AU45").locator("xpath=..").locator(".pass input")
+            live45.check()  # hand AU45 back to the face (issue 34): it follows, and its slider rests
+            run.wait(lambda s: "AU45L" in s["panel"]["following"], what="AU45 following the face")
+            sync_api.expect(page.locator("#s-AU45")).to_be_disabled()
+            live45.uncheck()  # and set it again, at the value showing
+            run.wait(lambda s: "AU45L" not in s["panel"]["following"], what="AU45 set again")
+            sync_api.expect(page.locator("#s-AU45")).to_be_enabled()
             assert not errors, errors
         finally:
             browser.close()

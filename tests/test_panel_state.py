@@ -16,7 +16,7 @@ LIVE = {"AU25": 0.3, "AU26": 0.2, "AU12": 0.4}
 
 
 def neutral(passthrough=("AU25", "AU26"), easing=0.0) -> PanelTarget:
-    tl = timeline_from_dict({"aus": {}, "passthrough": list(passthrough)})
+    tl = timeline_from_dict({"preset": "neutral", "passthrough": list(passthrough)})
     return PanelTarget(tl, easing=easing)
 
 
@@ -159,3 +159,23 @@ def test_the_preview_p_key_pauses_the_panel_timeline_not_the_run_clock():
     controls.paused = True
     run.on_frame(Stats("live"), SimpleNamespace(faces=[], found=0))
     assert p.snapshot()["timeline"]["playing"] and p.at(0.6, LIVE)["AU01"] == 0.0 and p.at(0.85, LIVE)["AU01"] == 0.25
+
+
+def test_unset_aus_follow_the_face_and_a_slider_hands_one_back():
+    """Issue 34 in the panel: what nobody set follows the live face (shown as such), null hands an AU back."""
+    p = PanelTarget(timeline_from_dict({"aus": {"AU12": 0.8}}))
+    live = {"AU45": 0.7, "AU12": 0.1, "AU25": 0.5}
+    out = p.at(0.0, live)
+    assert out["AU12"] == pytest.approx(0.8) and out["AU45"] == pytest.approx(0.7) and out["AU25"] == pytest.approx(0.5)
+    snap = p.snapshot()
+    assert "AU45L" in snap["following"] and snap["values"]["AU45L"] is None and "AU12L" not in snap["following"]
+    json.dumps(snap, allow_nan=False)  # the page reads it: no NaN
+    p.set_aus({"AU12": None})
+    assert p.at(0.1, live)["AU12"] == pytest.approx(0.1) and "AU12L" in p.snapshot()["following"]
+    p.set_aus({"AU45": 0.0})
+    assert p.at(0.2, live)["AU45"] == 0.0
+    p.set_preset({"preset": "eyebrows_up"})  # names AU01 and AU02 only
+    out = p.at(0.3, live)
+    assert out["AU01"] == pytest.approx(1.0) and out["AU45"] == pytest.approx(0.7)
+    with pytest.raises(InputError):
+        p.set_aus({"AU99": None})

@@ -1,4 +1,5 @@
 import json
+import math
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from rtanim.expression.timeline import (
     load_timeline,
     parse_aus_arg,
     timeline_from_dict,
+    with_unnamed,
     write_openface_csv,
 )
 
@@ -38,12 +40,13 @@ def test_static_files_and_presets():
     assert tl.is_static and tl.at(0)["AU12"] == pytest.approx(0.8)
     assert parse_aus_arg("smile").at(0)["AU06"] == pytest.approx(0.6)
     assert parse_aus_arg("smile:0.5").at(0)["AU12"] == pytest.approx(0.5)
-    assert parse_aus_arg("AU12=1,AU45L=1").at(0)["AU45"] == pytest.approx(0.5)
-    assert tl.at(0)["AU26"] == 0.0  # unnamed AUs are 0
+    assert parse_aus_arg("AU12=1,AU45L=1").at(0, {"AU45": 0.0})["AU45"] == pytest.approx(0.5)  # AU45R: the face's
+    assert math.isnan(tl.at(0)["AU26"]) and tl.at(0, {"AU26": 0.4})["AU26"] == pytest.approx(0.4)  # unnamed: the face's
+    assert with_unnamed(tl, "zero").at(0, {"AU26": 0.4})["AU26"] == 0.0  # the old rule
 
 
 def test_design_example_values(tmp_path):
-    tl = load_timeline(write(tmp_path, DESIGN_EXAMPLE))
+    tl = with_unnamed(load_timeline(write(tmp_path, DESIGN_EXAMPLE)), "zero")  # the mechanics, under the old rule
     assert [k.t for k in tl.keyframes] == [0.0, 1.5, 3.0, 4.0]
     # exact at keyframes
     assert tl.at(1.5)["AU12"] == pytest.approx(1.0)
@@ -80,11 +83,11 @@ def test_passthrough_and_offset():
 
 def test_sided_passthrough_and_sides_interpolate_consistently():
     tl = timeline_from_dict({"keyframes": [{"t": 0, "aus": {"AU45": 1.0}}, {"t": 1, "aus": {"AU45L": 1.0}}]})
-    mid = tl.at(0.5)
+    mid = tl.at(0.5, {"AU45": 0.0})  # the second keyframe lets go of AU45R: it glides to the face's (open) eye
     assert (mid["AU45L"], mid["AU45R"], mid["AU45"]) == pytest.approx((1.0, 0.5, 0.75))
     sided = timeline_from_dict({"aus": {"AU12": 1.0}, "passthrough": ["AU45L"]})
     out = sided.at(0, {"AU45L": 0.3, "AU45R": 0.9})
-    assert out["AU45L"] == pytest.approx(0.3) and out["AU45R"] == 0.0
+    assert out["AU45L"] == pytest.approx(0.3) and out["AU45R"] == pytest.approx(0.9)  # unnamed: follows too
 
 
 def test_pingpong_and_none():
@@ -161,3 +164,23 @@ def test_openface_csv_roundtrip_keeps_sides(tmp_path):
     tl = load_openface_csv(path)
     assert tl.at(0)["AU45L"] == pytest.approx(1.0) and tl.at(0)["AU45R"] == 0.0
     assert tl.at(0.033)["AU26"] == pytest.approx(0.6)
+
+
+def test_what_a_timeline_does_not_name_follows_the_face():
+    """Issue 34: named AUs take their values, unnamed ones the live face's, frame by frame; a keyframe
+    that lets go of an AU glides back to the face; neutral names every AU; "unnamed": "zero" is the old rule."""
+    tl = timeline_from_dict({"keyframes": [{"t": 0, "aus": {"AU12": 0.0}}, {"t": 1, "aus": {"AU12": 1.0}},
+                                           {"t": 2, "aus": {"AU06": 0.5}}]})
+    live = {"AU45": 0.9, "AU12": 0.2, "AU25": 0.6}
+    assert tl.at(0.5, live)["AU45"] == pytest.approx(0.9) and tl.at(0.5, live)["AU25"] == pytest.approx(0.6)
+    assert tl.at(0.5, live)["AU12"] == pytest.approx(0.5)
+    assert tl.at(1.5, live)["AU12"] == pytest.approx(0.6)  # from 1.0 back towards the face's 0.2
+    assert tl.at(2.0, live)["AU12"] == pytest.approx(0.2) and tl.at(2.0, live)["AU06"] == pytest.approx(0.5)
+    assert parse_aus_arg("neutral").at(0, live)["AU45"] == 0.0  # neutral names every AU: at rest
+    old = timeline_from_dict({"unnamed": "zero", "aus": {"AU12": 1.0}})
+    assert old.unnamed == "zero" and old.at(0, live)["AU45"] == 0.0
+    assert timeline_from_dict({"mode": "offset", "aus": {"AU12": 0.1}}).at(0, live)["AU45"] == pytest.approx(0.9)
+    with pytest.raises(InputError, match="unnamed"):
+        timeline_from_dict({"unnamed": "none", "aus": {}})
+    with pytest.raises(InputError, match="--unnamed"):
+        with_unnamed(tl, "keep")

@@ -168,6 +168,9 @@ def timeline_plot(
 # ------------------------------------------------------------- image / analyze
 
 STILL_FACES = 8
+UNNAMED_HELP = ("What the AUs that --aus / --timeline do not name do: follow (the default: the face's own "
+                "value, frame by frame, so a talking mouth keeps talking under --aus smile) or zero (the old "
+                "rule: at rest). A timeline's \"unnamed\" field says it too; this option wins.")
 MAX_FACES_HELP = ("Most faces to follow in each frame (video costs time per face and frame; a still has no "
                   f"frame budget, so `image` takes up to {STILL_FACES}).")
 
@@ -188,8 +191,12 @@ def image_cmd(
         "attention and colour for models that repaint).",
     ),
     max_faces: int = typer.Option(STILL_FACES, "--max-faces", min=1, metavar="N", help="Most faces to re-express."),
+    unnamed: str = typer.Option(None, "--unnamed", metavar="follow|zero", help=UNNAMED_HELP),
 ) -> None:
     """Re-express every face in a still image.
+
+    The AUs you name take your values; every AU you do not name keeps the face's own (--unnamed zero:
+    at rest), so `--aus smile` on a face that shows its teeth keeps them.
 
     Examples:
       rtanim image me.jpg -o smile.png --aus smile
@@ -205,10 +212,12 @@ def image_cmd(
         checks.output_file(out, suffixes=IMAGE_EXTENSIONS, inputs=[src])
         checks.model(model)
         checks.engine(engine)
+        if unnamed is not None:
+            checks.choice(unnamed, checks.UNNAMED_RULES, "--unnamed", "rule")
         from rtanim.expression.aus import parse_codes
-        from rtanim.expression.timeline import parse_aus_arg
+        from rtanim.expression.timeline import parse_aus_arg, with_unnamed
 
-        timeline = parse_aus_arg(aus) if aus is not None else None
+        timeline = with_unnamed(parse_aus_arg(aus), unnamed) if aus is not None else None
         codes = parse_codes(grid, "--grid") if grid is not None else None
         from rtanim.files import read_image
 
@@ -308,8 +317,12 @@ def video_cmd(
                                     "about twice the CPU for a slightly smaller file) ... veryslow."),
     frames: int = typer.Option(None, "--frames", metavar="N",
                                help="Only the first N frames (a quick look); audio is cut to match."),
+    unnamed: str = typer.Option(None, "--unnamed", metavar="follow|zero", help=UNNAMED_HELP),
 ) -> None:
     """Re-express every face in every frame of a video, in order, keeping the audio.
+
+    The AUs you name take your values; every AU you do not name follows the face, frame by frame
+    (--unnamed zero: at rest), so `--aus smile` on a talking video keeps the lips moving.
 
     Ctrl-C keeps a playable file with every frame done so far (exit code 130).
 
@@ -323,7 +336,7 @@ def video_cmd(
     with guard():
         run_video(src, out, aus=aus, timeline=timeline, model=model, engine=engine, faces=faces, max_faces=max_faces,
                   track_every=track_every, batch=batch, stats_json=stats_json, codec=codec, crf=crf, preset=preset,
-                  max_frames=frames, reuse=reuse, console=console, err_console=err_console)
+                  max_frames=frames, reuse=reuse, unnamed=unnamed, console=console, err_console=err_console)
     console.print(f"wrote {out}", highlight=False)
 
 
@@ -351,8 +364,10 @@ def webcam_cmd(
     reuse: bool = typer.Option(True, "--reuse/--no-reuse", help=REUSE_HELP),
     passthrough: str = typer.Option(
         None, "--passthrough", metavar="AU,...|none",
-        help="AUs that follow your face (default AU25,AU26 so you can talk, or the file's own list); 'none' for none.",
+        help="AUs that follow your face even where --aus names them (default AU25,AU26 so you can talk under "
+             "surprise, or the file's own list); 'none' for none. AUs --aus does not name follow your face anyway.",
     ),
+    unnamed: str = typer.Option(None, "--unnamed", metavar="follow|zero", help=UNNAMED_HELP),
     stats_json: Path = typer.Option(None, "--stats-json", metavar="FILE",
                                     help="Write fps, latency and per-stage times as JSON."),
     panel: bool = typer.Option(False, "--panel",
@@ -365,6 +380,9 @@ def webcam_cmd(
                                    "request then needs the access token printed with the URL."),
 ) -> None:
     """Re-express your face live: newest frame only, so latency stays bounded.
+
+    The AUs you name take your values; every other AU follows your face (--unnamed zero: at rest),
+    and --passthrough AUs follow it even where named.
 
     Preview keys: q quit, space effect on/off, p pause the timeline, 1-9 presets (again: back), o overlay.
     --panel drives the same run from a browser page at http://127.0.0.1:8765 (its HTTP API: see README).
@@ -382,7 +400,7 @@ def webcam_cmd(
         run_webcam(camera, aus=aus, timeline=timeline, model=model, engine=engine, vcam=vcam, preview=preview,
                    out=out, faces=faces, max_faces=max_faces, track_every=track_every, size=size, fps=fps,
                    paced=paced, passthrough=passthrough, stats_json=stats_json, panel=panel, panel_host=panel_host,
-                   panel_port=panel_port, reuse=reuse, console=console, err_console=err_console)
+                   panel_port=panel_port, reuse=reuse, unnamed=unnamed, console=console, err_console=err_console)
 
 
 @app.command("demo", cls=Command)

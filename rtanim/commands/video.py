@@ -7,11 +7,16 @@ MediaPipe, PyAV, OpenCV): they load inside the runs, after the cheap checks. Eve
 and on Ctrl-C / SIGTERM the sinks finalise (a playable file with every frame done so far and
 its audio), on a failure they are discarded.
 
-Passthrough on the webcam: the mouth AUs (AU25, AU26) follow the live face by default so the
-user can still talk. A timeline or AU file that lists its own ``passthrough`` keeps its list
-instead, and ``--passthrough CODES|none`` overrides both (a file cannot say "none" with an empty
-list, since an absent and an empty list read the same). ``rtanim video`` applies only what the
-timeline says: a recorded clip has no live speaker to keep.
+What the user does not name follows the face (rtanim.expression.timeline): an AU that ``--aus``
+or ``--timeline`` names takes the given value, every other AU the face's own live value, frame by
+frame; ``--unnamed zero`` (or a timeline's ``"unnamed": "zero"``) sets them to 0 instead, the old
+rule. A driving video (``--timeline other.mp4``) names every AU.
+
+Passthrough on the webcam makes AUs follow the live face even where named: the mouth AUs (AU25,
+AU26) by default, so the user can still talk under ``surprise``. A timeline or AU file that lists
+its own ``passthrough`` keeps its list instead, and ``--passthrough CODES|none`` overrides both (a
+file cannot say "none" with an empty list, since an absent and an empty list read the same).
+``rtanim video`` applies only what the timeline says.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from rtanim.expression.timeline import (
     load_openface_csv,
     load_timeline_json,
     parse_aus_arg,
+    with_unnamed,
 )
 from rtanim.pipeline.jobs import describe_generator
 
@@ -96,20 +102,23 @@ class DrivingVideo:
     path: Path
 
 
-def resolve_target(aus: str | None, timeline: str | Path | None) -> Timeline | DrivingVideo:
-    """``--aus`` / ``--timeline`` -> a Timeline, or a driving video still to analyse. InputError if bad."""
+def resolve_target(aus: str | None, timeline: str | Path | None, unnamed: str | None = None) -> Timeline | DrivingVideo:
+    """``--aus`` / ``--timeline`` under the ``--unnamed`` rule -> a Timeline, or a driving video still to
+    analyse (it names every AU). InputError if bad."""
+    if unnamed is not None:
+        checks.choice(unnamed, checks.UNNAMED_RULES, "--unnamed", "rule")
     if (aus is None) == (timeline is None):
         raise InputError("--aus/--timeline", TIMELINE_HINT)
     if aus is not None:
-        return parse_aus_arg(aus)
+        return with_unnamed(parse_aus_arg(aus), unnamed)
     path = Path(timeline)
     if not path.exists():
         raise InputError(path, "file not found", field="--timeline")
     suffix = path.suffix.lower()
     if suffix == ".json":
-        return load_timeline_json(path)
+        return with_unnamed(load_timeline_json(path), unnamed)
     if suffix == ".csv":
-        return load_openface_csv(path)
+        return with_unnamed(load_openface_csv(path), unnamed)
     from rtanim.io.source_file import VideoFileSource
 
     try:
@@ -258,6 +267,7 @@ def run_video(
     preset: str | None = checks.DEFAULT_PRESET,
     max_frames: int | None = None,
     reuse: bool = True,
+    unnamed: str | None = None,
     console: Console | None = None,
     err_console: Console | None = None,
 ) -> VideoResult:
@@ -276,7 +286,7 @@ def run_video(
     checks.engine(engine)
     checks.model(model)
     checks.input_path(inp)
-    target = resolve_target(aus, timeline)
+    target = resolve_target(aus, timeline, unnamed)
     out = checks.output_file(out, "-o", inputs=[inp, timeline])
     if stats_json is not None:
         checks.output_file(stats_json, "--stats-json", inputs=[inp, timeline, out])
@@ -327,7 +337,7 @@ def run_video(
 # ------------------------------------------------------------------ rtanim webcam
 
 
-def preset_switcher(controls: Controls, passthrough: Sequence[str]) -> Callable[[int], None]:
+def preset_switcher(controls: Controls, passthrough: Sequence[str], unnamed: str | None = None) -> Callable[[int], None]:
     """Hotkeys 1-9 -> the first nine presets (pressing the active one again returns to the run's timeline)."""
     from rtanim.expression.aus import PRESETS
     from rtanim.expression.timeline import timeline_from_dict
@@ -341,7 +351,7 @@ def preset_switcher(controls: Controls, passthrough: Sequence[str]) -> Callable[
         if active[0] == index:
             controls.timeline, active[0] = None, None
             return
-        tl = timeline_from_dict({"preset": names[index]}, f"preset {names[index]}")
+        tl = with_unnamed(timeline_from_dict({"preset": names[index]}, f"preset {names[index]}"), unnamed)
         controls.timeline, active[0] = with_passthrough(tl, passthrough), index
 
     return on_preset
@@ -373,6 +383,7 @@ def run_webcam(
     panel_host: str | None = None,
     panel_port: int | None = None,
     reuse: bool = True,
+    unnamed: str | None = None,
     console: Console | None = None,
     err_console: Console | None = None,
 ) -> Stats:
@@ -392,7 +403,7 @@ def run_webcam(
         raise InputError("--fps", "must be > 0")
     checks.engine(engine)
     checks.model(model)
-    target = resolve_target(aus, timeline)
+    target = resolve_target(aus, timeline, unnamed)
     files = [checks.output_file(o, "--out", inputs=[camera, timeline]) for o in out if "://" not in str(o)]
     if stats_json is not None:
         checks.output_file(stats_json, "--stats-json", inputs=[camera, timeline, *files])
@@ -418,7 +429,7 @@ def run_webcam(
             stack.callback(panel_sock.close)
         source = stack.enter_context(open_source(camera, size=req_size, fps=fps, paced=paced))
         panel_run: Any = None
-        switch = preset_switcher(controls, pass_codes)
+        switch = preset_switcher(controls, pass_codes, unnamed)
 
         def on_preset(index: int) -> None:
             if panel_run is not None:

@@ -183,7 +183,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("neutral", "every AU at rest", {}),
+        Preset("neutral", "every AU at rest", {c: 0.0 for c in AU_CODES}),  # names every AU: "at rest", not "follow"
         Preset("smile", "Duchenne smile, 6+12", {"AU06": 0.6, "AU12": 1.0}),
         Preset("big_smile", "open-mouthed laugh, 6+12+25+26", {"AU06": 1.0, "AU12": 1.0, "AU25": 0.8, "AU26": 0.4}),
         Preset("surprise", "surprise, 1+2+5+25+26", {"AU01": 1.0, "AU02": 1.0, "AU05": 0.8, "AU25": 0.8, "AU26": 0.8}),

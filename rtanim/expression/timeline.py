@@ -4,6 +4,13 @@ Every source of target AUs (a preset name, a static AU file, a timeline JSON, an
 OpenFace CSV) becomes one :class:`Timeline`, so the pipeline asks one question:
 ``timeline.at(t, live_aus)`` -> the target AUs for a face at time ``t``.
 
+The rule for what a user does not name: an AU a preset, an AU file or a keyframe names takes the
+given value; an AU it does not name follows the face's own live value, frame by frame (stored as
+NaN in the keyframe, filled with the live value before interpolation, so a keyframe that lets go
+of an AU glides back to the face). ``neutral`` names every AU. ``unnamed: "zero"`` (the JSON field,
+or ``--unnamed zero``) restores the old rule: unnamed AUs are 0. Passthrough AUs follow the face
+even where named. In ``offset`` mode an unnamed AU adds nothing, which is the same thing.
+
 Keyframe values are stored in the *extended* AU space (sided AUs as L and R),
 so bilateral and one-sided keys interpolate consistently; queries return the
 extended codes plus the bilateral ones (mean of the sides), which
@@ -24,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from rtanim.checks import UNNAMED_RULES as UNNAMED
 from rtanim.errors import InputError
 from rtanim.expression.aus import (
     ALL_CODES,
@@ -44,7 +52,7 @@ EASINGS = ("linear", "ease-in-out", "ease-in", "ease-out", "hold")
 LOOPS = ("none", "loop", "pingpong")
 MODES = ("absolute", "offset")
 
-#: Mouth AUs follow the live face by default on a webcam, so the user can still talk.
+#: Mouth AUs follow the live face by default on a webcam, so the user can still talk, even where named.
 WEBCAM_PASSTHROUGH: tuple[str, ...] = ("AU25", "AU26")
 
 
@@ -59,12 +67,13 @@ class Keyframe:
 class Timeline:
     """Target AUs over time. A static AU file is a timeline with one keyframe."""
 
-    keyframes: list[Keyframe]
+    keyframes: list[Keyframe]  # values: NaN where the keyframe names no value (the rule above)
     loop: str = "none"
     mode: str = "absolute"
     passthrough: tuple[str, ...] = ()
     fps: float | None = None
     source: str = "<inline>"
+    unnamed: str = "follow"  # UNNAMED: what an AU no keyframe names does
     _times: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -88,7 +97,7 @@ class Timeline:
 
     def used_codes(self) -> list[str]:
         """Bilateral or sided codes that are non-zero somewhere, plus passthrough ones."""
-        stacked = np.stack([k.values for k in self.keyframes])
+        stacked = np.nan_to_num(np.stack([k.values for k in self.keyframes]))
         active = (np.abs(stacked) > 1e-6).any(axis=0) | self._pass_mask
         return _collapse([c for c, a in zip(EXTENDED_CODES, active, strict=True) if a])
 
@@ -101,27 +110,46 @@ class Timeline:
             phase = 2 * d - phase
         return t0 + phase
 
-    def values_at(self, t: float) -> np.ndarray:
-        """The keyframed values (extended space) at time ``t``, before passthrough/mode."""
+    def values_at(self, t: float, fill: np.ndarray | None = None) -> np.ndarray:
+        """The keyframed values (extended space) at time ``t``, before passthrough/mode.
+
+        Unnamed AUs take ``fill`` (the live face's values) before keyframes interpolate; without
+        it they stay NaN. With ``unnamed == "zero"``, and in ``offset`` mode, they are 0.
+        """
         t = self._local_time(t)
         times = self._times
         if t <= times[0]:
-            return self.keyframes[0].values.copy()
+            return self._filled(self.keyframes[0].values, fill)
         if t >= times[-1]:
-            return self.keyframes[-1].values.copy()
+            return self._filled(self.keyframes[-1].values, fill)
         i = int(np.searchsorted(times, t, side="right"))  # times[i-1] <= t < times[i]
         a, b = self.keyframes[i - 1], self.keyframes[i]
         u = ease((t - a.t) / (b.t - a.t), b.ease)
-        return (a.values + (b.values - a.values) * u).astype(np.float32)
+        va, vb = self._filled(a.values, fill), self._filled(b.values, fill)
+        if u <= 0.0:  # exactly at a keyframe (or held): its own values, even beside an unknown one
+            return va
+        return (va + (vb - va) * u).astype(np.float32)
+
+    def _filled(self, values: np.ndarray, fill: np.ndarray | None) -> np.ndarray:
+        unnamed = np.isnan(values)
+        if not unnamed.any():
+            return values.copy()
+        if self.unnamed == "zero" or self.mode == "offset":
+            return np.where(unnamed, np.float32(0.0), values).astype(np.float32)
+        return values.copy() if fill is None else np.where(unnamed, fill, values).astype(np.float32)
 
     def at(self, t: float, live: Mapping[str, float] | None = None) -> dict[str, float]:
         """Target AUs at ``t`` seconds, resolved against the live face's AUs.
 
-        Passthrough AUs copy ``live``; in ``offset`` mode the keyframed values are
-        added to ``live``. Without ``live`` (plotting, no face yet) passthrough AUs
-        are NaN and offsets apply to zero.
+        Unnamed and passthrough AUs copy ``live``; in ``offset`` mode the keyframed values are
+        added to ``live``. Without ``live`` (plotting, no face yet) they are NaN and offsets
+        apply to zero.
         """
-        return apply_live(self.values_at(t), live, self.mode, self._pass_mask)
+        return apply_live(self.values_at(t, live_vector(live)), live, self.mode, self._pass_mask)
+
+    def named(self) -> np.ndarray:
+        """Which extended codes some keyframe names (the rest follow the face, or are 0)."""
+        return ~np.isnan(np.stack([k.values for k in self.keyframes])).all(axis=0)
 
     def at_frame(self, index: int, fps: float) -> dict[str, float]:
         """Frame-accurate query: the target for frame ``index`` of a ``fps`` stream (no live face)."""
@@ -134,22 +162,26 @@ def passthrough_mask(codes: Sequence[str]) -> np.ndarray:
     return np.array([c in pass_ext for c in EXTENDED_CODES])
 
 
+def live_vector(live: Mapping[str, float] | None) -> np.ndarray | None:
+    """The live face's AUs in extended space, or None without a face."""
+    return None if live is None else np.array([resolve(live, c) for c in EXTENDED_CODES], dtype=np.float32)
+
+
 def apply_live(
     values: np.ndarray, live: Mapping[str, float] | None, mode: str, pass_mask: np.ndarray
 ) -> dict[str, float]:
     """Keyframed ``values`` (extended space) resolved against the live face: what :meth:`Timeline.at` returns.
 
-    Shared with the live control panel, whose targets are not keyframes but follow the same rules.
+    Shared with the live control panel, whose targets are not keyframes but follow the same rules:
+    a NaN value (an AU nobody named) follows the live face too.
     """
-    live_v = (
-        np.array([resolve(live, c) for c in EXTENDED_CODES], dtype=np.float32)
-        if live is not None
-        else np.full(len(EXTENDED_CODES), np.nan if mode == "absolute" else 0.0, dtype=np.float32)
-    )
+    live_v = live_vector(live)
+    if live_v is None:
+        live_v = np.full(len(EXTENDED_CODES), np.nan if mode == "absolute" else 0.0, dtype=np.float32)
     v = values
     if mode == "offset":
-        v = v + np.nan_to_num(live_v)
-    v = np.where(pass_mask, live_v if live is not None else np.nan, v)
+        v = np.nan_to_num(v) + np.nan_to_num(live_v)
+    v = np.where(pass_mask | np.isnan(v), live_v if live is not None else np.nan, v)
     v = np.clip(v, 0.0, 1.0)
     return _with_bilateral(v)
 
@@ -233,7 +265,7 @@ def _preset(ctx: _Ctx, path: str, name: Any) -> str:
 
 
 def _values(ctx: _Ctx, path: str, obj: Mapping[str, Any], lo: float) -> np.ndarray:
-    """A keyframe's (or AU file's) ``preset``/``strength``/``aus`` -> extended vector."""
+    """A keyframe's (or AU file's) ``preset``/``strength``/``aus`` -> extended vector, NaN where unnamed."""
     spec: dict[str, float] = {}
     if "preset" in obj:
         name = _preset(ctx, f"{path}.preset" if path else "preset", obj["preset"])
@@ -249,7 +281,7 @@ def _values(ctx: _Ctx, path: str, obj: Mapping[str, Any], lo: float) -> np.ndarr
         for code, value in aus.items():
             _au_code(ctx, f"{aus_path}.{code}", code)
             spec[code] = _number(ctx, f"{aus_path}.{code}", value, lo, 1.0)
-    return np.array([resolve(spec, c) for c in EXTENDED_CODES], dtype=np.float32)
+    return np.array([resolve(spec, c, math.nan) for c in EXTENDED_CODES], dtype=np.float32)
 
 
 def _common(ctx: _Ctx, doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -266,7 +298,11 @@ def _common(ctx: _Ctx, doc: Mapping[str, Any]) -> dict[str, Any]:
     fps = doc.get("fps")
     if fps is not None:
         fps = _number(ctx, "fps", fps, 1e-6)
-    return {"mode": mode, "loop": loop, "passthrough": codes, "fps": fps}
+    unnamed = doc.get("unnamed", "follow")
+    if unnamed not in UNNAMED:
+        raise ctx.fail("unnamed", f"unknown rule {unnamed!r}; expected one of {', '.join(UNNAMED)} "
+                                  "(what an AU no keyframe names does)")
+    return {"mode": mode, "loop": loop, "passthrough": codes, "fps": fps, "unnamed": unnamed}
 
 
 def timeline_from_dict(doc: Any, source: str = "<inline>") -> Timeline:
@@ -275,14 +311,14 @@ def timeline_from_dict(doc: Any, source: str = "<inline>") -> Timeline:
     if not isinstance(doc, dict):
         raise ctx.fail("", "expected a JSON object with 'keyframes', 'aus' or 'preset'")
     if "keyframes" not in doc:
-        _check_keys(ctx, "", doc, {"aus", "preset", "strength", "mode", "passthrough"})
+        _check_keys(ctx, "", doc, {"aus", "preset", "strength", "mode", "passthrough", "unnamed"})
         if "aus" not in doc and "preset" not in doc:
             raise ctx.fail("", "expected 'keyframes' (a timeline), or 'aus' or 'preset' (a static AU file)")
         common = _common(ctx, doc)
         lo = -1.0 if common["mode"] == "offset" else 0.0
         return Timeline([Keyframe(0.0, _values(ctx, "", doc, lo))], source=source, **common)
 
-    _check_keys(ctx, "", doc, {"keyframes", "fps", "loop", "mode", "passthrough"})
+    _check_keys(ctx, "", doc, {"keyframes", "fps", "loop", "mode", "passthrough", "unnamed"})
     common = _common(ctx, doc)
     lo = -1.0 if common["mode"] == "offset" else 0.0
     frames = doc["keyframes"]
@@ -446,6 +482,17 @@ def parse_aus_arg(value: str) -> Timeline:
     hint = difflib.get_close_matches(name, sorted(PRESETS), n=1)
     more = f"; did you mean {hint[0]!r}?" if hint else f"; presets: {', '.join(PRESETS)}"
     raise InputError("--aus", f"{value!r} is neither a file nor a preset{more}")
+
+
+def with_unnamed(timeline: Timeline, rule: str | None) -> Timeline:
+    """``timeline`` under the ``--unnamed`` rule (None: its own, from its ``unnamed`` field or ``follow``)."""
+    if rule is None or rule == timeline.unnamed:
+        return timeline
+    if rule not in UNNAMED:
+        raise InputError("--unnamed", f"unknown rule {rule!r} (choose {', '.join(UNNAMED)})")
+    from dataclasses import replace
+
+    return replace(timeline, unnamed=rule)
 
 
 def load_timeline(value: str | Path) -> Timeline:

@@ -401,10 +401,13 @@ def flicker(gen: Any, clip: Path, o: EvalOptions, tick: Callable[[str, int, int]
 
     if not clip.is_file():
         raise InputError(clip, "no such video", field="--clip")
+    from rtanim.expression.timeline import timeline_from_dict
+
     try:
-        target = preset_aus(o.flicker_target)
+        preset_aus(o.flicker_target)
     except KeyError:
         raise InputError("--flicker-aus", f"unknown preset {o.flicker_target!r}") from None
+    target = timeline_from_dict({"preset": o.flicker_target}, "--flicker-aus")  # unnamed AUs follow the face
     from rtanim.face.landmarks import OUTER_MOUTH
 
     d_in, d_out, m_in, m_out = [], [], [], []
@@ -420,7 +423,7 @@ def flicker(gen: Any, clip: Path, o: EvalOptions, tick: Callable[[str, int, int]
                 prev_in = prev_out = None
                 continue
             face = faces[0]
-            job = FaceJob(face, crop(frame.image, face.transform), dict(target))
+            job = FaceJob(face, crop(frame.image, face.transform), target.at(frame.pts, face.aus))
             result = compose(frame.image, gen.generate([job]), [face.transform])
             region = face_region(face.transform, frame.image.shape, grow=0)
             cur_in, cur_out = frame.image.astype(np.int16), result.astype(np.int16)

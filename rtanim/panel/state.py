@@ -49,22 +49,29 @@ def _object(doc: Any, source: str, example: str) -> dict[str, Any]:
     return doc
 
 
-def collapse_values(values: np.ndarray, digits: int = 4) -> dict[str, float]:
-    """Extended values -> ``{code: value}`` with one bilateral code where both sides agree, zeros left out."""
+def collapse_values(values: np.ndarray, digits: int = 4, zeros: bool = False) -> dict[str, float]:
+    """Extended values -> ``{code: value}`` with one bilateral code where both sides agree.
+
+    AUs that follow the face (NaN) are left out, and so are zeros unless ``zeros`` (a timeline
+    must name a 0, or the AU would follow the face)."""
     out: dict[str, float] = {}
+
+    def keep(v: float) -> bool:
+        return not np.isnan(v) and (zeros or v != 0.0)
+
     i = 0
     while i < len(EXTENDED_CODES):
         code = EXTENDED_CODES[i]
         if code.endswith("L") and i + 1 < len(EXTENDED_CODES) and EXTENDED_CODES[i + 1] == code[:-1] + "R":
             left, right = round(float(values[i]), digits), round(float(values[i + 1]), digits)
             if left == right:
-                if left:
+                if keep(left):
                     out[code[:-1]] = left
             else:
-                out.update({k: v for k, v in ((code, left), (code[:-1] + "R", right)) if v})
+                out.update({k: v for k, v in ((code, left), (code[:-1] + "R", right)) if keep(v)})
             i += 2
             continue
-        if v := round(float(values[i]), digits):
+        if keep(v := round(float(values[i]), digits)):
             out[code] = v
         i += 1
     return out
@@ -136,13 +143,15 @@ class PanelTarget:
         return apply_live(values, live, mode, mask)
 
     def _values(self, t: float) -> np.ndarray:
+        """Where the glide is at ``t``; an AU that follows the face (NaN) at either end does not glide."""
         goal = self._manual if self.timeline is None else self.timeline.values_at(self._position(t))
         if self._ramp_start is None:
             self._ramp_start = t
         if self.easing <= 0:
             return goal.copy()
         u = ease((t - self._ramp_start) / self.easing, "ease-in-out")
-        return (self._from + (goal - self._from) * u).astype(np.float32)
+        glide = self._from + (goal - self._from) * u
+        return np.where(np.isnan(self._from), goal, glide).astype(np.float32)
 
     def _position(self, t: float) -> float:
         assert self.timeline is not None
@@ -169,18 +178,24 @@ class PanelTarget:
     def set_aus(self, doc: Any, source: str = "POST /aus") -> dict[int, float]:
         """Change the named AUs (others keep their value); validated as ``--aus`` values. Leaves timeline mode.
 
+        ``null`` hands an AU back to the face: it follows the live value again.
         Returns the extended indices it set and their values, to watch the output reach them.
         """
         body = _object(doc, source, '{"AU12": 0.8}')
+        given = {code: value for code, value in body.items() if value is not None}
         # the --aus checks: codes, and [0, 1] ([-1, 1] when the values add to the live face's)
-        timeline_from_dict({"aus": body, "mode": "offset" if self._mode_offset else "absolute"}, source)
+        timeline_from_dict({"aus": given, "mode": "offset" if self._mode_offset else "absolute"}, source)
+        timeline_from_dict({"aus": {}, "passthrough": [c for c in body if body[c] is None]}, source)  # the codes
         with self._lock:
             if self.timeline is not None:
                 self._manual = self._last.copy()
                 self.timeline, self.playing = None, False
-            final = {_INDEX[ext]: float(value) for code, value in body.items() for ext in expand_code(code)}
+            final = {_INDEX[ext]: float(value) for code, value in given.items() for ext in expand_code(code)}
             for i, value in final.items():
                 self._manual[i] = value
+            for code in body.keys() - given.keys():
+                for ext in expand_code(code):
+                    self._manual[_INDEX[ext]] = np.nan
             self._changed()
             return final
 
@@ -320,7 +335,10 @@ class PanelTarget:
             return {
                 "mode": "manual" if tl is None else "timeline",
                 "target": collapse_values(self._manual) if tl is None else None,
-                "values": {c: round(float(v), 4) for c, v in zip(EXTENDED_CODES, self._last, strict=True)},
+                "values": {c: None if np.isnan(v) else round(float(v), 4)
+                           for c, v in zip(EXTENDED_CODES, self._last, strict=True)},
+                # AUs nobody set: they follow the live face, as passthrough ones do
+                "following": [c for c, v in zip(EXTENDED_CODES, self._last, strict=True) if np.isnan(v)],
                 "easing": self.easing,
                 "passthrough": list(self.passthrough),
                 "recording": self._record is not None,
@@ -350,8 +368,9 @@ def recording_to_timeline(times: Sequence[float], values: Sequence[np.ndarray], 
     else:
         t = np.asarray(times, np.float64)
         v = np.stack(values).astype(np.float64)
-        keep = _simplify(t, v, tol)
-        keyframes = [{"t": round(float(t[i]), 3), "aus": collapse_values(v[i].astype(np.float32))} for i in keep]
+        keep = _simplify(t, np.nan_to_num(v, nan=-1.0), tol)  # an AU that starts or stops following is a change
+        keyframes = [{"t": round(float(t[i]), 3), "aus": collapse_values(v[i].astype(np.float32), zeros=True)}
+                     for i in keep]
         # rounding may merge two times; the parser wants strictly increasing ones
         dedup: list[dict[str, Any]] = []
         for kf in keyframes:

@@ -6,6 +6,7 @@ const $ = (id) => document.getElementById(id);
 const sliders = new Map();   // code -> {input, output, row, pass}
 const touched = new Map();   // code -> time of the user's last move (server updates skip it for a while)
 let lastPreset = null;
+let forced = new Set();      // passthrough codes: follow the face even where set
 
 function headers() {
   const h = { "Content-Type": "application/json" };
@@ -45,8 +46,13 @@ function setAU(code, value) {
   flush();
 }
 
-function passList() {
-  return [...sliders.entries()].filter(([, s]) => s.pass && s.pass.checked).map(([c]) => c);
+// "live" checked: the AU follows your face (null hands it back); unchecked: it is set, at the value showing.
+function onLive(code, input, checked) {
+  if (forced.has(code) && !checked) {
+    forced.delete(code);
+    post("settings", { passthrough: [...forced] }).catch(() => {});
+  }
+  setAU(code, checked ? null : Number(input.value));
 }
 
 function addRow(fieldset, code, text, title, side) {
@@ -65,7 +71,7 @@ function addRow(fieldset, code, text, title, side) {
     output.textContent = Number(input.value).toFixed(2);
     setAU(code, Number(input.value));
   });
-  pass.addEventListener("change", () => post("settings", { passthrough: passList() }).catch(() => {}));
+  pass.addEventListener("change", () => onLive(code, input, pass.checked));
   fieldset.appendChild(row);
   sliders.set(code, { input, output, row, pass });
 }
@@ -113,10 +119,13 @@ function show(s) {
   st.classList.toggle("ended", !s.running);
   const now = performance.now();
   const pass = new Set(p.passthrough);
+  forced = pass;
+  const following = new Set(p.following || []);
   for (const [code, sl] of sliders) {
     const base = code.length === 5 ? code.slice(0, 4) : code;
-    const live = pass.has(code) || pass.has(base);
-    if (document.activeElement !== sl.pass) sl.pass.checked = pass.has(code);
+    const follows = following.has(code) || (following.has(code + "L") && following.has(code + "R"));
+    const live = pass.has(code) || pass.has(base) || follows;
+    if (document.activeElement !== sl.pass) sl.pass.checked = pass.has(code) || follows;
     sl.row.classList.toggle("live", live);
     sl.input.disabled = live;
     let v = live ? s.output[code] : p.values[code];
