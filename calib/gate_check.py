@@ -36,7 +36,7 @@ class Figure:
     met: bool
 
 
-def _check(name: str, warp: float | None, model: float | None, rule: str,
+def check(name: str, warp: float | None, model: float | None, rule: str,
            ok: Callable[[float, float], bool]) -> Figure:
     met = warp is not None and model is not None and ok(model, warp)
     return Figure(name, warp, model, rule, met)
@@ -50,18 +50,18 @@ def figures(reenact: dict, model: str, stills: dict, warp_stills: dict) -> list[
             raise ReportProblem(f"reenact.json: no row {name!r} (rows: {', '.join(rows) or 'none'})")
     w, m = rows["warp"], rows[model]
     out = [
-        _check("mouth PSNR (dB)", w["mouth_psnr"], m["mouth_psnr"], f">= warp + {MOUTH_MARGIN_DB:g}",
+        check("mouth PSNR (dB)", w["mouth_psnr"], m["mouth_psnr"], f">= warp + {MOUTH_MARGIN_DB:g}",
                lambda a, b: a >= b + MOUTH_MARGIN_DB),
-        _check("eye PSNR (dB)", w["eye_psnr"], m["eye_psnr"], "> warp", lambda a, b: a > b),
-        _check("expression error", w["expression"], m["expression"], "< warp", lambda a, b: a < b),
+        check("eye PSNR (dB)", w["eye_psnr"], m["eye_psnr"], "> warp", lambda a, b: a > b),
+        check("expression error", w["expression"], m["expression"], "< warp", lambda a, b: a < b),
     ]
-    out += [_check(f"{c} error (self-reenactment)", w[f"{c}_err"], m[f"{c}_err"], "< warp", lambda a, b: a < b)
+    out += [check(f"{c} error (self-reenactment)", w[f"{c}_err"], m[f"{c}_err"], "< warp", lambda a, b: a < b)
             for c in READ_BACK]
     per_w, per_m = warp_stills["au"]["per_au"], stills["au"]["per_au"]
-    out += [_check(f"{c} MAE (stills)", per_w.get(c, {}).get("mae"), per_m.get(c, {}).get("mae"), "< warp",
+    out += [check(f"{c} MAE (stills)", per_w.get(c, {}).get("mae"), per_m.get(c, {}).get("mae"), "< warp",
                    lambda a, b: a < b) for c in READ_BACK]
-    out.append(_check("identity (self-reenactment)", w["identity"], m["identity"], "<= warp", lambda a, b: a <= b))
-    out.append(_check("identity (stills, median)", warp_stills["identity"].get("median_distance"),
+    out.append(check("identity (self-reenactment)", w["identity"], m["identity"], "<= warp", lambda a, b: a <= b))
+    out.append(check("identity (stills, median)", warp_stills["identity"].get("median_distance"),
                       stills["identity"].get("median_distance"), "<= warp", lambda a, b: a <= b))
     bg = stills["background"].get("changed_pixels")
     out.append(Figure("background changed px (stills)", 0, bg, "0", bg == 0))

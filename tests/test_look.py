@@ -87,3 +87,32 @@ def test_self_reenactment_reports_what_a_person_sees(shared_data, tmp_path):
     assert "## What a person sees" in md and all(label in md for _, label in LOOK_COLUMNS)
     json.loads((tmp_path / "rep" / "reenact.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     assert (tmp_path / "rep" / "reenact.png").is_file()
+
+
+def _report(**candidate) -> dict:
+    base = {"mouth_psnr": 21.0, "eye_psnr": 22.0, "expression": 0.04, "AU25_err": 0.1, "AU26_err": 0.1,
+            "AU45_err": 0.04, "identity": 0.24, "teeth_real": 0.2, "blink_real": 0.8}
+    warp = base | {"mouth_sharpness": 0.3, "teeth_out": 0.02, "sclera_out": 0.2, "blink_ratio": 0.5,
+                   "critic_mouth_auc": 0.9, "critic_eyes_auc": 0.8, "mouth_psnr": 20.7, "eye_psnr": 21.8}
+    default = base | {"mouth_sharpness": 0.2, "teeth_out": 0.05, "sclera_out": 0.2, "blink_ratio": 0.6,
+                      "critic_mouth_auc": 0.95, "critic_eyes_auc": 0.85}
+    good = base | {"mouth_sharpness": 0.8, "teeth_out": 0.15, "sclera_out": 0.05, "blink_ratio": 0.9,
+                   "critic_mouth_auc": 0.7, "critic_eyes_auc": 0.7}
+    return {"rows": {"warp": warp, "default": default, "new": good | candidate}}
+
+
+def test_look_gate_reads_every_figure_and_names_each_miss(tmp_path, capsys):
+    from calib.look_gate import main
+
+    def run(report: dict) -> int:
+        (tmp_path / "reenact.json").write_text(json.dumps(report))
+        return main(["new", "--reenact", str(tmp_path)])
+
+    assert run(_report()) == 0 and "gate met" in capsys.readouterr().out
+    assert run(_report(mouth_sharpness=0.4)) == 1 and "mouth sharpness" in capsys.readouterr().out.splitlines()[-1]
+    assert run(_report(teeth_out=0.5)) == 1 and "teeth share" in capsys.readouterr().out.splitlines()[-1]
+    assert run(_report(critic_eyes_auc=0.8)) == 1 and "critic AUC, eyes" in capsys.readouterr().out.splitlines()[-1]
+    assert run(_report(mouth_psnr=20.0)) == 1 and "mouth PSNR" in capsys.readouterr().out.splitlines()[-1]
+    del_row = _report()
+    del del_row["rows"]["default"]
+    assert run(del_row) == 2
