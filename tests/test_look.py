@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rtanim.measure import critic
-from rtanim.measure.look import bright_share, lid_look, mouth_look, sharpness
+from rtanim.measure.look import lid_look, mouth_look, sharpness, white_share
 from rtanim.models.geometry import AUBasis
 
 
@@ -26,13 +26,18 @@ def test_sharpness_falls_with_blur_and_is_nan_on_a_tiny_region():
     assert math.isnan(sharpness(img, tiny))
 
 
-def test_bright_share_counts_white_not_red_or_dark():
+def test_white_share_counts_white_not_red_or_dark_against_the_lips():
     img = np.zeros((40, 40, 3), np.uint8)
     img[:, :20] = (235, 232, 225)  # teeth / sclera: bright, low chroma
     img[:20, 20:] = (190, 60, 70)  # lip: red
-    mask = np.ones((40, 40), bool)
-    assert bright_share(img, mask) == pytest.approx(0.5)
-    assert bright_share(np.zeros_like(img), mask) == 0.0
+    lips = np.zeros((40, 40), bool)
+    lips[:20, 20:] = True
+    inside = ~lips
+    assert white_share(img, inside, lips) == pytest.approx(2 / 3)  # the white columns: two thirds of the inside
+    dark = img.copy()
+    dark[inside] = (30, 10, 10)  # a cavity
+    assert white_share(dark, inside, lips) == 0.0
+    assert math.isnan(white_share(img, inside, np.zeros_like(lips)))
 
 
 def test_mouth_and_lid_look_on_a_face_shape():
@@ -70,8 +75,8 @@ def test_held_out_critic_tells_flat_fakes_and_not_real_copies():
     real = [cv2.GaussianBlur(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8), (3, 3), 0.8) for _ in range(24)]
     groups = [f"p{i % 4}" for i in range(24)]
     flat = [np.full_like(r, int(r.mean())) for r in real]
-    assert critic.held_out_auc(real, flat, groups) > 0.9
-    same = critic.held_out_auc(real, [r.copy() for r in real], groups)
+    assert critic.held_out_auc(real, flat, groups, steps=150) > 0.9
+    same = critic.held_out_auc(real, [r.copy() for r in real], groups, steps=150)
     assert 0.3 <= same <= 0.7
     assert math.isnan(critic.held_out_auc(real, flat, ["one"] * 24))
 

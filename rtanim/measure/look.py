@@ -6,10 +6,13 @@ what the average loses, each on the same pose-matched crops the self-reenactment
 
 - **sharpness**: the variance of the Laplacian of luma inside the real target's inner-lip polygon,
   output over real (1: as sharp as a real mouth; a blur is far below 1);
-- **teeth**: the share of teeth-like pixels there (bright, low chroma: :data:`TEETH_LUMA`,
-  :data:`TEETH_CHROMA`), and the mean luma (a dark cavity rim lowers it);
-- **lids**: on closed-eye targets, the share of sclera-like pixels (the same bright, low-chroma rule)
-  left inside the *source's* eye openings, where an eye that did not close still shows its white.
+- **teeth**: the share of teeth-like pixels there, and the mean luma (a dark cavity rim lowers it).
+  Teeth-like is relative to the same image's lips (the ring between the outer and inner lip
+  contours), since light and skin differ from clip to clip: brighter than the lips' median luma and
+  less than :data:`WHITE_CHROMA` of their median chroma (teeth are white, lips red);
+- **lids**: on closed-eye targets, the share of sclera-like pixels inside the *source's* eye
+  openings (where an eye that did not close still shows its white): brighter than the skin around
+  the eyes and less than :data:`WHITE_CHROMA` of its chroma.
 
 A region too small to measure gives NaN, which the summaries leave out.
 """
@@ -21,12 +24,13 @@ import math
 import cv2
 import numpy as np
 
-from rtanim.face.landmarks import EYES, INNER_MOUTH, polygon_mask
+from rtanim.face.landmarks import EYES, INNER_MOUTH, OUTER_MOUTH, polygon_mask
 
-#: Luma (0-255, BT.601) above which a pixel can be teeth or sclera.
-TEETH_LUMA = 135.0
-#: Chroma (distance of Cb, Cr from grey, 0-255 units) below which it can: lips, tongue and skin are redder.
-TEETH_CHROMA = 18.0
+#: Teeth and sclera: at most this share of the surrounding lips' / skin's median chroma (distance of
+#: Cb, Cr from grey): lips, tongue and skin are redder than white.
+WHITE_CHROMA = 0.6
+#: The ring of skin around the eyes that sclera is told from, in crop px.
+EYE_RING_PX = 3
 #: Fewest pixels a region needs to be measured (an inner mouth under this is closed).
 MIN_REGION_PX = 40
 
@@ -49,12 +53,14 @@ def sharpness(rgb: np.ndarray, mask: np.ndarray) -> float:
     return float(lap[mask].var())
 
 
-def bright_share(rgb: np.ndarray, mask: np.ndarray) -> float:
-    """Share of teeth- or sclera-like pixels (bright, low chroma) inside ``mask``."""
-    if int(mask.sum()) < MIN_REGION_PX:
+def white_share(rgb: np.ndarray, mask: np.ndarray, around: np.ndarray) -> float:
+    """Share of teeth- or sclera-like pixels inside ``mask``: brighter than the median of ``around``
+    (the lips, the skin round the eyes) and under WHITE_CHROMA of its median chroma."""
+    if int(mask.sum()) < MIN_REGION_PX or int(around.sum()) < MIN_REGION_PX:
         return math.nan
     luma, chroma = _luma_chroma(rgb)
-    return float(((luma[mask] > TEETH_LUMA) & (chroma[mask] < TEETH_CHROMA)).mean())
+    ref_luma, ref_chroma = float(np.median(luma[around])), float(np.median(chroma[around]))
+    return float(((luma[mask] > ref_luma) & (chroma[mask] < WHITE_CHROMA * ref_chroma)).mean())
 
 
 def mean_luma(rgb: np.ndarray, mask: np.ndarray) -> float:
@@ -76,13 +82,16 @@ def mouth_look(out: np.ndarray, real: np.ndarray, target_landmarks: np.ndarray) 
         NaN where the real mouth is too small to measure.
     """
     mask = region(target_landmarks, (INNER_MOUTH,), real.shape[0])
+    lips = region(target_landmarks, (OUTER_MOUTH,), real.shape[0]) & ~mask
     s_out, s_real = sharpness(out, mask), sharpness(real, mask)
     ratio = s_out / s_real if s_real and math.isfinite(s_real) and s_real > 1e-6 else math.nan
-    return {"mouth_sharpness": ratio, "teeth_out": bright_share(out, mask), "teeth_real": bright_share(real, mask),
-            "luma_out": mean_luma(out, mask), "luma_real": mean_luma(real, mask)}
+    return {"mouth_sharpness": ratio, "teeth_out": white_share(out, mask, lips),
+            "teeth_real": white_share(real, mask, lips), "luma_out": mean_luma(out, mask), "luma_real": mean_luma(real, mask)}
 
 
 def lid_look(out: np.ndarray, real: np.ndarray, source_landmarks: np.ndarray) -> dict[str, float]:
     """Sclera share of ``out`` and ``real`` inside the source's (open) eye openings, in crop px."""
     mask = region(source_landmarks, EYES, real.shape[0])
-    return {"sclera_out": bright_share(out, mask), "sclera_real": bright_share(real, mask)}
+    k = 2 * EYE_RING_PX + 1
+    ring = cv2.dilate(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool) & ~mask
+    return {"sclera_out": white_share(out, mask, ring), "sclera_real": white_share(real, mask, ring)}

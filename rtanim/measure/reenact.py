@@ -243,8 +243,11 @@ def summarise(scores: Sequence[PairScore]) -> dict[str, Any]:
     out["identity"] = med([s.identity for s in scores])
     out["with_reference"] = sum(s.reference for s in scores)
     look = [s.look for s in scores]
-    for key in ("mouth_sharpness", "teeth_out", "teeth_real", "luma_out", "luma_real", "sclera_out", "sclera_real"):
+    for key in ("mouth_sharpness", "luma_out", "luma_real"):
         out[key] = med([x.get(key, math.nan) for x in look])
+    # shares are means: most real open mouths show a dark cavity and no teeth, so their median is 0
+    for key in ("teeth_out", "teeth_real", "sclera_out", "sclera_real"):
+        out[key] = mean([x.get(key, math.nan) for x in look])
     blink, blink_real = mean([x.get("blink_out", math.nan) for x in look]), mean([x.get("blink_real", math.nan) for x in look])
     out["blink_out"], out["blink_real"] = blink, blink_real
     out["blink_ratio"] = round(blink / blink_real, 4) if blink is not None and blink_real else None
@@ -431,8 +434,9 @@ def render_markdown(r: ReenactReport) -> str:
         lines += ["", f"## Targets: {kind.replace('_', ' ')}", ""]
         lines += table({m: r.by_kind[m][kind] for m in r.by_kind})
     lines += ["", "## What a person sees", "", "Open-mouth targets: the mouth's sharpness against the real one "
-              "(1: as sharp), its teeth share and luma inside the real inner lips; closed-eye targets: the blink "
-              "read back (AU45) and the sclera share left in the eye openings; a critic trained fresh on half the "
+              "(1: as sharp; median), its teeth share (mean) and luma (median) inside the real inner lips; closed-eye "
+              "targets: the blink "
+              "read back (AU45, mean) and the sclera share left in the eye openings (mean); a critic trained fresh on half the "
               "held-out people to tell each model's mouths / eyes from real ones, scored on the other half "
               "(ROC AUC; 0.5: cannot tell).", ""]
     lines += look_table(r.rows)
