@@ -379,10 +379,19 @@ def _rounded(x: float) -> float | None:
 
 def _zoom(rgb: np.ndarray, box: tuple[int, int, int, int] | None, height: int = 72) -> np.ndarray:
     """The ``box`` of a crop, scaled to ``height`` px (nearest: the pixels as they are) on a fixed width."""
+    aspect = 1.6
     x0, y0, x1, y1 = box if box is not None else (0, 0, rgb.shape[1], rgb.shape[0])
+    w, h = x1 - x0, y1 - y0
+    if w > h * aspect:  # grow the shorter side about the centre, so the zoom keeps the picture's shape
+        grow = (w / aspect - h) / 2
+        y0, y1 = int(round(y0 - grow)), int(round(y1 + grow))
+    else:
+        grow = (h * aspect - w) / 2
+        x0, x1 = int(round(x0 - grow)), int(round(x1 + grow))
+    size = rgb.shape[0]
+    y0, y1, x0, x1 = max(y0, 0), min(y1, size), max(x0, 0), min(x1, rgb.shape[1])
     part = np.ascontiguousarray(rgb[y0:y1, x0:x1])
-    width = int(round(height * 1.6))
-    return cv2.resize(part, (width, height), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(part, (int(round(height * aspect)), height), interpolation=cv2.INTER_NEAREST)
 
 
 def _look(out_crop: np.ndarray, real_crop: np.ndarray, target_lm: np.ndarray, source_lm: np.ndarray,
