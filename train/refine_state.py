@@ -74,12 +74,14 @@ def load_state(path: Path, opt_lr: float) -> tuple[RefineNet, torch.optim.Optimi
     return net, opt, json.loads(meta["totals"]), averaged, int(meta.get("ema_updates", 0))
 
 
-def record_setting(totals: dict, key: str, name: str, value: float, what: str) -> None:
+def record_setting(totals: dict, key: str, name: str, value: object, what: str, default: object = 0.0) -> None:
     """Append ``{"from_step": ..., name: value}`` to ``totals[key]`` when ``value`` differs from the
-    last one recorded (0 before any), so the totals say from which step each setting held."""
-    if value != (totals.get(key) or [{name: 0.0}])[-1][name]:
+    last one recorded (``default`` before any), so the totals say from which step each setting held
+    and a run that never leaves the default records nothing."""
+    if value != (totals.get(key) or [{name: default}])[-1][name]:
         totals.setdefault(key, []).append({"from_step": totals["steps"], name: value})
-        print(f"{what} {value:g} from step {totals['steps']}", flush=True)
+        shown = f"{value:g}" if isinstance(value, int | float) else value
+        print(f"{what} {shown} from step {totals['steps']}", flush=True)
 
 
 def empty_totals() -> dict:

@@ -318,15 +318,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def record_other(totals: dict, key: str, name: str, value: object, default: object, what: str) -> None:
-    """:func:`record_setting` for a setting whose default is not 0 (or not a number): appended to
-    ``totals[key]`` when it differs from the last one recorded (``default`` before any), so a run that
-    never leaves the default records nothing."""
-    if value != (totals.get(key) or [{name: default}])[-1][name]:
-        totals.setdefault(key, []).append({"from_step": totals["steps"], name: value})
-        print(f"{what} {value} from step {totals['steps']}", flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     try:
@@ -521,8 +512,8 @@ def train(a: argparse.Namespace) -> int:
         record_setting(totals, "att_focus", "weight", a.att_focus, "attention prior around mouth and eyes at")
     record_setting(totals, "r1", "gamma", a.r1, "R1 penalty on real crops at gamma")
     record_setting(totals, "feat_match", "weight", a.feat_match, "critic feature matching at weight")
-    record_other(totals, "diffaug", "policy", ",".join(policy), "", "DiffAugment policy")
-    record_other(totals, "l1_weight", "weight", a.l1_weight, 1.0, "L1 and gradient L1 at weight")
+    record_setting(totals, "diffaug", "policy", ",".join(policy), "DiffAugment policy", default="")
+    record_setting(totals, "l1_weight", "weight", a.l1_weight, "L1 and gradient L1 at weight", default=1.0)
     augment = None
     if policy:  # its own draws (seeded per run, as the pairs are): nothing else's change
         aug_gen = torch.Generator().manual_seed(a.seed * 1000 + 17 + totals["runs"])

@@ -212,7 +212,7 @@ def image_cmd(
         checks.output_file(out, suffixes=IMAGE_EXTENSIONS, inputs=[src])
         checks.model(model)
         checks.engine(engine)
-        if unnamed is not None:
+        if unnamed is not None:  # also with --grid, which has no --aus to apply it to
             checks.choice(unnamed, checks.UNNAMED_RULES, "--unnamed", "rule")
         from rtanim.expression.aus import parse_codes
         from rtanim.expression.timeline import parse_aus_arg, with_unnamed

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from rtanim.checks import UNNAMED_RULES as UNNAMED
+from rtanim.checks import choice
 from rtanim.errors import InputError
 from rtanim.expression.aus import (
     ALL_CODES,
@@ -488,8 +489,7 @@ def with_unnamed(timeline: Timeline, rule: str | None) -> Timeline:
     """``timeline`` under the ``--unnamed`` rule (None: its own, from its ``unnamed`` field or ``follow``)."""
     if rule is None or rule == timeline.unnamed:
         return timeline
-    if rule not in UNNAMED:
-        raise InputError("--unnamed", f"unknown rule {rule!r} (choose {', '.join(UNNAMED)})")
+    choice(rule, UNNAMED, "--unnamed", "rule")
     from dataclasses import replace
 
     return replace(timeline, unnamed=rule)

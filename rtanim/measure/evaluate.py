@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from rtanim.errors import InputError
-from rtanim.expression.aus import ALL_CODES, AU_CODES, SIDES, preset_aus
+from rtanim.expression.aus import ALL_CODES, AU_CODES, PRESETS, SIDES
 from rtanim.face.align import crop
 from rtanim.face.compose import compose, feather_mask
 from rtanim.files import write_bytes
@@ -403,10 +403,8 @@ def flicker(gen: Any, clip: Path, o: EvalOptions, tick: Callable[[str, int, int]
         raise InputError(clip, "no such video", field="--clip")
     from rtanim.expression.timeline import timeline_from_dict
 
-    try:
-        preset_aus(o.flicker_target)
-    except KeyError:
-        raise InputError("--flicker-aus", f"unknown preset {o.flicker_target!r}") from None
+    if o.flicker_target not in PRESETS:
+        raise InputError("--flicker-aus", f"unknown preset {o.flicker_target!r}")
     target = timeline_from_dict({"preset": o.flicker_target}, "--flicker-aus")  # unnamed AUs follow the face
     from rtanim.face.landmarks import OUTER_MOUTH
 

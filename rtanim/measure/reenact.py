@@ -54,7 +54,6 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 READ_BACK = ("AU12", "AU25", "AU26", "AU45")
 CLOSED_EYES = 0.6  # AU45 above which a target counts as closed-eyed (as in training's sampling)
 REFERENCE_GAP = 25  # tracked frames (1 s at 25 fps) around the target that a reference never comes from
-OPEN_MOUTH_PX = 150.0  # inner-lip area (crop px) over which a target's mouth counts as open (as rtanim.models.reference)
 
 
 @dataclass
@@ -296,7 +295,8 @@ def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions
                 people.append(clip_person(clip.name))
                 patches["real"]["mouth"].append(critic.patch(real_crop, mouth_box, critic.PATCH["mouth"]))
                 patches["real"]["eyes"].append(critic.patch(real_crop, eye_box, critic.PATCH["eyes"]))
-                zoom_m, zoom_e = [_zoom(crop(src_img, src_face.transform), mouth_box)], [_zoom(crop(src_img, src_face.transform), eye_box)]
+                src_crop = crop(src_img, src_face.transform)
+                zoom_m, zoom_e = [_zoom(src_crop, mouth_box)], [_zoom(src_crop, eye_box)]
                 real_read = reader.track(tgt_img)
                 real_bs = expression_blendshapes(real_read[0].blendshapes) if real_read else None
                 real_au = real_read[0].aus if real_read else None
@@ -398,10 +398,10 @@ def _look(out_crop: np.ndarray, real_crop: np.ndarray, target_lm: np.ndarray, so
           closed: bool, read: Any, real_au: dict[str, float] | None) -> dict[str, float]:
     """The look figures that apply to this pair: the mouth's on an open target mouth, the lids' on
     closed target eyes (with the blink read back from the output and from the real frame)."""
-    from rtanim.face.landmarks import INNER_MOUTH, polygon_mask
+    from rtanim.models.reference import MIN_OPEN_PX, mouth_area
 
     out: dict[str, float] = {}
-    if polygon_mask(target_lm, [INNER_MOUTH], real_crop.shape[0]).sum() >= OPEN_MOUTH_PX:
+    if mouth_area(target_lm, real_crop.shape[0]) >= MIN_OPEN_PX:  # an open mouth, as the reference memory counts it
         out.update(mouth_look(out_crop, real_crop, target_lm))
     if closed:
         out.update(lid_look(out_crop, real_crop, source_lm))
