@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("src", type=Path, help="refine checkpoint")
     p.add_argument("dst", type=Path, help="where to write the respecified copy (not the source)")
     p.add_argument("--mirror-average", choices=("on", "off"), default=None)
+    p.add_argument("--lids", choices=("on", "off"), default=None,
+                   help="paint closed lids where the warp shuts an open eye (rtanim.models.lids)")
     add_paint_options(p)
     p.add_argument("--basis", choices=("shipped", "regional"), default=None,
                    help="the AU basis whose warp the net paints over (rtanim.models.refine.BASES)")
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(a.dst, "would overwrite the source checkpoint; choose another name", field="dst")
         net, extra = load_refine(a.src)
         changes = {k: v for k, v in (("mirror_average", None if a.mirror_average is None else a.mirror_average == "on"),
+                                     ("lids", None if a.lids is None else a.lids == "on"),
                                      *paint_settings(a).items(), ("detail_sigma", a.detail_sigma),
                                      ("detail_spare_mouth", None if a.detail_spare_mouth is None
                                       else a.detail_spare_mouth == "on"),

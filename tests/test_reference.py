@@ -181,7 +181,7 @@ def test_refine_generator_shows_what_it_remembers(shared_data, tmp_path, closed)
     with FaceTracker(1, mode="image") as tr:
         face = tr.track(img)[0]
     job = FaceJob(face, crop(img, face.transform), {"AU25": 1.0, "AU26": 0.8})
-    image, geometry, aus, _, ref = gen.inputs(job)
+    image, geometry, aus, _, ref, _ = gen.inputs(job)
     assert not ref.any()  # nothing seen yet
     out = gen.generate([job])[0]  # this face's mouth is open: remembered before it is generated
     assert mouth_area(face.transform.to_crop(face.landmarks)[:, :2]) >= MIN_OPEN_PX

@@ -38,6 +38,12 @@ OUTER_MOUTH = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 3
 EYE_A = (33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7)
 EYE_B = (263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249)
 EYES = (EYE_A, EYE_B)
+#: Each eye's upper lid (outer corner to inner) and lower lid (inner corner to outer), corners shared.
+UPPER_LIDS = (EYE_A[:9], EYE_B[:9])
+LOWER_LIDS = (EYE_A[8:] + EYE_A[:1], EYE_B[8:] + EYE_B[:1])
+#: The brow above each eye (EYE_A's, EYE_B's), outer end to inner: its upper edge, its lower edge.
+BROWS = ((70, 63, 105, 66, 107), (300, 293, 334, 296, 336))
+BROWS_LOWER = ((46, 53, 52, 65, 55), (276, 283, 282, 295, 285))
 
 # ------------------------------------------------------------------ the warp's controls (rtanim.models.geometry)
 
@@ -47,7 +53,7 @@ EYES = (EYE_A, EYE_B)
 #: and the jaw line.
 CONTROL_LIPS = (61, 291, 0, 17, 37, 267, 84, 314, 40, 270, 91, 321, 185, 409, 146, 375)
 CONTROL_EYES = (159, 386, 145, 374, 33, 133, 362, 263, 158, 385, 160, 387)
-CONTROL_BROWS = (70, 63, 105, 66, 107, 300, 293, 334, 296, 336)
+CONTROL_BROWS = BROWS[0] + BROWS[1]
 CONTROL_NOSE_CHEEKS = (1, 98, 327, 48, 278, 50, 280, 205, 425)
 CONTROL_JAW = (152, 148, 377, 176, 400, 172, 397, 136, 365, 58, 288, 132, 361, 234, 454)
 KEY_LANDMARKS: tuple[int, ...] = CONTROL_LIPS + CONTROL_EYES + CONTROL_BROWS + CONTROL_NOSE_CHEEKS + CONTROL_JAW

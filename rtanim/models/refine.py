@@ -166,6 +166,8 @@ class RefineSpec:
     #: the AU basis (a file in rtanim/assets) whose warp the net paints over: "" is the shipped one,
     #: ``warp``'s; :data:`REGIONAL_BASIS` confines each AU's motion to its part of the face
     basis: str = ""
+    #: paint a closed lid where the warp shuts an open eye (rtanim.models.lids), after the network
+    lids: bool = False
 
     @property
     def in_channels(self) -> int:
@@ -196,7 +198,8 @@ class RefineSpec:
                            "paint_keep_stretch": self.paint_keep_stretch,
                            "n_reference": self.n_reference,
                            "mirror_average": self.mirror_average, "detail_sigma": self.detail_sigma,
-                           "detail_spare_mouth": self.detail_spare_mouth, "basis": self.basis})
+                           "detail_spare_mouth": self.detail_spare_mouth, "basis": self.basis,
+                           "lids": self.lids})
 
     @classmethod
     def from_json(cls, text: str) -> RefineSpec:
@@ -214,7 +217,8 @@ class RefineSpec:
                    paint_keep_stretch=float(s.get("paint_keep_stretch", 0.0)),
                    n_reference=int(s.get("n_reference", 0)), mirror_average=bool(s.get("mirror_average", False)),
                    detail_sigma=float(s.get("detail_sigma", 0.0)),
-                   detail_spare_mouth=bool(s.get("detail_spare_mouth", False)), basis=str(s.get("basis", "")))
+                   detail_spare_mouth=bool(s.get("detail_spare_mouth", False)), basis=str(s.get("basis", "")),
+                   lids=bool(s.get("lids", False)))
 
     def warp_model(self):  # noqa: ANN201 - rtanim.models.geometry.WarpModel, imported lazily
         """The warp this net paints over (its AU basis), as training and the run time must both use it."""

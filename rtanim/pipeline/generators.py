@@ -86,6 +86,7 @@ class RefineGenerator(GeneratorBase):
         self.au_codes = net.spec.au_codes
         self.own_mouth = net.spec.paint_keep_stretch > 0  # a fifth geometry channel (rtanim.models.refine)
         self.warp = net.spec.warp_model()
+        self.lids = net.spec.lids  # closed lids painted after the network (rtanim.models.lids)
         self.memory = None
         if net.spec.n_reference:
             from rtanim.models.reference import MouthMemory
@@ -102,9 +103,10 @@ class RefineGenerator(GeneratorBase):
         if self.memory is not None:
             self.memory.clear()
 
-    def inputs(self, job: FaceJob) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    def inputs(self, job: FaceJob) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None,
+                                            np.ndarray]:
         """(warped crop [3,S,S] in [-1,1], geometry [4,S,S], AUs [K], flow [2,S,S], reference [4,S,S] or
-        None) for one face."""
+        None, target landmarks N x 2 in crop px) for one face."""
         from rtanim.expression.aus import to_vector
         from rtanim.models.geometry import warp_face
         from rtanim.models.refine import warp_inputs
@@ -119,7 +121,7 @@ class RefineGenerator(GeneratorBase):
 
             seen = self.memory.get(job.face.face_id)
             reference = reference_maps(seen and seen.crop, seen and seen.landmarks, target, job.crop.shape[0])
-        return image, geometry, to_vector(job.target, self.au_codes), flow, reference
+        return image, geometry, to_vector(job.target, self.au_codes), flow, reference, target
 
     def generate(self, jobs: Sequence[FaceJob]) -> list[FaceOutput]:
         if not jobs:
@@ -130,9 +132,17 @@ class RefineGenerator(GeneratorBase):
         from rtanim.models.refine import compose_flows
 
         refs = None if self.memory is None else np.stack([i[4] for i in items])
+        from rtanim.models.lids import lid_layer, paint_lids
+
         att, col, residual = self.engine.run(np.stack([i[0] for i in items]), np.stack([i[2] for i in items]),
                                              np.stack([i[1] for i in items]), refs)
         flows = [i[3] if residual is None else compose_flows(i[3], residual[k]) for k, i in enumerate(items)]
+        if self.lids:
+            att, col = att.copy(), col.copy()
+            for k, (job, item) in enumerate(zip(jobs, items, strict=True)):
+                lids = lid_layer(job.crop, job.face.transform.to_crop(job.face.landmarks), item[5], flows[k])
+                if lids is not None:
+                    att[k], col[k] = paint_lids(att[k], col[k], lids)
         # colour over the warped crop: compose keeps the frame's own detail under the paint
         return [FaceOutput(att[k], col[k], flows[k], color_base=items[k][0]) for k in range(len(jobs))]
 
