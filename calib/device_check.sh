@@ -14,6 +14,6 @@ fi
 export PYTHONUNBUFFERED=1 RTANIM_CACHE=/tmp/rtanim-cache COLUMNS=160
 device=$(python3 -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"; } | tee "$OUT/device.txt"
-python3 -m pytest -q -rs tests/test_models.py tests/test_engines.py tests/test_refine.py 2>&1 | tee "$OUT/tests.log"
+python3 -m pytest -q -rs tests/test_models.py tests/test_engines.py tests/test_refine.py tests/test_refine_engines.py 2>&1 | tee "$OUT/tests.log"
 python3 -m cli bench --engines --device "$device" --models lite,lite+flow,ganimation,ganimation+flow \
   --batches "${BATCHES:-1,8,64}" --iters "${ITERS:-50}" 2>&1 | tee "$OUT/bench_engines.txt"

@@ -1,4 +1,4 @@
-"""The ``refine`` network behind an engine: its ONNX graph, ONNX Runtime and PyTorch backends.
+"""The ``refine`` network behind an engine: its ONNX graph; ONNX Runtime, PyTorch and TensorRT backends.
 
 The graph has the generator contract's outputs (``attention`` [N,1,S,S] in [0,1], ``color``
 [N,3,S,S] in [-1,1]; with a flow head also ``flow`` [N,2,S,S], the residual flow) and one input
@@ -30,7 +30,7 @@ from rtanim.models.refine import RefineNet
 
 INPUTS = ("image", "aus", "geometry")  # + ("reference",) for a net that takes one: RefineSpec.inputs
 OUTPUTS = ("attention", "color")  # + ("flow",) for a net with a flow head: RefineSpec.outputs
-BACKENDS = ("onnxruntime", "torch")
+BACKENDS = ("onnxruntime", "torch", "tensorrt")
 
 
 def refine_digest(net: RefineNet) -> str:
@@ -65,24 +65,35 @@ def export_refine_onnx(net: RefineNet, path: str | Path, *, opset: int = ONNX_OP
 
 class RefineEngine:
     """Runs the refine network on numpy batches: ``run(image, aus, geometry, reference=None) ->
-    (attention, color, flow or None)``; ``reference`` only for a net that takes one (zeros if None)."""
+    (attention, color, flow or None)``; ``reference`` only for a net that takes one (zeros if None).
 
-    def __init__(self, net: RefineNet, backend: str = "onnxruntime", *, threads: int | None = None,
-                 cache: EngineCache | None = None) -> None:
+    Backends: ``onnxruntime`` (CPU, FP32), ``torch`` (FP32 on the CPU, FP16 on a CUDA device) and
+    ``tensorrt`` (an FP16 engine built from the ONNX export on the GPU it runs on, cached on disk).
+    """
+
+    def __init__(self, net: RefineNet, backend: str = "onnxruntime", *, device: str | None = None,
+                 threads: int | None = None, cache: EngineCache | None = None, max_batch: int = 8) -> None:
         if backend not in BACKENDS:
-            raise InputError(None, f"the refine model runs on {' or '.join(BACKENDS)}, not {backend!r} "
-                                   "(TensorRT: build its ONNX export on a GPU machine)", field="--engine")
+            raise InputError(None, f"the refine model runs on {', '.join(BACKENDS)}, not {backend!r}", field="--engine")
         self.net, self.backend = net.eval(), backend
         self.spec = net.spec
-        if backend == "onnxruntime":
+        self.device, self.precision = "cpu", "fp32"
+        cache = cache or EngineCache()
+        if backend == "torch":
+            self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            if self.device.startswith("cuda"):
+                if not torch.cuda.is_available():
+                    raise InputError(None, "CUDA requested but torch.cuda.is_available() is False", field="--device")
+                self.precision = "fp16"  # checked against FP32: tests/test_refine.py, on a GPU
+                self.net = _copy(net).to(self.device, torch.float16)
+        elif backend == "onnxruntime":
+            if device is not None and not device.startswith("cpu"):
+                raise InputError(None, f"the refine model runs ONNX Runtime on the CPU, not {device}", field="--device")
             import onnxruntime as ort
 
             from engines.ort_engine import session_options
 
-            cache = cache or EngineCache()
-            key = CacheKey("onnx", "refine", refine_digest(net), "fp32",
-                           backend_version=f"torch-{torch.__version__.split('+')[0]}", extra=f"opset{ONNX_OPSET}")
-            self.path = cache.get_or_build(key, lambda tmp: export_refine_onnx(net, tmp), suffix=".onnx").path
+            self.path = self._onnx(cache)
             # One core fewer than the machine has: tracking and compose run beside the network in
             # the pipeline, and on 2 cores two ORT threads spin against them (measured: 27.9 fps
             # offline at 640x360 with 2 threads, 33.9 with 1). RTANIM_REFINE_THREADS overrides.
@@ -90,6 +101,17 @@ class RefineEngine:
             self.session = ort.InferenceSession(str(self.path), session_options(threads),
                                                 providers=["CPUExecutionProvider"])
             log.info("onnxruntime: refine %s", self.path.name)
+        else:
+            from engines.trt_engine import require_trt
+
+            require_trt()
+            self.device, self.precision = device or "cuda", "fp16"
+            self.trt = _TrtRefine(self._onnx(cache), net.spec, self.device, max_batch, cache, refine_digest(net))
+
+    def _onnx(self, cache: EngineCache) -> Path:
+        key = CacheKey("onnx", "refine", refine_digest(self.net), "fp32",
+                       backend_version=f"torch-{torch.__version__.split('+')[0]}", extra=f"opset{ONNX_OPSET}")
+        return cache.get_or_build(key, lambda tmp: export_refine_onnx(self.net, tmp), suffix=".onnx").path
 
     def run(self, image: np.ndarray, aus: np.ndarray, geometry: np.ndarray, reference: np.ndarray | None = None,
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -101,17 +123,88 @@ class RefineEngine:
                                  else np.ascontiguousarray(reference, np.float32))
         if self.backend == "onnxruntime":
             outs = self.session.run(list(self.spec.outputs), feed)
+        elif self.backend == "tensorrt":
+            outs = self.trt.run(feed)
         else:
+            dtype = torch.float16 if self.precision == "fp16" else torch.float32
             with torch.inference_mode():
-                outs = [t.numpy() for t in self.net(*(torch.from_numpy(feed[k]) for k in self.spec.inputs))]
+                got = self.net(*(torch.from_numpy(feed[k]).to(self.device, dtype) for k in self.spec.inputs))
+                outs = [t.float().cpu().numpy() for t in got]
         return outs[0], outs[1], outs[2] if len(outs) > 2 else None
 
     def describe(self) -> str:
-        return f"{self.backend} cpu fp32"
+        return f"{self.backend} {self.device} {self.precision}"
 
 
-def refine_engine(net: RefineNet, engine: str = "auto") -> RefineEngine:
-    """``--engine`` for the refine model: auto and onnxruntime -> ONNX Runtime, torch -> PyTorch (CPU)."""
-    if engine in ("auto", "onnxruntime"):
+def _copy(net: RefineNet) -> RefineNet:
+    """A private copy, so casting to FP16 on a GPU never changes the caller's net."""
+    clone = RefineNet(net.spec)
+    clone.load_state_dict(net.state_dict())
+    return clone.eval()
+
+
+class _TrtRefine:
+    """The refine graph as a TensorRT FP16 engine: built once per weights, TensorRT version and GPU
+    (engines.cache), buffers at the profile's largest batch bound once, one stream."""
+
+    def __init__(self, onnx_path: Path, spec, device: str, max_batch: int, cache: EngineCache,  # noqa: ANN001
+                 digest: str) -> None:
+        import tensorrt as trt
+
+        from engines.trt_engine import _DTYPES, build_serialized, gpu_name, trt_version
+
+        self.dev = torch.device(device if ":" in device else "cuda:0")
+        key = CacheKey("tensorrt", "refine", digest, "fp16", backend_version=trt_version(),
+                       device=gpu_name(self.dev), max_batch=max_batch)
+
+        def build(tmp: Path) -> None:
+            tmp.write_bytes(build_serialized(onnx_path, precision="fp16", max_batch=max_batch))
+
+        path = cache.get_or_build(key, build, suffix=".engine").path
+        self.spec, self.max_batch = spec, max_batch
+        with torch.cuda.device(self.dev):
+            self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+            self.context = self.engine.create_execution_context()
+            self.stream = torch.cuda.Stream(self.dev)
+            self.buffers = {}
+            for i in range(self.engine.num_io_tensors):
+                name = self.engine.get_tensor_name(i)
+                shape = list(self.engine.get_tensor_shape(name))
+                shape[0] = max_batch
+                dtype = _DTYPES[self.engine.get_tensor_dtype(name).name]
+                self.buffers[name] = torch.empty(shape, dtype=dtype, device=self.dev)
+                self.context.set_tensor_address(name, self.buffers[name].data_ptr())
+        log.info("tensorrt: refine %s", path.name)
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        n = len(feed["image"])
+        if n > self.max_batch:  # the profile's limit: run in slices
+            parts = [self.run({k: v[i:i + self.max_batch] for k, v in feed.items()}) for i in range(0, n, self.max_batch)]
+            return [np.concatenate(p) for p in zip(*parts, strict=True)]
+        with torch.cuda.device(self.dev), torch.cuda.stream(self.stream):
+            for name in self.spec.inputs:
+                self.buffers[name][:n].copy_(torch.from_numpy(feed[name]), non_blocking=False)
+                self.context.set_input_shape(name, tuple(self.buffers[name][:n].shape))
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                from rtanim.errors import RunError
+
+                raise RunError("TensorRT execute_async_v3 failed (refine)")
+            outs = [self.buffers[name][:n].float().cpu().numpy() for name in self.spec.outputs]
+        return outs
+
+
+def refine_engine(net: RefineNet, engine: str = "auto", device: str | None = None) -> RefineEngine:
+    """``--engine`` for the refine model. ``auto``: TensorRT where it can run, else FP16 PyTorch on a
+    CUDA device, else ONNX Runtime on the CPU (``--device cpu`` keeps it there); ``onnxruntime``,
+    ``torch`` and ``tensorrt`` as asked (one line and exit 2 where it cannot run)."""
+    on_cpu = device is not None and device.startswith("cpu")
+    if engine == "auto":
+        from engines.trt_engine import trt_available
+
+        if not on_cpu and trt_available() is None:
+            return RefineEngine(net, "tensorrt", device=device)
+        if not on_cpu and torch.cuda.is_available():
+            return RefineEngine(net, "torch", device=device or "cuda")
         return RefineEngine(net, "onnxruntime")
-    return RefineEngine(net, engine)
+    return RefineEngine(net, engine, device=device)

@@ -78,7 +78,6 @@ def trt_cache_key(
 
 def build_serialized(
     onnx_path: Path,
-    spec: ModelSpec,
     *,
     precision: str = "fp16",
     max_batch: int = 32,
@@ -158,7 +157,7 @@ def engine_for(
 
     def build(tmp: Path) -> None:
         onnx_path = cached_onnx(model, cache)
-        tmp.write_bytes(build_serialized(onnx_path, model.spec, precision=precision, max_batch=max_batch,
+        tmp.write_bytes(build_serialized(onnx_path, precision=precision, max_batch=max_batch,
                                          timing_cache=timing, calibrator=calibrator))
 
     result = cache.get_or_build(key, build)

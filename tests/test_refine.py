@@ -983,14 +983,13 @@ def test_tensorrt_fp16_build_of_the_refine_graph(tmp_path):
 
     from engines.refine_engine import INPUTS, export_refine_onnx
     from engines.trt_engine import build_serialized
-    from rtanim.models.ganimation import spec_for
 
     torch.manual_seed(2)
     net = RefineNet(RefineSpec(flow=True)).eval()  # what ships: with the residual flow head
     for p in net.parameters():
         p.data.normal_(0, 0.05)
     onnx_path = export_refine_onnx(net, tmp_path / "refine.onnx")
-    blob = build_serialized(onnx_path, spec_for("lite"), precision="fp16", max_batch=8)
+    blob = build_serialized(onnx_path, precision="fp16", max_batch=8)
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(blob)
     ctx = engine.create_execution_context()
     n, k = 3, len(net.spec.au_codes)

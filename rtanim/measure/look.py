@@ -12,7 +12,8 @@ what the average loses, each on the same pose-matched crops the self-reenactment
   less than :data:`WHITE_CHROMA` of their median chroma (teeth are white, lips red);
 - **lids**: on closed-eye targets, the share of sclera-like pixels inside the *source's* eye
   openings (where an eye that did not close still shows its white): brighter than the skin around
-  the eyes and less than :data:`WHITE_CHROMA` of its chroma.
+  the eyes and less than :data:`WHITE_CHROMA` of its chroma (in a grey photo, :data:`GREY_LIGHT`
+  times brighter).
 
 A region too small to measure gives NaN, which the summaries leave out.
 """
@@ -29,6 +30,10 @@ from rtanim.face.landmarks import EYES, INNER_MOUTH, OUTER_MOUTH, polygon_mask
 #: Teeth and sclera: at most this share of the surrounding lips' / skin's median chroma (distance of
 #: Cb, Cr from grey): lips, tongue and skin are redder than white.
 WHITE_CHROMA = 0.6
+#: Surroundings of less median chroma than this are a grey photo, where teeth and sclera are the
+#: pixels brighter than GREY_LIGHT times the surroundings' median luma.
+GREY_CHROMA = 3.0
+GREY_LIGHT = 1.15
 #: The ring of skin around the eyes that sclera is told from, in crop px.
 EYE_RING_PX = 3
 #: Fewest pixels a region needs to be measured (an inner mouth under this is closed).
@@ -60,6 +65,8 @@ def white_share(rgb: np.ndarray, mask: np.ndarray, around: np.ndarray) -> float:
         return math.nan
     luma, chroma = _luma_chroma(rgb)
     ref_luma, ref_chroma = float(np.median(luma[around])), float(np.median(chroma[around]))
+    if ref_chroma < GREY_CHROMA:  # a grey photo: white is told by light alone
+        return float((luma[mask] > GREY_LIGHT * ref_luma).mean())
     return float(((luma[mask] > ref_luma) & (chroma[mask] < WHITE_CHROMA * ref_chroma)).mean())
 
 

@@ -1,8 +1,8 @@
 """``--model`` and ``--engine`` resolved into a pipeline :class:`~rtanim.pipeline.jobs.Generator`.
 
 Shared by ``image``, ``video``, ``webcam``, ``bench`` and ``eval`` so every command means the
-same thing by a model name: ``warp`` (no network), ``default`` (the shipped GPU model on a
-CUDA engine, the shipped lite model otherwise), ``lite``, ``ganimation``, ``lite+flow``,
+same thing by a model name: ``warp`` (no network), ``default`` (the shipped ``refine`` model on
+every engine, warp where none ships), ``lite``, ``ganimation``, ``lite+flow``,
 ``ganimation+flow`` or a checkpoint path (.safetensors, or an original GANimation .pth).
 """
 
@@ -22,9 +22,9 @@ from rtanim.pipeline.jobs import FaceJob, Generator, GeneratorBase
 
 log = logging.getLogger("rtanim")
 
-#: Shipped-weight preference for ``default``: GPU engines take the big model, CPUs the refiner,
-#: then the lite one.
-DEFAULT_GPU = ("ganimation+flow", "ganimation")
+#: Shipped-weight preference for ``default``: the refiner everywhere it ships (FP16 on CUDA, a
+#: TensorRT FP16 engine where TensorRT runs), then the GANimation models.
+DEFAULT_GPU = ("refine", "ganimation+flow", "ganimation")
 DEFAULT_CPU = ("refine", "lite+flow", "lite")
 
 
@@ -76,13 +76,13 @@ class RefineGenerator(GeneratorBase):
 
     name = "refine"
 
-    def __init__(self, weights: str | Path, engine: str = "auto") -> None:
+    def __init__(self, weights: str | Path, engine: str = "auto", device: str | None = None) -> None:
         from engines.refine_engine import refine_engine
         from rtanim.models.refine import load_refine
 
         net, self.extras = load_refine(weights)
         self.weights = Path(weights)
-        self.engine = refine_engine(net, engine)
+        self.engine = refine_engine(net, engine, device)
         self.au_codes = net.spec.au_codes
         self.own_mouth = net.spec.paint_keep_stretch > 0  # a fifth geometry channel (rtanim.models.refine)
         self.warp = net.spec.warp_model()
@@ -203,12 +203,12 @@ def load_generator(model: str = "default", engine: str = "auto", device: str | N
         if weights is None:
             raise InputError(name, "no refine weights ship with this build yet; pass a refine checkpoint path "
                                    "(e.g. train/init/refine.safetensors)", field="--model")
-        return RefineGenerator(weights, engine)
+        return RefineGenerator(weights, engine, device)
     if name not in REGISTRY and not Path(name).exists():
         raise InputError(name, f"no such file or model name (names: warp, refine, {', '.join(REGISTRY)})",
                          field="--model")
     if Path(name).is_file() and is_refine_checkpoint(name):
-        return RefineGenerator(name, engine)
+        return RefineGenerator(name, engine, device)
     from engines.select import select_engine
 
     net = load_model(name)
