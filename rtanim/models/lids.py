@@ -37,6 +37,8 @@ LASH_BAND = 0.10
 #: The lash line's width, the crease's height above it, and the shadow's reach, in eye widths.
 LASH_WIDTH = 0.045
 CREASE_HEIGHT = 0.22
+#: How dark the crease is drawn (its share of the lash colour): a hint, or the lid reads as an outline.
+CREASE_ALPHA = 0.1
 SHADOW_REACH = 0.10
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 #: How far (eye widths, a Gaussian's sigma) the lid looks for the skin it continues.
@@ -51,7 +53,7 @@ BROW_GAP = 0.05
 #: The lid fades into the warped skin over this share of the way from under the brow to the lashes.
 FADE = 0.3
 #: The edge of the painted lid blends into the warped skin over this many eye widths.
-FEATHER = 0.05
+FEATHER = 0.1
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ def lid_layer(crop: np.ndarray, source: np.ndarray, target: np.ndarray, flow: np
         lash_a = np.clip(1.0 - np.abs(above) / max(LASH_WIDTH * width, 0.6), 0.0, 1.0) * inside[None, :]
         paint = paint * (1.0 - 0.9 * lash_a[..., None]) + 0.9 * lash_a[..., None] * lash
         middle = inside & (np.abs(cols - _centre_x(t_upper)) < 0.35 * width)
-        crease_a = 0.22 * np.clip(1.0 - np.abs(above - CREASE_HEIGHT * width) / max(0.03 * width, 0.6), 0.0, 1.0)
+        crease_a = CREASE_ALPHA * np.clip(1.0 - np.abs(above - CREASE_HEIGHT * width) / max(0.03 * width, 0.6), 0.0, 1.0)
         crease_a = crease_a * middle[None, :]
         paint = paint * (1.0 - crease_a[..., None]) + crease_a[..., None] * lash
         top_y, _ = _column_curve(t_brow, cols)
