@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         sessions = {k: ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
                     for k, path in (("fp32", fp32), ("int8", int8))}
         times: dict[str, list[float]] = {"fp32": [], "int8": []}
-        for k, s in sessions.items():  # warm up
+        for s in sessions.values():  # warm up
             for f in test[:5]:
                 s.run(names, f)
         for r in range(a.repeat):
