@@ -40,6 +40,31 @@ def test_white_share_counts_white_not_red_or_dark_against_the_lips():
     assert math.isnan(white_share(img, inside, np.zeros_like(lips)))
 
 
+def test_white_share_in_a_grey_photo_goes_by_light_alone():
+    img = np.full((40, 40, 3), 120, np.uint8)  # grey skin round the eye
+    eye = np.zeros((40, 40), bool)
+    eye[10:30, 10:30] = True
+    img[10:30, 10:20] = 200  # the white of the eye, as grey as everything else
+    img[10:30, 20:30] = 125  # a lid, about the skin's light
+    assert white_share(img, eye, ~eye) == pytest.approx(0.5)
+
+
+def test_closed_eyes_reports_read_back_sclera_and_identity(shared_data, tmp_path):
+    """calib/closed_eyes.py on one held-out still: every figure for each model, and the strip."""
+    import json
+
+    from calib.closed_eyes import main
+
+    assert main(["-o", str(tmp_path / "ce"), "--faces", "1", "--data", str(shared_data / "faces" / "expressive"),
+                 "warp"]) == 0
+    got = json.loads((tmp_path / "ce" / "closed_eyes.json").read_text())
+    assert got["faces"] == 1 and len(got["rows"]["warp"]["au45"]) == 3  # eyes_closed and both winks
+    assert 0.0 <= got["summary"]["warp"]["sclera"] <= 1.0 and 0.0 <= got["summary"]["input"]["sclera"] <= 1.0
+    assert (tmp_path / "ce" / "eyes_strip.png").is_file()
+    assert main(["-o", str(tmp_path / "bad"), "--data", str(tmp_path / "none"), "warp"]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
 def test_mouth_and_lid_look_on_a_face_shape():
     from rtanim.face.landmarks import EYES, INNER_MOUTH, polygon_mask
 
