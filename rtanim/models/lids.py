@@ -46,6 +46,8 @@ SKIN_REACH = 0.3
 #: An eye whose opening and the skin under it are darker than this share of the cheek's luma is
 #: behind a dark lens.
 DARK_LENS = 0.45
+#: How much darker the lid is at the eye's corners than over its middle (the eyeball's roundness).
+ROUNDING = 0.05
 #: A closed lid's colour against the skin round the eye (a little darker).
 LID_TONE = 0.97
 #: The painted lid stops this far under the brow (eye widths), so brow hairs stay the warp's.
@@ -179,8 +181,9 @@ def lid_layer(crop: np.ndarray, source: np.ndarray, target: np.ndarray, flow: np
         if not hole.any():
             continue
         sigma = max(0.6, FEATHER * width)
-        win, cols, rows = _window(hole, int(np.ceil(3 * max(sigma, SKIN_REACH * width))) + 1)
-        hole = hole[win]
+        grow = int(np.ceil(0.75 * sigma))  # the feather starts outside the hole: no half-covered lashes at its edge
+        win, cols, rows = _window(hole, int(np.ceil(3 * max(sigma, SKIN_REACH * width))) + grow + 1)
+        hole = cv2.dilate(hole[win], np.ones((2 * grow + 1, 2 * grow + 1), np.uint8))
         # the skin round the source's eye (not its lashes, brow or eye), spread over the hole by a
         # normalised blur: each point of the lid takes the colour and light of the skin nearest it
         bare = 1.0 - cv2.dilate(((carried > 0.3) | brow_mask)[win].astype(np.uint8), np.ones((3, 3), np.uint8))
@@ -194,6 +197,9 @@ def lid_layer(crop: np.ndarray, source: np.ndarray, target: np.ndarray, flow: np
         margin_y, inside = _column_curve(0.35 * t_upper + 0.65 * t_lower, cols)
         above = (margin_y[None, :] - rows[:, None]).astype(np.float32)  # px above the margin, per pixel
         shade = 1.0 - 0.18 * np.exp(-np.clip(above, 0.0, None) / max(SHADOW_REACH * width, 0.5))
+        # the eyeball rounds the lid: lit in the middle, darker toward the corners
+        across = np.clip((cols - _centre_x(t_upper)) / (0.5 * width), -1.5, 1.5)
+        shade = shade * (1.0 - ROUNDING * across[None, :] ** 2)
         paint = fill * np.where(above >= 0, shade * LID_TONE, 1.0)[..., None]
         lash_a = np.clip(1.0 - np.abs(above) / max(LASH_WIDTH * width, 0.6), 0.0, 1.0) * inside[None, :]
         paint = paint * (1.0 - 0.9 * lash_a[..., None]) + 0.9 * lash_a[..., None] * lash
