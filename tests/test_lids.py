@@ -87,6 +87,14 @@ def test_only_the_winking_eye_is_painted():
     assert lids.alpha[:, :58].max() < 0.01 and lids.alpha[:, 70:].max() > 0.9  # the other eye (x 32-56) stays
 
 
+def test_a_lid_needs_the_eye_asked_shut_not_only_a_warp_that_closes_it():
+    src, tgt = face_landmarks(1.0), face_landmarks(0.05)
+    crop = face_crop(src)
+    assert lid_layer(crop, src, tgt, None, shut=(0.3, 0.4)) is None  # half-closed targets: the warp's eyes
+    lids = lid_layer(crop, src, tgt, None, shut=(0.3, 1.0))
+    assert lids is not None and lids.alpha[:, :58].max() < 0.01 and lids.alpha[:, 70:].max() > 0.9
+
+
 def test_a_dark_lens_is_left_alone_but_an_eye_in_shadow_is_not():
     src = face_landmarks(1.0)
     crop = face_crop(src, lens=True)

@@ -6,7 +6,8 @@ upper lid unfolded over the eye, a dark line of lashes where the lids meet and a
 refine net, trained with L1 on the few blinks of its clips, leaves that slit as it is, so the refine
 model paints the lid itself where an eye closes (``RefineSpec.lids``), after the network:
 
-- how closed: the target eye opening's area over the source's, per eye (a wink closes one);
+- how closed: the target eye opening's area over the source's, per eye (a wink closes one), as far
+  as the target's AU45 of that eye asks it shut;
 - where: from under the target's brow to its lower lid, and the source's eye opening and lash band
   as the flow carries them (where the warped crop shows iris, white or stretched lashes); there the
   network's own paint gives way too (it paints smears and white blobs round a closing eye);
@@ -30,6 +31,10 @@ from rtanim.face.landmarks import BROWS, BROWS_LOWER, LOWER_LIDS, UPPER_LIDS, po
 #: a squint keeps the warp's eye, only an eye that (nearly) shuts is painted.
 CLOSE_FROM = 0.55
 CLOSE_FULL = 0.4
+#: ... and only as far as the target's AU45 of that eye asks it shut, from ASK_FROM, fully from ASK_FULL
+#: (MediaPipe reads a real closed eye at about 0.75).
+ASK_FROM = 0.5
+ASK_FULL = 0.7
 #: Below this source opening (its share of the eye's width squared) the source eye is already shut.
 MIN_OPEN = 0.04
 #: The lash band above the source's upper lid, in eye widths.
@@ -136,7 +141,13 @@ def _window(mask: np.ndarray, pad: int) -> tuple[tuple[slice, slice], np.ndarray
     return (slice(y0, y1), slice(x0, x1)), np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64)
 
 
-def lid_layer(crop: np.ndarray, source: np.ndarray, target: np.ndarray, flow: np.ndarray | None) -> Lids | None:
+def asked(au45: float) -> float:
+    """How much of a lid the target's AU45 of one eye allows, 0 to 1 (:data:`ASK_FROM` to :data:`ASK_FULL`)."""
+    return float(np.clip((au45 - ASK_FROM) / (ASK_FULL - ASK_FROM), 0.0, 1.0))
+
+
+def lid_layer(crop: np.ndarray, source: np.ndarray, target: np.ndarray, flow: np.ndarray | None,
+              shut: tuple[float, float] | None = None) -> Lids | None:
     """The lids to paint as the warp takes a face's eyes from ``source`` to ``target`` landmarks.
 
     Args:
@@ -145,11 +156,14 @@ def lid_layer(crop: np.ndarray, source: np.ndarray, target: np.ndarray, flow: np
         target: the landmarks the warp moves them to (N x 2).
         flow: the backward flow [2,S,S] that moves the crop's pixels (refine's warp, composed with the
             net's residual flow if it has one), or None.
+        shut: the target's AU45 of each eye (EYE_A's, EYE_B's: the face's right, left), or None. A lid
+            needs the eye asked shut as well as the warp closing it: a half-closed target (a squint, a
+            sleepy look) keeps the warp's eye, whose opening the warp may overshoot.
 
     Returns:
         The lid layer, or None where no eye closes (the common case, which costs two areas).
     """
-    amounts = [closing(source, target, eye) for eye in range(2)]
+    amounts = [closing(source, target, eye) * (1.0 if shut is None else asked(shut[eye])) for eye in range(2)]
     if max(amounts) <= 0.0:
         return None
     from rtanim.models.refine import warp_image

@@ -132,6 +132,7 @@ class RefineGenerator(GeneratorBase):
         from rtanim.models.refine import compose_flows
 
         refs = None if self.memory is None else np.stack([i[4] for i in items])
+        from rtanim.expression.aus import resolve
         from rtanim.models.lids import lid_layer, paint_lids
 
         att, col, residual = self.engine.run(np.stack([i[0] for i in items]), np.stack([i[2] for i in items]),
@@ -140,7 +141,8 @@ class RefineGenerator(GeneratorBase):
         if self.lids:
             att, col = att.copy(), col.copy()
             for k, (job, item) in enumerate(zip(jobs, items, strict=True)):
-                lids = lid_layer(job.crop, job.face.transform.to_crop(job.face.landmarks), item[5], flows[k])
+                shut = (resolve(job.target, "AU45R"), resolve(job.target, "AU45L"))  # EYE_A is the face's right
+                lids = lid_layer(job.crop, job.face.transform.to_crop(job.face.landmarks), item[5], flows[k], shut)
                 if lids is not None:
                     att[k], col[k] = paint_lids(att[k], col[k], lids)
         # colour over the warped crop: compose keeps the frame's own detail under the paint
