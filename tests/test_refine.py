@@ -129,7 +129,7 @@ def test_wider_net_starts_as_the_net_it_widens_and_then_learns():
 
 def test_fixed_batch_is_learned():
     """A few Adam steps on one batch must cut the loss: the losses and the network can learn."""
-    from train.refine_train import losses
+    from train.refine_losses import losses
 
     torch.manual_seed(0)
     net = RefineNet(RefineSpec(widths=(8, 16, 16), n_res=1))
@@ -607,7 +607,7 @@ def test_mirrored_pairs_swap_sides_and_undo_themselves(clip_frames):
 def test_box_psnr_term_is_the_tests_per_pair_psnr():
     """The term's dB figure is the mean of each pair's PSNR in its boxes (as the self-reenactment
     test averages it), and its gradient favours the pair that is nearly right."""
-    from train.refine_train import PSNR_FLOOR, box_psnr_loss
+    from train.refine_losses import PSNR_FLOOR, box_psnr_loss
 
     target = torch.zeros(2, 3, 16, 16)
     boxes = torch.zeros(2, 2, 16, 16)
