@@ -10,7 +10,7 @@ model (medians over faces):
 
 - **AU45 read back** by MediaPipe on the output, per eye that was asked to close (1 = read as shut);
 - **sclera share**: sclera-like pixels inside the source's open eye openings
-  (rtanim.measure.look.white_share against the skin round the eyes; the input's own share beside it);
+  (rtanim.measure.look.lid_look, against the skin round the eyes; the input's own share beside it);
 - **identity**: dlib distance between the input and the output;
 
 and writes ``eyes_strip.png``: each face's eyes, input then every model, for ``eyes_closed``.
@@ -64,10 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     from rtanim.errors import InputError
     from rtanim.expression.timeline import timeline_from_dict
     from rtanim.face.align import crop
-    from rtanim.face.landmarks import EYES
     from rtanim.files import read_image
     from rtanim.measure.evaluate import Identity, load_generator, still_files
-    from rtanim.measure.look import EYE_RING_PX, region, white_share
+    from rtanim.measure.look import lid_look
 
     try:
         out = output_folder(a.out)
@@ -92,10 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         face, used = faces[0], used + 1
         src = face.transform.to_crop(face.landmarks)[:, :2]
-        eyes = region(src, EYES, 128)
-        k = 2 * EYE_RING_PX + 1
-        ring = cv2.dilate(eyes.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool) & ~eyes
-        sclera_in.append(white_share(crop(image, face.transform), eyes, ring))
+        source_crop = crop(image, face.transform)
+        sclera_in.append(lid_look(source_crop, source_crop, src)["sclera_real"])
         base = identity.embed(image, face.bbox) if identity else None
         bands = [eye_band(image, face)]
         for label, _ in labels:
@@ -107,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows[label]["au45"].append(float(np.mean([back[0].aus[s] for s in sides])))
                 if preset != "eyes_closed":
                     continue
-                rows[label]["sclera"].append(white_share(crop(result, face.transform), eyes, ring))
+                rows[label]["sclera"].append(lid_look(crop(result, face.transform), source_crop, src)["sclera_out"])
                 if identity is not None and back:
                     rows[label]["identity"].append(float(np.linalg.norm(identity.embed(result, back[0].bbox) - base)))
                 bands.append(eye_band(result, face))

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     net, _ = load_refine(a.weights)
     frames = load_frames(a.data)
-    held = split_people(frames, 0.15, 0)
+    held = split_people(frames)  # the trainer's held-out people (its --held-out and --seed defaults)
     video = frames.index >= 0
     rng = np.random.default_rng(0)
     train_ids = rng.choice(np.flatnonzero(video & ~held), a.calibrate, replace=False)

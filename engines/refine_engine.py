@@ -23,7 +23,7 @@ import torch
 from engines.base import log, physical_cores
 from engines.cache import CacheKey, EngineCache
 from engines.export import ONNX_OPSET, finish_onnx
-from rtanim.errors import InputError
+from rtanim.errors import InputError, RunError
 from rtanim.files import staged
 from rtanim.models.ganimation import weights_digest
 from rtanim.models.refine import RefineNet
@@ -84,7 +84,7 @@ class RefineEngine:
             if self.device.startswith("cuda"):
                 if not torch.cuda.is_available():
                     raise InputError(None, "CUDA requested but torch.cuda.is_available() is False", field="--device")
-                self.precision = "fp16"  # checked against FP32: tests/test_refine.py, on a GPU
+                self.precision = "fp16"  # checked against FP32: tests/test_refine_engines.py, on a GPU
                 self.net = _copy(net).to(self.device, torch.float16)
         elif backend == "onnxruntime":
             if device is not None and not device.startswith("cpu"):
@@ -151,7 +151,7 @@ class _TrtRefine:
                  digest: str) -> None:
         import tensorrt as trt
 
-        from engines.trt_engine import _DTYPES, build_serialized, gpu_name, trt_version
+        from engines.trt_engine import bind_buffers, build_serialized, gpu_name, trt_version
 
         self.dev = torch.device(device if ":" in device else "cuda:0")
         key = CacheKey("tensorrt", "refine", digest, "fp16", backend_version=trt_version(),
@@ -167,14 +167,7 @@ class _TrtRefine:
             self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
             self.context = self.engine.create_execution_context()
             self.stream = torch.cuda.Stream(self.dev)
-            self.buffers = {}
-            for i in range(self.engine.num_io_tensors):
-                name = self.engine.get_tensor_name(i)
-                shape = list(self.engine.get_tensor_shape(name))
-                shape[0] = max_batch
-                dtype = _DTYPES[self.engine.get_tensor_dtype(name).name]
-                self.buffers[name] = torch.empty(shape, dtype=dtype, device=self.dev)
-                self.context.set_tensor_address(name, self.buffers[name].data_ptr())
+            self.buffers = bind_buffers(self.engine, self.context, self.dev, max_batch)
         log.info("tensorrt: refine %s", path.name)
 
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -187,8 +180,6 @@ class _TrtRefine:
                 self.buffers[name][:n].copy_(torch.from_numpy(feed[name]), non_blocking=False)
                 self.context.set_input_shape(name, tuple(self.buffers[name][:n].shape))
             if not self.context.execute_async_v3(self.stream.cuda_stream):
-                from rtanim.errors import RunError
-
                 raise RunError("TensorRT execute_async_v3 failed (refine)")
             outs = [self.buffers[name][:n].float().cpu().numpy() for name in self.spec.outputs]
         return outs

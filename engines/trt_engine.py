@@ -192,6 +192,19 @@ _DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "INT8": torch.int8, "I
            "BOOL": torch.bool}
 
 
+def bind_buffers(engine, context, device: torch.device, max_batch: int) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    """One device buffer per I/O tensor of a deserialised engine, sized for ``max_batch`` (the
+    dynamic batch, -1 in the engine) and bound to ``context`` by address once; in I/O order."""
+    buffers: dict[str, torch.Tensor] = {}
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        shape = list(engine.get_tensor_shape(name))
+        shape[0] = max_batch
+        buffers[name] = torch.empty(shape, dtype=_DTYPES[engine.get_tensor_dtype(name).name], device=device)
+        context.set_tensor_address(name, buffers[name].data_ptr())
+    return buffers
+
+
 class TrtEngine(Engine):
     backend = "tensorrt"
 
@@ -234,14 +247,8 @@ class TrtEngine(Engine):
             self.context = self.engine.create_execution_context()
             self.stream = torch.cuda.Stream(self.dev)
             self.max_batch = int(self.engine.get_tensor_profile_shape("image", 0)[2][0])
-            self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-            self.buffers: dict[str, torch.Tensor] = {}
-            for name in self.names:
-                shape = list(self.engine.get_tensor_shape(name))
-                shape[0] = self.max_batch  # the dynamic batch (-1)
-                dtype = _DTYPES[self.engine.get_tensor_dtype(name).name]
-                self.buffers[name] = torch.empty(shape, dtype=dtype, device=self.dev)
-                self.context.set_tensor_address(name, self.buffers[name].data_ptr())
+            self.buffers = bind_buffers(self.engine, self.context, self.dev, self.max_batch)
+            self.names = list(self.buffers)
         self.path = path
         self.outputs = [n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
 

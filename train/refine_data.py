@@ -155,7 +155,11 @@ def load_frames(folders: Sequence[str | Path], limit: int = 0) -> Frames:
                   np.array(lms, np.float32), np.array(images, np.uint8))
 
 
-def split_people(frames: Frames, fraction: float = 0.15, seed: int = 0) -> np.ndarray:
+#: Share of the clips' open-mouth frames whose people the trainer holds out (its --held-out default).
+HELD_OUT = 0.15
+
+
+def split_people(frames: Frames, fraction: float = HELD_OUT, seed: int = 0) -> np.ndarray:
     """Held-out mask: whole people of the video clips, drawn until ``fraction`` of the clips'
     open-mouth frames are held out (so the test has mouths to open), seeded. Stills (no frame
     number) always train: the self-reenactment test needs clips, and adding stills must not change

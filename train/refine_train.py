@@ -53,7 +53,7 @@ from rtanim.models.refine import (
 )
 from train.distributed import DistEnv, pick_device
 from train.refine_adv import DIFFAUG_DEFAULT, DIFFAUG_OPS, R1_EVERY, parse_policy
-from train.refine_data import Frames, Pair, PairMaker, PairMix, load_frames, mix_report, split_people
+from train.refine_data import HELD_OUT, Frames, Pair, PairMaker, PairMix, load_frames, mix_report, split_people
 from train.refine_grow import with_flow_head, with_reference, with_res_blocks, with_widths
 from train.refine_losses import W_ATT_FOCUS, losses, teacher_composite, teacher_mismatch
 from train.refine_state import (
@@ -133,7 +133,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr-end", type=float, default=0.0,
                    help="anneal the learning rate geometrically to this over the time budget (0: keep --lr); "
                         "tried once to settle a session's last weights, it hurt identity (MODELS.md)")
-    p.add_argument("--held-out", type=float, default=0.15, help="fraction of open-mouth frames held out, whole people")
+    p.add_argument("--held-out", type=float, default=HELD_OUT, help="fraction of open-mouth frames held out, whole people")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=float, default=300.0, help="seconds between checkpoints")
     p.add_argument("--workers", type=int, default=1)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from rtanim.face.landmarks import BROWS, BROWS_LOWER, LOWER_LIDS, UPPER_LIDS, polygon_mask
+from rtanim.face.landmarks import BROWS, BROWS_LOWER, EYES, LOWER_LIDS, UPPER_LIDS, polygon_mask
 
 #: An eye gets a lid from this target / source opening ratio, fully from :data:`CLOSE_FULL`:
 #: a squint keeps the warp's eye, only an eye that (nearly) shuts is painted.
@@ -77,7 +77,7 @@ class Lids:
 
 def opening(landmarks: np.ndarray, eye: int) -> float:
     """Area of eye ``eye``'s opening (0 or 1) over its width squared: 0 shut, about 0.3 wide open."""
-    loop = np.asarray(landmarks, np.float64)[list(UPPER_LIDS[eye]) + list(LOWER_LIDS[eye][1:-1]), :2]
+    loop = np.asarray(landmarks, np.float64)[list(EYES[eye]), :2]
     x, y = loop[:, 0], loop[:, 1]
     area = 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
     return area / max(_width(landmarks, eye) ** 2, 1e-6)
@@ -108,7 +108,7 @@ def _behind_a_lens(crop: np.ndarray, landmarks: np.ndarray, eye: int, width: flo
     darker than the cheek (an eye in shadow has bright skin under it)."""
     size = crop.shape[0]
     lower = landmarks[list(LOWER_LIDS[eye])][1:-1]
-    inside = polygon_mask(landmarks, [list(UPPER_LIDS[eye]) + list(LOWER_LIDS[eye][1:-1])], size) > 0.5
+    inside = polygon_mask(landmarks, [EYES[eye]], size) > 0.5
     under, cheek = (crop[_band(lower, -lo * width, -hi * width, size)] for lo, hi in ((0.05, 0.2), (0.6, 0.9)))
     if inside.sum() < 4 or len(under) < 4 or len(cheek) < 4:
         return False
@@ -188,7 +188,7 @@ def lid_layer(crop: np.ndarray, source: np.ndarray, target: np.ndarray, flow: np
         t_brow = tgt[list(BROWS_LOWER[eye])] + [0.0, BROW_GAP * width]
         t_eye_lower = tgt[list(LOWER_LIDS[eye])] + [0.0, 0.03 * width]
         where = polygon_mask(np.concatenate([t_brow, t_eye_lower]), [range(len(t_brow) + len(t_eye_lower))], size)
-        carried = polygon_mask(src, [list(UPPER_LIDS[eye]) + list(LOWER_LIDS[eye][1:-1])], size)
+        carried = polygon_mask(src, [EYES[eye]], size)
         carried = np.maximum(carried, _band(upper, -0.02 * width, LASH_BAND * width, size).astype(np.float32))
         where = np.maximum(where, warp_image(carried, flow))
         hole = (where > 0.3).astype(np.uint8)

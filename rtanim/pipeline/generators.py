@@ -132,13 +132,13 @@ class RefineGenerator(GeneratorBase):
         from rtanim.models.refine import compose_flows
 
         refs = None if self.memory is None else np.stack([i[4] for i in items])
-        from rtanim.expression.aus import resolve
-        from rtanim.models.lids import lid_layer, paint_lids
-
         att, col, residual = self.engine.run(np.stack([i[0] for i in items]), np.stack([i[2] for i in items]),
                                              np.stack([i[1] for i in items]), refs)
         flows = [i[3] if residual is None else compose_flows(i[3], residual[k]) for k, i in enumerate(items)]
         if self.lids:
+            from rtanim.expression.aus import resolve
+            from rtanim.models.lids import lid_layer, paint_lids
+
             att, col = att.copy(), col.copy()
             for k, (job, item) in enumerate(zip(jobs, items, strict=True)):
                 shut = (resolve(job.target, "AU45R"), resolve(job.target, "AU45L"))  # EYE_A is the face's right
