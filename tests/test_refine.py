@@ -27,6 +27,7 @@ from rtanim.models.refine import (
     warp_image,
 )
 from train.refine_grow import with_flow_head, with_res_blocks, with_widths
+from train.refine_prune import importance, narrowed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,6 +126,30 @@ def test_wider_net_starts_as_the_net_it_widens_and_then_learns():
     assert with_widths(wide, (12, 24, 20)) is wide
     with pytest.raises(ValueError):
         with_widths(wide, (12, 16, 20))
+
+
+def test_narrowed_net_keeps_the_channels_it_uses():
+    """Widen a trained net (the new channels feed nothing yet), then narrow it back: pruning must find
+    exactly the old channels, so the narrow net computes what the original did."""
+    torch.manual_seed(5)
+    net = RefineNet(RefineSpec(widths=(8, 16, 16), n_res=2, flow=True)).eval()
+    for p in net.parameters():
+        p.data.normal_(0, 0.05)
+    wide = with_widths(net, (12, 24, 20)).eval()
+    score = importance(wide)
+    assert set(score) == {"e1", "e2", "x3", "h0", "h1", "d2", "d1"}
+    assert float(score["e1"][8:].max()) == 0.0 and float(score["e1"][:8].min()) > 0.0
+    back = narrowed(wide, (8, 16, 16)).eval()
+    assert back.spec.widths == (8, 16, 16) and back.spec.flow
+    x, a, g = torch.rand(2, 3, 128, 128) * 2 - 1, torch.rand(2, 30), torch.rand(2, 4, 128, 128)
+    with torch.no_grad():
+        assert all(torch.allclose(u, v, atol=1e-6) for u, v in zip(net(x, a, g), back(x, a, g), strict=True))
+        small = narrowed(net, (6, 12, 12))(x, a, g)  # a real cut: runs, and stays near the original
+    assert small[0].shape == (2, 1, 128, 128)
+    assert sum(p.numel() for p in narrowed(net, (6, 12, 12)).parameters()) < sum(p.numel() for p in net.parameters())
+    assert narrowed(net, (8, 16, 16)) is net
+    with pytest.raises(ValueError):
+        narrowed(net, (8, 20, 16))
 
 
 def test_fixed_batch_is_learned():

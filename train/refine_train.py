@@ -55,6 +55,7 @@ from train.distributed import DistEnv, pick_device
 from train.refine_adv import DIFFAUG_DEFAULT, DIFFAUG_OPS, R1_EVERY, parse_policy
 from train.refine_data import HELD_OUT, Frames, Pair, PairMaker, PairMix, load_frames, mix_report, split_people
 from train.refine_grow import with_flow_head, with_reference, with_res_blocks, with_widths
+from train.refine_prune import narrowed
 from train.refine_losses import W_ATT_FOCUS, losses, teacher_composite, teacher_mismatch
 from train.refine_state import (
     empty_totals,
@@ -144,7 +145,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="load at most this many frames (tests)")
     p.add_argument("--widths", type=int, nargs=3, default=None,
                    help=f"layer widths at S/2, S/4, S/8 (default {' '.join(map(str, RefineSpec.widths))}); with --init or "
-                        "on resume: widen the net to these (the wider net starts as the trained one, train.refine_grow)")
+                        "on resume: widen the net to these (the wider net starts as the trained one, train.refine_grow) "
+                        "or narrow it (its most used channels kept, train.refine_prune; give it --teacher)")
     p.add_argument("--basis-warp", type=float, default=PairMix.basis_warp,
                    help="share of video pairs warped by the AU basis as at run time (the rest: to the real landmarks)")
     p.add_argument("--basis", choices=sorted(BASES), default=None,
@@ -281,13 +283,15 @@ def train(a: argparse.Namespace) -> int:
         totals.setdefault("res_blocks", []).append({"from_step": totals["steps"], "n_res": a.n_res})
         print(f"bottleneck grown to {a.n_res} residual blocks at step {totals['steps']}", flush=True)
     if a.widths and tuple(a.widths) != net.spec.widths:
-        if any(w < o for w, o in zip(a.widths, net.spec.widths, strict=True)):
+        grow = [w >= o for w, o in zip(a.widths, net.spec.widths, strict=True)]
+        if not all(grow) and any(grow):
             raise InputError("--widths", f"the net's widths are {' '.join(map(str, net.spec.widths))}; "
-                                         "they can grow, not shrink")
-        wide = with_widths(net, a.widths)
-        opt, net = carry_adam(net, opt, wide, a.lr), wide
+                                         "they can all grow or all shrink, not both")
+        resized = with_widths(net, a.widths) if all(grow) else narrowed(net, a.widths)
+        opt, net = carry_adam(net, opt, resized, a.lr), resized
         totals.setdefault("widths", []).append({"from_step": totals["steps"], "widths": list(a.widths)})
-        print(f"widened to {' '.join(map(str, a.widths))} at step {totals['steps']}", flush=True)
+        print(f"{'widened' if all(grow) else 'narrowed'} to {' '.join(map(str, a.widths))} at step {totals['steps']}",
+              flush=True)
     if a.reference and not net.spec.n_reference:
         wide = with_reference(net, len(REFERENCE_CHANNELS))
         opt, net = carry_adam(net, opt, wide, a.lr), wide
