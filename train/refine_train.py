@@ -55,8 +55,8 @@ from train.distributed import DistEnv, pick_device
 from train.refine_adv import DIFFAUG_DEFAULT, DIFFAUG_OPS, R1_EVERY, parse_policy
 from train.refine_data import HELD_OUT, Frames, Pair, PairMaker, PairMix, load_frames, mix_report, split_people
 from train.refine_grow import with_flow_head, with_reference, with_res_blocks, with_widths
-from train.refine_prune import narrowed
 from train.refine_losses import W_ATT_FOCUS, losses, teacher_composite, teacher_mismatch
+from train.refine_prune import narrowed
 from train.refine_state import (
     empty_totals,
     load_state,
