@@ -780,13 +780,16 @@ def test_short_training_run_resumes_and_bad_data_is_one_line(clip_frames, tmp_pa
     assert main([*args[:-3], "12", "16", "24", "--steps", "1"]) == 0  # wider layers, the same function at first
     net, extra = load_refine(run / "refine.safetensors")
     assert net.spec.widths == (12, 16, 24) and extra["training"]["widths"] == [{"from_step": 30, "widths": [12, 16, 24]}]
-    assert main([*args, "--steps", "1"]) == 2  # they grow, never shrink
+    assert main([*args[:-3], "16", "8", "24", "--steps", "1"]) == 2  # they grow or shrink, not both at once
     wide = [*args[:-3], "12", "16", "24"]
     assert main([*wide, "--steps", "1", "--basis", "regional"]) == 0  # another warp under the same weights
     assert main([*wide, "--steps", "1"]) == 0  # kept on resume
     net, extra = load_refine(run / "refine.safetensors")
     assert net.spec.basis == "au_basis_regional.npz"
     assert extra["training"]["bases"] == [{"from_step": 31, "basis": "regional"}]
+    assert main([*args[:-3], "10", "16", "20", "--steps", "1"]) == 0  # narrower: the most used channels kept
+    net, extra = load_refine(run / "refine.safetensors")
+    assert net.spec.widths == (10, 16, 20) and extra["training"]["widths"][-1] == {"from_step": 33, "widths": [10, 16, 20]}
     # a teacher that reads other inputs (this one was shown a remembered mouth), or no checkpoint at all
     for bad in (teacher, tmp_path / "empty"):
         assert main([*args[:2], "--run", str(tmp_path / "z"), "--steps", "1", "--teacher", str(bad)]) == 2

@@ -283,14 +283,14 @@ def train(a: argparse.Namespace) -> int:
         totals.setdefault("res_blocks", []).append({"from_step": totals["steps"], "n_res": a.n_res})
         print(f"bottleneck grown to {a.n_res} residual blocks at step {totals['steps']}", flush=True)
     if a.widths and tuple(a.widths) != net.spec.widths:
-        grow = [w >= o for w, o in zip(a.widths, net.spec.widths, strict=True)]
-        if not all(grow) and any(grow):
+        grow = all(w >= o for w, o in zip(a.widths, net.spec.widths, strict=True))
+        if not grow and any(w > o for w, o in zip(a.widths, net.spec.widths, strict=True)):
             raise InputError("--widths", f"the net's widths are {' '.join(map(str, net.spec.widths))}; "
-                                         "they can all grow or all shrink, not both")
-        resized = with_widths(net, a.widths) if all(grow) else narrowed(net, a.widths)
+                                         "they can grow or shrink, not both at once")
+        resized = with_widths(net, a.widths) if grow else narrowed(net, a.widths)
         opt, net = carry_adam(net, opt, resized, a.lr), resized
         totals.setdefault("widths", []).append({"from_step": totals["steps"], "widths": list(a.widths)})
-        print(f"{'widened' if all(grow) else 'narrowed'} to {' '.join(map(str, a.widths))} at step {totals['steps']}",
+        print(f"{'widened' if grow else 'narrowed'} to {' '.join(map(str, a.widths))} at step {totals['steps']}",
               flush=True)
     if a.reference and not net.spec.n_reference:
         wide = with_reference(net, len(REFERENCE_CHANNELS))
