@@ -8,7 +8,7 @@ inputs, wider layers. What the extra room buys is then learned, not relearned.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 import torch
@@ -78,6 +78,18 @@ def _spans(*pairs: tuple[int, int]) -> torch.Tensor:
     return torch.cat(out)
 
 
+def resized(net: RefineNet, widths: tuple[int, int, int], layers: Iterable[str], who: str
+            ) -> tuple[dict[str, torch.Tensor], RefineNet, dict[str, torch.Tensor]]:
+    """(``net``'s state, a new net of ``widths``, its state to fill in place) for a function that maps
+    every layer of ``layers``; a layer of ``net`` it does not name is an error, not a silent copy."""
+    old = net.state_dict()
+    unknown = set(old) - {f"{k}.{p}" for k in layers for p in ("weight", "bias")}
+    if unknown:
+        raise ValueError(f"{who} does not know the layers {sorted(unknown)}")
+    out = RefineNet(replace(net.spec, widths=widths))
+    return old, out, out.state_dict()
+
+
 def with_widths(net: RefineNet, widths: Sequence[int]) -> RefineNet:
     """The same network with wider layers at S/2, S/4, S/8 (``widths``, each at least the old one).
     Every old channel keeps its weights and ignores the new ones (their weights into it start at
@@ -106,12 +118,7 @@ def with_widths(net: RefineNet, widths: Sequence[int]) -> RefineNet:
     }
     for i in range(net.spec.n_res):
         places[f"res.{i}.a"] = places[f"res.{i}.b"] = (_spans((o3, n3)), _spans((o3, n3)))
-    old = net.state_dict()
-    unknown = set(old) - {f"{k}.{p}" for k in places for p in ("weight", "bias")}
-    if unknown:
-        raise ValueError(f"with_widths does not know the layers {sorted(unknown)}")
-    out = RefineNet(replace(net.spec, widths=new_w))
-    state = out.state_dict()
+    old, out, state = resized(net, new_w, places, "with_widths")
     for layer, (rows, cols) in places.items():
         w, b = state[f"{layer}.weight"], state[f"{layer}.bias"]
         w[rows] = 0.0  # an old output reads no new input ...

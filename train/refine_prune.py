@@ -13,11 +13,11 @@ reads, or that carries nothing, goes first. Data-free, and the same ranking for 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import torch
 
 from rtanim.models.refine import RefineNet
+from train.refine_grow import resized
 
 # Channel groups: the activations that must be cut together. "x3" is the bottleneck stream that
 # e3 writes, FiLM scales and every residual block adds to; e and d groups are the encoder's and the
@@ -121,12 +121,7 @@ def narrowed(net: RefineNet, widths: Sequence[int]) -> RefineNet:
     score = importance(net)
     keep = {g: torch.sort(torch.topk(s, _width(g, new_w)).indices).values for g, s in score.items()}
     layers = _layers(net)
-    old = net.state_dict()
-    unknown = set(old) - {f"{k}.{p}" for k in layers for p in ("weight", "bias")}
-    if unknown:
-        raise ValueError(f"narrowed does not know the layers {sorted(unknown)}")
-    out = RefineNet(replace(net.spec, widths=new_w))
-    state = out.state_dict()
+    old, out, state = resized(net, new_w, layers, "narrowed")
     for layer, (outs, ins) in layers.items():
         rows, cols = _index(outs, keep, old_w), _index(ins, keep, old_w)
         state[f"{layer}.weight"].copy_(old[f"{layer}.weight"][rows][:, cols])
