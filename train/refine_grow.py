@@ -68,14 +68,45 @@ def with_reference(net: RefineNet, channels: int) -> RefineNet:
     return out
 
 
-def _spans(*pairs: tuple[int, int]) -> torch.Tensor:
-    """Where the old channels of a concatenation [a | b | ...] sit in the widened one: for each
-    part (old width, new width), its old channels lead its new block."""
+#: Which of the widths at S/2, S/4, S/8 each channel group has (a residual block's hidden layer, "h<i>",
+#: has the bottleneck's): e and d are the encoder's and decoder's activations, x3 the bottleneck stream
+#: that e3 writes, FiLM scales and every residual block adds to (a skip connection reads an e group again).
+_LEVEL = {"e1": 0, "d1": 0, "e2": 1, "d2": 1, "x3": 2}
+
+Part = str | int  # a channel group, or a fixed block of that many channels (inputs, AUs, head outputs)
+
+
+def group_width(group: str, widths: Sequence[int]) -> int:
+    return widths[_LEVEL.get(group, 2)]
+
+
+def channel_groups(net: RefineNet) -> dict[str, tuple[list[Part], list[Part]]]:
+    """Per layer of ``net``: (its output channels, its input channels) as channel groups in order, the
+    one map of the net's topology that resizing it reads."""
+    out: dict[str, tuple[list[Part], list[Part]]] = {
+        "e1.0": (["e1"], [4 * net.spec.in_channels]),
+        "e2.0": (["e2"], ["e1"]),
+        "e3.0": (["x3"], ["e2"]),
+        "film.0": ([net.film[0].out_features], [net.film[0].in_features]),
+        "film.2": (["x3", "x3"], [net.film[2].in_features]),  # gamma | beta
+        "d2.0": (["d2"], ["x3", "e2"]),  # [upsampled x3 | x2]
+        "d1.0": (["d1"], ["d2", "e1"]),  # [upsampled y | x1]
+        "head": ([net.head.out_channels], ["d1"]),
+    }
+    for i in range(net.spec.n_res):
+        out[f"res.{i}.a"] = ([f"h{i}"], ["x3"])
+        out[f"res.{i}.b"] = (["x3"], [f"h{i}"])
+    return out
+
+
+def blocks(parts: Sequence[Part], widths: Sequence[int]) -> list[tuple[Part, int, int]]:
+    """(part, first channel, channel count) of each part of a concatenation at ``widths``."""
     out, at = [], 0
-    for old, new in pairs:
-        out.append(at + torch.arange(old))
-        at += new
-    return torch.cat(out)
+    for part in parts:
+        n = part if isinstance(part, int) else group_width(part, widths)
+        out.append((part, at, n))
+        at += n
+    return out
 
 
 def resized(net: RefineNet, widths: tuple[int, int, int], layers: Iterable[str], who: str
@@ -102,22 +133,12 @@ def with_widths(net: RefineNet, widths: Sequence[int]) -> RefineNet:
         raise ValueError(f"widths can only grow: {old_w} -> {new_w}")
     if new_w == old_w:
         return net
-    (o1, o2, o3), (n1, n2, n3) = old_w, new_w
-    same = lambda k: _spans((k, k))  # noqa: E731 - an unchanged axis
-    cin = 4 * net.spec.in_channels
-    # per layer: (old channels' places among the new outputs, among the new inputs)
-    places = {
-        "e1.0": (_spans((o1, n1)), same(cin)),
-        "e2.0": (_spans((o2, n2)), _spans((o1, n1))),
-        "e3.0": (_spans((o3, n3)), _spans((o2, n2))),
-        "film.0": (same(net.film[0].out_features), same(net.film[0].in_features)),
-        "film.2": (_spans((o3, n3), (o3, n3)), same(net.film[2].in_features)),  # gamma | beta
-        "d2.0": (_spans((o2, n2)), _spans((o3, n3), (o2, n2))),  # [upsampled x3 | x2]
-        "d1.0": (_spans((o1, n1)), _spans((o2, n2), (o1, n1))),  # [upsampled y | x1]
-        "head": (same(net.head.out_channels), _spans((o1, n1))),
-    }
-    for i in range(net.spec.n_res):
-        places[f"res.{i}.a"] = places[f"res.{i}.b"] = (_spans((o3, n3)), _spans((o3, n3)))
+
+    def placed(parts: Sequence[Part]) -> torch.Tensor:  # the old channels' places in the widened concatenation
+        return torch.cat([wide + torch.arange(n) for (_, _, n), (_, wide, _) in
+                          zip(blocks(parts, old_w), blocks(parts, new_w), strict=True)])
+
+    places = {layer: (placed(outs), placed(ins)) for layer, (outs, ins) in channel_groups(net).items()}
     old, out, state = resized(net, new_w, places, "with_widths")
     for layer, (rows, cols) in places.items():
         w, b = state[f"{layer}.weight"], state[f"{layer}.bias"]

@@ -17,46 +17,12 @@ from collections.abc import Sequence
 import torch
 
 from rtanim.models.refine import RefineNet
-from train.refine_grow import resized
-
-# Channel groups: the activations that must be cut together. "x3" is the bottleneck stream that
-# e3 writes, FiLM scales and every residual block adds to; e and d groups are the encoder's and the
-# decoder's activations at S/2 and S/4 (a skip connection reads an encoder group again).
-_LEVEL = {"e1": 0, "d1": 0, "e2": 1, "d2": 1, "x3": 2}
+from train.refine_grow import Part, blocks, channel_groups, group_width, resized
 
 
-def _layers(net: RefineNet) -> dict[str, tuple[list[str | int], list[str | int]]]:
-    """Per layer: (its output channel groups, its input channel groups) in order; an int is a fixed
-    block of that many channels (the crop's input, the AUs, the head's outputs)."""
-    cin = 4 * net.spec.in_channels
-    out = {
-        "e1.0": (["e1"], [cin]),
-        "e2.0": (["e2"], ["e1"]),
-        "e3.0": (["x3"], ["e2"]),
-        "film.0": ([net.film[0].out_features], [net.film[0].in_features]),
-        "film.2": (["x3", "x3"], [net.film[2].in_features]),  # gamma | beta
-        "d2.0": (["d2"], ["x3", "e2"]),  # [upsampled x3 | x2]
-        "d1.0": (["d1"], ["d2", "e1"]),  # [upsampled y | x1]
-        "head": ([net.head.out_channels], ["d1"]),
-    }
-    for i in range(net.spec.n_res):
-        out[f"res.{i}.a"] = ([f"h{i}"], ["x3"])
-        out[f"res.{i}.b"] = (["x3"], [f"h{i}"])
-    return out
-
-
-def _width(group: str, widths: Sequence[int]) -> int:
-    return widths[_LEVEL.get(group, 2)]  # a residual block's hidden width is the bottleneck's
-
-
-def _index(parts: Sequence[str | int], keep: dict[str, torch.Tensor], old: Sequence[int]) -> torch.Tensor:
+def _index(parts: Sequence[Part], keep: dict[str, torch.Tensor], old: Sequence[int]) -> torch.Tensor:
     """Indices into the old concatenation of ``parts`` of the channels the narrow net keeps."""
-    idx, at = [], 0
-    for part in parts:
-        n = part if isinstance(part, int) else _width(part, old)
-        idx.append(at + (torch.arange(n) if isinstance(part, int) else keep[part]))
-        at += n
-    return torch.cat(idx)
+    return torch.cat([at + (torch.arange(n) if isinstance(part, int) else keep[part]) for part, at, n in blocks(parts, old)])
 
 
 def importance(net: RefineNet) -> dict[str, torch.Tensor]:
@@ -67,20 +33,14 @@ def importance(net: RefineNet) -> dict[str, torch.Tensor]:
     reaches the output only through zero weights scores 0 however large its own weights are."""
     state = {k: v.detach().float() for k, v in net.state_dict().items()}
     old = net.spec.widths
-    layers = _layers(net)
+    layers = channel_groups(net)
 
     def norms(layer: str) -> torch.Tensor:  # [out, in]: each 3x3 (or linear) weight's L2 norm
         w = state[f"{layer}.weight"]
         return w.reshape(w.shape[0], w.shape[1], -1).pow(2).sum(-1).sqrt()
 
-    def span(parts: Sequence[str | int], group: str) -> slice:
-        at = 0
-        for part in parts:
-            n = part if isinstance(part, int) else _width(part, old)
-            if part == group:
-                return slice(at, at + n)
-            at += n
-        raise KeyError(group)
+    def span(parts: Sequence[Part], group: str) -> slice:  # where ``group`` sits in the concatenation
+        return next(slice(at, at + n) for part, at, n in blocks(parts, old) if part == group)
 
     written: dict[str, torch.Tensor] = {}
     for layer, (outs, _) in layers.items():
@@ -119,8 +79,8 @@ def narrowed(net: RefineNet, widths: Sequence[int]) -> RefineNet:
     if new_w == old_w:
         return net
     score = importance(net)
-    keep = {g: torch.sort(torch.topk(s, _width(g, new_w)).indices).values for g, s in score.items()}
-    layers = _layers(net)
+    keep = {g: torch.sort(torch.topk(s, group_width(g, new_w)).indices).values for g, s in score.items()}
+    layers = channel_groups(net)
     old, out, state = resized(net, new_w, layers, "narrowed")
     for layer, (outs, ins) in layers.items():
         rows, cols = _index(outs, keep, old_w), _index(ins, keep, old_w)

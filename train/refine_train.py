@@ -287,8 +287,8 @@ def train(a: argparse.Namespace) -> int:
         if not grow and any(w > o for w, o in zip(a.widths, net.spec.widths, strict=True)):
             raise InputError("--widths", f"the net's widths are {' '.join(map(str, net.spec.widths))}; "
                                          "they can grow or shrink, not both at once")
-        resized = with_widths(net, a.widths) if grow else narrowed(net, a.widths)
-        opt, net = carry_adam(net, opt, resized, a.lr), resized
+        reshaped = with_widths(net, a.widths) if grow else narrowed(net, a.widths)
+        opt, net = carry_adam(net, opt, reshaped, a.lr), reshaped
         totals.setdefault("widths", []).append({"from_step": totals["steps"], "widths": list(a.widths)})
         print(f"{'widened' if grow else 'narrowed'} to {' '.join(map(str, a.widths))} at step {totals['steps']}",
               flush=True)
