@@ -19,6 +19,7 @@ if not __package__:  # run as `python calib/NAME.py`: the checkout's root on sys
     import bootstrap  # noqa: F401
 
 from rtanim.checks import REFERENCE_POLICIES
+from rtanim.measure.reenact import ReenactOptions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--out", type=Path, required=True, help="report folder (reenact.md, .json, .png)")
     p.add_argument("--clips", default=str(ROOT / "calib" / "reenact_clips.txt"), help="clip, folder or .txt list")
     p.add_argument("--pairs", type=int, default=6, help="frame pairs per clip")
+    p.add_argument("--closed", type=int, default=ReenactOptions.closed_per_clip,
+                   help="closed-eye targets per clip where its blinks allow (beyond one, added to --pairs)")
     p.add_argument("--engine", default="auto")
     p.add_argument("--reference", default="before", choices=REFERENCE_POLICIES,
                    help="what a model that remembers a mouth has seen: frames before the source (a live run), "
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from rtanim.checks import output_folder
     from rtanim.errors import InputError
     from rtanim.measure.evaluate import Identity, load_generator
-    from rtanim.measure.reenact import ReenactOptions, clip_paths, reenact, write_reenact
+    from rtanim.measure.reenact import clip_paths, reenact, write_reenact
 
     try:
         output_folder(a.out)  # before the long run, not after it
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             if label in gens:
                 raise InputError(label, "a label used twice (labels name the rows)", field="models")
             gens[label] = load_generator(model, a.engine)
-        report, pictures = reenact(gens, clip_paths(a.clips), ReenactOptions(pairs_per_clip=a.pairs, reference=a.reference),
+        report, pictures = reenact(gens, clip_paths(a.clips), ReenactOptions(pairs_per_clip=a.pairs, closed_per_clip=a.closed,
+                                                                         reference=a.reference),
                                 identity=Identity.create())
     except InputError as e:
         print(f"error: {e.line()}", file=sys.stderr)

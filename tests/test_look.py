@@ -106,6 +106,32 @@ def test_held_out_critic_tells_flat_fakes_and_not_real_copies():
     assert math.isnan(critic.held_out_auc(real, flat, ["one"] * 24))
 
 
+def _tracked_blinks(blinks: list[float]) -> list:
+    """Frames of one still face (every pose matches) with these AU45 readings and no other AU."""
+    from types import SimpleNamespace
+
+    lm = np.random.default_rng(0).uniform(0, 128, (478, 3))
+    crop_is_frame = SimpleNamespace(to_crop=lambda pts: pts)
+    return [(None, SimpleNamespace(landmarks=lm, transform=crop_is_frame, aus={"AU45": b})) for b in blinks]
+
+
+def test_more_closed_eye_targets_leave_the_first_pairs_as_they_were():
+    from rtanim.measure.reenact import ReenactOptions, choose_pairs
+
+    blinks = [0.0] * 60
+    for peak in (12, 25, 38, 51):  # four blinks, each three frames long
+        blinks[peak - 1:peak + 2] = [0.7, 0.9, 0.7]
+    tracked = _tracked_blinks(blinks)
+    one = choose_pairs(tracked, 6, ReenactOptions(closed_per_clip=1), np.random.default_rng(0))
+    three = choose_pairs(tracked, 6, ReenactOptions(closed_per_clip=3), np.random.default_rng(0))
+    assert three[:len(one)] == one and len(one) == 6
+    extra = three[len(one):]
+    assert extra and [k for *_, k in extra] == ["closed_eyes"] * len(extra)
+    assert all(blinks[t] > 0.6 for _, t, _ in extra)
+    targets = sorted(t for _, t, _ in three)
+    assert min(np.diff(targets)) > 5  # spread in time, never two frames of one blink
+
+
 def test_self_reenactment_reports_what_a_person_sees(shared_data, tmp_path):
     from rtanim.measure.reenact import LOOK_COLUMNS, ReenactOptions, evaluate_reenact
 

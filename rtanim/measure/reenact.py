@@ -5,7 +5,8 @@ For each held-out clip (held-out *people*: the same person appears in several cl
 frame is tracked as the product tracks a video; the most neutral frame of the clip's first half
 is the source; targets are frames whose rigid landmarks (nose bridge, eye corners, temples) line
 up with the source after the canonical crop alignment (pose-matched), drawn towards what is hard:
-half the widest-open mouths, a quarter the most closed eyes, the rest at random. Each model
+half the widest-open mouths, up to ``closed_per_clip`` of the most closed eyes (spread in time),
+the rest at random. Each model
 re-expresses the source with the target's measured AUs through the product path (crop ->
 generate -> compose at frame resolution), and is scored against the real target frame:
 
@@ -17,7 +18,8 @@ generate -> compose at frame resolution), and is scored against the real target 
 - what a person sees (:mod:`rtanim.measure.look`): on open-mouth targets the mouth's sharpness
   against the real one, its teeth share and luma; on closed-eye targets the blink read back and the
   sclera left in the eye openings; and a held-out critic (:mod:`rtanim.measure.critic`) per model,
-  trained fresh on half the held-out people to tell its mouths (and eyes) from real ones.
+  trained fresh on half the held-out people to tell its mouths (on open-mouth targets) and eyes
+  (on closed-eye targets) from real ones: where nothing is painted, it can only guess.
 
 A model that remembers the person's open mouth (rtanim.models.reference) is shown, before each pair, the
 widest-open frame a run would have seen (:func:`reference_frame`): with ``reference="before"``
@@ -59,6 +61,7 @@ REFERENCE_GAP = 25  # tracked frames (1 s at 25 fps) around the target that a re
 @dataclass
 class ReenactOptions:
     pairs_per_clip: int = 6
+    closed_per_clip: int = 3  # closed-eye targets per clip, when its blinks allow: enough for the eye critic
     max_frames: int = 300  # frames tracked per clip
     max_rigid_px: float = 2.5  # pose match: mean rigid-landmark distance after alignment, crop px
     seed: int = 0
@@ -186,8 +189,10 @@ def choose_pairs(tracked: list[tuple[np.ndarray, Any]], n: int, o: ReenactOption
 
     take(ok[np.argsort(-opening[ok])], max(1, n // 2), "open_mouth")
     closed = ok[blink[ok] > CLOSED_EYES]
-    take(closed[np.argsort(-blink[closed])], max(1, n // 4), "closed_eyes")
+    most_closed = closed[np.argsort(-blink[closed])]
+    take(most_closed, min(max(1, n // 4), o.closed_per_clip), "closed_eyes")
     take(rng.permutation(ok), n - len(chosen), "random")
+    take(most_closed, o.closed_per_clip, "closed_eyes")  # beyond the n: the first n stay as they were
     return chosen
 
 
@@ -275,8 +280,9 @@ def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions
     strip_rows: list[np.ndarray] = []
     mouth_rows: list[np.ndarray] = []  # zoomed strips: source | each model | real
     eye_rows: list[np.ndarray] = []
+    # the critic reads each region only on the targets where it applies: open mouths, closed eyes
     patches: dict[str, dict[str, list[np.ndarray]]] = {n: {"mouth": [], "eyes": []} for n in ["real", *names]}
-    people: list[str] = []
+    people: dict[str, list[str]] = {"mouth": [], "eyes": []}
     with FaceTracker(1, mode="image") as reader:
         for ci, clip in enumerate(clips):
             tick("self-reenactment", ci, len(clips))
@@ -292,9 +298,11 @@ def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions
                 mouth_box, eye_box = critic.box_of(mouth), critic.box_of(eyes)
                 src_lm = _crop_landmarks(src_face)
                 closed = float(tgt_face.aus.get("AU45", 0.0)) > CLOSED_EYES
-                people.append(clip_person(clip.name))
-                patches["real"]["mouth"].append(critic.patch(real_crop, mouth_box, critic.PATCH["mouth"]))
-                patches["real"]["eyes"].append(critic.patch(real_crop, eye_box, critic.PATCH["eyes"]))
+                judged = {"mouth": mouth_open(lm, size), "eyes": closed}
+                boxes = {"mouth": mouth_box, "eyes": eye_box}
+                for part in (p for p in judged if judged[p]):
+                    people[part].append(clip_person(clip.name))
+                    patches["real"][part].append(critic.patch(real_crop, boxes[part], critic.PATCH[part]))
                 src_crop = crop(src_img, src_face.transform)
                 zoom_m, zoom_e = [_zoom(src_crop, mouth_box)], [_zoom(src_crop, eye_box)]
                 real_read = reader.track(tgt_img)
@@ -331,8 +339,8 @@ def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions
                     look = _look(out_crop, real_crop, lm, src_lm, closed, read, real_au)
                     scores[name].append(PairScore(clip.name, s, t, kind, mp, ms, ep, es, expr, rb, ident,
                                                   memory is not None and r is not None, look))
-                    patches[name]["mouth"].append(critic.patch(out_crop, mouth_box, critic.PATCH["mouth"]))
-                    patches[name]["eyes"].append(critic.patch(out_crop, eye_box, critic.PATCH["eyes"]))
+                    for part in (p for p in judged if judged[p]):
+                        patches[name][part].append(critic.patch(out_crop, boxes[part], critic.PATCH[part]))
                     if name != "copy":
                         zoom_m.append(_zoom(out_crop, mouth_box))
                         zoom_e.append(_zoom(out_crop, eye_box))
@@ -358,7 +366,7 @@ def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions
     for i, name in enumerate(names):
         for part in ("mouth", "eyes"):
             report.rows[name][f"critic_{part}_auc"] = _rounded(critic.held_out_auc(
-                patches["real"][part], patches[name][part], people, seed=o.seed))
+                patches["real"][part], patches[name][part], people[part], seed=o.seed))
         tick("held-out critic", i + 1, len(names))
     shown = ["source", *[n for n in names if n != "copy"], "real"]
     pictures = {"examples": (strip_rows, ["source", "real", *names]), "mouth": (mouth_rows, shown),
@@ -394,14 +402,20 @@ def _zoom(rgb: np.ndarray, box: tuple[int, int, int, int] | None, height: int = 
     return cv2.resize(part, (int(round(height * aspect)), height), interpolation=cv2.INTER_NEAREST)
 
 
+def mouth_open(target_lm: np.ndarray, size: int) -> bool:
+    """Whether a target's mouth counts as open (as the reference memory counts it): where the mouth
+    figures and the mouth critic apply."""
+    from rtanim.models.reference import MIN_OPEN_PX, mouth_area
+
+    return mouth_area(target_lm, size) >= MIN_OPEN_PX
+
+
 def _look(out_crop: np.ndarray, real_crop: np.ndarray, target_lm: np.ndarray, source_lm: np.ndarray,
           closed: bool, read: Any, real_au: dict[str, float] | None) -> dict[str, float]:
     """The look figures that apply to this pair: the mouth's on an open target mouth, the lids' on
     closed target eyes (with the blink read back from the output and from the real frame)."""
-    from rtanim.models.reference import MIN_OPEN_PX, mouth_area
-
     out: dict[str, float] = {}
-    if mouth_area(target_lm, real_crop.shape[0]) >= MIN_OPEN_PX:  # an open mouth, as the reference memory counts it
+    if mouth_open(target_lm, real_crop.shape[0]):
         out.update(mouth_look(out_crop, real_crop, target_lm))
     if closed:
         out.update(lid_look(out_crop, real_crop, source_lm))
