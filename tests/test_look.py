@@ -95,6 +95,14 @@ def test_roc_auc_orders_and_ties():
     assert math.isnan(critic.roc_auc(np.zeros(2), np.zeros(2)))
 
 
+def test_auc_interval_is_tight_on_a_clean_split_and_wide_on_a_few_coin_flips():
+    y = np.array([0] * 20 + [1] * 20)
+    assert critic.auc_interval(y.astype(float), y) == (1.0, 1.0)
+    lo, hi = critic.auc_interval(np.random.default_rng(1).random(40), y)
+    assert lo < 0.5 < hi and hi - lo > 0.2  # 20 patches a side: the AUC is known to tenths, no better
+    assert all(math.isnan(x) for x in critic.auc_interval(np.zeros(3), np.zeros(3)))
+
+
 def test_held_out_critic_tells_flat_fakes_and_not_real_copies():
     rng = np.random.default_rng(0)
     real = [cv2.GaussianBlur(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8), (3, 3), 0.8) for _ in range(24)]
@@ -139,6 +147,7 @@ def test_self_reenactment_reports_what_a_person_sees(shared_data, tmp_path):
     r = evaluate_reenact("warp", clip, tmp_path / "rep", ReenactOptions(pairs_per_clip=3, max_frames=40))
     for row in r.rows.values():
         assert "critic_mouth_auc" in row and "critic_eyes_auc" in row and "mouth_sharpness" in row
+        assert "critic_mouth_auc_ci" in row and row["critic_mouth_pairs"] >= 0
     md = (tmp_path / "rep" / "reenact.md").read_text()
     assert "## What a person sees" in md and all(label in md for _, label in LOOK_COLUMNS)
     json.loads((tmp_path / "rep" / "reenact.json").read_text(), parse_constant=lambda c: pytest.fail(c))

@@ -89,16 +89,16 @@ def _train_and_score(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
         return net(_tensor(test_x)).squeeze(1).numpy()
 
 
-def held_out_auc(real: Sequence[np.ndarray], fake: Sequence[np.ndarray], groups: Sequence[str],
-                 seed: int = 0, steps: int = STEPS) -> float:
-    """ROC AUC of a critic trained on one half of the people and scored on the other, both ways.
+def held_out_scores(real: Sequence[np.ndarray], fake: Sequence[np.ndarray], groups: Sequence[str],
+                    seed: int = 0, steps: int = STEPS) -> tuple[np.ndarray, np.ndarray] | None:
+    """Scores of a critic trained on one half of the people and scored on the other, both ways.
 
     Args:
         real, fake: patches of the same pairs (uint8 HxWx3, one size), in the same order.
         groups: each pair's person; people are split into two halves of about equal pair counts.
 
     Returns:
-        The AUC over every held-out score, or NaN when either half has no pair.
+        Every held-out score and its label (1 fake, 0 real), or None when either half has no pair.
     """
     import torch
 
@@ -112,7 +112,7 @@ def held_out_auc(real: Sequence[np.ndarray], fake: Sequence[np.ndarray], groups:
             count_a += n
     in_a = np.array([g in half_a for g in groups])
     if in_a.all() or not in_a.any():
-        return math.nan
+        return None
     real_a, fake_a = np.stack(real), np.stack(fake)
     scores, labels = [], []
     threads = torch.get_num_threads()
@@ -127,4 +127,27 @@ def held_out_auc(real: Sequence[np.ndarray], fake: Sequence[np.ndarray], groups:
             labels.append(np.concatenate([np.zeros(test_mask.sum()), np.ones(test_mask.sum())]))
     finally:
         torch.set_num_threads(threads)
-    return roc_auc(np.concatenate(scores), np.concatenate(labels))
+    return np.concatenate(scores), np.concatenate(labels)
+
+
+def held_out_auc(real: Sequence[np.ndarray], fake: Sequence[np.ndarray], groups: Sequence[str],
+                 seed: int = 0, steps: int = STEPS) -> float:
+    """ROC AUC over every held-out score of :func:`held_out_scores`; NaN when either half has no pair."""
+    scored = held_out_scores(real, fake, groups, seed, steps)
+    return math.nan if scored is None else roc_auc(*scored)
+
+
+def auc_interval(scores: np.ndarray, labels: np.ndarray, seed: int = 0, draws: int = 1000,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Bootstrap interval of :func:`roc_auc`, real and generated scores resampled apart: on a few
+    dozen patches the AUC moves by tenths, and a gate on it must see that (NaN, NaN on no scores)."""
+    fake, real = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    if fake.size == 0 or real.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(draws):
+        idx = np.concatenate([rng.choice(fake, fake.size), rng.choice(real, real.size)])
+        aucs.append(roc_auc(scores[idx], labels[idx]))
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(aucs, tail)), float(np.percentile(aucs, 100 - tail))

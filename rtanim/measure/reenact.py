@@ -365,8 +365,12 @@ def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions
     tick("held-out critic", 0, len(names))
     for i, name in enumerate(names):
         for part in ("mouth", "eyes"):
-            report.rows[name][f"critic_{part}_auc"] = _rounded(critic.held_out_auc(
-                patches["real"][part], patches[name][part], people[part], seed=o.seed))
+            scored = critic.held_out_scores(patches["real"][part], patches[name][part], people[part], seed=o.seed)
+            row = report.rows[name]
+            row[f"critic_{part}_pairs"] = len(people[part])
+            row[f"critic_{part}_auc"] = None if scored is None else _rounded(critic.roc_auc(*scored))
+            row[f"critic_{part}_auc_ci"] = None if scored is None else [
+                _rounded(x) for x in critic.auc_interval(*scored, seed=o.seed)]
         tick("held-out critic", i + 1, len(names))
     shown = ["source", *[n for n in names if n != "copy"], "real"]
     pictures = {"examples": (strip_rows, ["source", "real", *names]), "mouth": (mouth_rows, shown),
@@ -461,7 +465,7 @@ def render_markdown(r: ReenactReport) -> str:
               "targets: the blink "
               "read back (AU45, mean) and the sclera share left in the eye openings (mean); a critic trained fresh on half the "
               "held-out people to tell each model's mouths / eyes from real ones, scored on the other half "
-              "(ROC AUC; 0.5: cannot tell).", ""]
+              "(ROC AUC; 0.5: cannot tell; in brackets the 95 % bootstrap interval over the scored patches).", ""]
     lines += look_table(r.rows)
     lines += ["", "![examples: source, real target, then each model](reenact.png)", "",
               "![mouths of open-mouth targets: source, each model, real](mouth_strip.png)", "",
@@ -481,9 +485,17 @@ def look_table(rows: dict[str, dict[str, Any]]) -> list[str]:
     real = {"mouth_sharpness": 1.0, "teeth_out": any_row.get("teeth_real"), "luma_out": any_row.get("luma_real"),
             "blink_out": any_row.get("blink_real"), "sclera_out": any_row.get("sclera_real")}
     for name, v in [("real targets", real), *rows.items()]:
-        cells = " | ".join("n/a" if v.get(k) is None else f"{v[k]:.3f}" for k, _ in LOOK_COLUMNS)
+        cells = " | ".join("n/a" if v.get(k) is None else f"{v[k]:.3f}{_interval(v.get(k + '_ci'))}"
+                           for k, _ in LOOK_COLUMNS)
         lines.append(f"| {name} | {cells} |")
     return lines
+
+
+def _interval(ci: Any) -> str:
+    """`` (lo-hi)`` for a figure's 95 % interval, when it has one."""
+    if not ci or any(x is None for x in ci):
+        return ""
+    return f" ({ci[0]:.2f}-{ci[1]:.2f})"
 
 
 #: Picture files of a report folder, by name in :func:`reenact`'s pictures.
