@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=6, help="frame pairs per clip")
     p.add_argument("--closed", type=int, default=ReenactOptions.closed_per_clip,
                    help="closed-eye targets per clip where its blinks allow (beyond one, added to --pairs)")
+    p.add_argument("--examples", type=int, default=6, help="rows of each picture (examples, mouths, eyes)")
     p.add_argument("--engine", default="auto")
     p.add_argument("--reference", default="before", choices=REFERENCE_POLICIES,
                    help="what a model that remembers a mouth has seen: frames before the source (a live run), "
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             gens[label] = load_generator(model, a.engine)
         report, pictures = reenact(gens, clip_paths(a.clips), ReenactOptions(pairs_per_clip=a.pairs, closed_per_clip=a.closed,
                                                                          reference=a.reference),
-                                identity=Identity.create())
+                                identity=Identity.create(), examples=a.examples)
     except InputError as e:
         print(f"error: {e.line()}", file=sys.stderr)
         return 2
