@@ -39,9 +39,8 @@ ASK_FULL = 0.7
 MIN_OPEN = 0.04
 #: The lash band above the source's upper lid, in eye widths.
 LASH_BAND = 0.10
-#: The lash line's width (a closed eye's lashes lie in a band, not a pen line), the crease's height
-#: above it, and the shadow's reach, in eye widths.
-LASH_WIDTH = 0.09
+#: The lash line's width, the crease's height above it, and the shadow's reach, in eye widths.
+LASH_WIDTH = 0.045
 CREASE_HEIGHT = 0.22
 #: How dark the crease is drawn (its share of the lash colour): a hint, or the lid reads as an outline.
 CREASE_ALPHA = 0.1
@@ -54,8 +53,8 @@ SKIN_REACH = 0.3
 DARK_LENS = 0.45
 #: How much darker the lid is at the eye's corners than over its middle (the eyeball's roundness).
 ROUNDING = 0.05
-#: A closed lid's colour against the skin round the eye: the same (a darker lid reads as a pasted oval).
-LID_TONE = 1.0
+#: A closed lid's colour against the skin round the eye (a little darker).
+LID_TONE = 0.97
 #: The painted lid stops this far under the brow (eye widths), so brow hairs stay the warp's.
 BROW_GAP = 0.05
 #: The lid fades into the warped skin over this share of the way from under the brow to the lashes.
