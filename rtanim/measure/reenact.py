@@ -298,9 +298,9 @@ def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions
                 mouth_box, eye_box = critic.box_of(mouth), critic.box_of(eyes)
                 src_lm = _crop_landmarks(src_face)
                 closed = float(tgt_face.aus.get("AU45", 0.0)) > CLOSED_EYES
-                judged = {"mouth": mouth_open(lm, size), "eyes": closed}
                 boxes = {"mouth": mouth_box, "eyes": eye_box}
-                for part in (p for p in judged if judged[p]):
+                judged = [p for p, applies in (("mouth", mouth_open(lm, size)), ("eyes", closed)) if applies]
+                for part in judged:
                     people[part].append(clip_person(clip.name))
                     patches["real"][part].append(critic.patch(real_crop, boxes[part], critic.PATCH[part]))
                 src_crop = crop(src_img, src_face.transform)
@@ -339,7 +339,7 @@ def reenact(generators: dict[str, Any], clips: Sequence[Path], o: ReenactOptions
                     look = _look(out_crop, real_crop, lm, src_lm, closed, read, real_au)
                     scores[name].append(PairScore(clip.name, s, t, kind, mp, ms, ep, es, expr, rb, ident,
                                                   memory is not None and r is not None, look))
-                    for part in (p for p in judged if judged[p]):
+                    for part in judged:
                         patches[name][part].append(critic.patch(out_crop, boxes[part], critic.PATCH[part]))
                     if name != "copy":
                         zoom_m.append(_zoom(out_crop, mouth_box))
