@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         output_folder(a.out)  # before the long run, not after it
+        for option, value in (("--pairs", a.pairs), ("--closed", a.closed), ("--examples", a.examples)):
+            if value < 0:
+                raise InputError(value, "must be 0 or more", field=option)
         specs = [m.split("=", 1) if "=" in m else [m, m] for m in a.models]
         gens = {"warp": load_generator("warp", a.engine)}
         for label, model in specs:

@@ -181,3 +181,13 @@ def test_look_gate_reads_every_figure_and_names_each_miss(tmp_path, capsys):
     del_row = _report()
     del del_row["rows"]["default"]
     assert run(del_row) == 2
+
+
+@pytest.mark.parametrize("option", ["--pairs", "--closed", "--examples"])
+def test_reenact_models_refuses_a_negative_count_before_any_work(tmp_path, capsys, option):
+    from calib.reenact_models import main
+
+    assert main(["-o", str(tmp_path / "out"), option, "-1", "warp2=warp"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and option in err[0] and "0 or more" in err[0]
+    assert not (tmp_path / "out").exists()
